@@ -1,0 +1,57 @@
+// Portability layer: lets the same kernel source compile with NVRTC/nvcc for
+// an NVIDIA GPU and with a host C++ compiler for the CPU backend.
+//
+// On the host, CUDA's launch coordinates (threadIdx, blockIdx, blockDim,
+// gridDim) become thread-local loop variables set by the CPU launcher
+// (metaclip_gpu/_native/cpu_launch.cpp), and atomics become compiler atomics.
+// Kernels must not use block-level cooperation (__shared__, __syncthreads):
+// the host layer does not provide it.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// ---------------------------------------------------------------- device ---
+#define MC_ON_DEVICE 1
+typedef unsigned char mc_u8;
+typedef int mc_i32;
+typedef unsigned int mc_u32;
+typedef long long mc_i64;
+typedef unsigned long long mc_u64;
+#define MC_FN __device__ __forceinline__
+#define MC_METHOD __device__ __forceinline__
+#define MC_KERNEL extern "C" __global__
+#define MC_RESTRICT __restrict__
+
+#else
+// ------------------------------------------------------------------ host ---
+#define MC_ON_DEVICE 0
+#include <cstdint>
+#include <cstring>
+typedef uint8_t mc_u8;
+typedef int32_t mc_i32;
+typedef uint32_t mc_u32;
+typedef int64_t mc_i64;
+typedef uint64_t mc_u64;
+#define MC_FN static inline
+#define MC_METHOD inline
+#define MC_KERNEL static inline
+#define MC_RESTRICT __restrict__
+
+struct mc_dim3 {
+  unsigned int x, y, z;
+};
+// Set by the CPU launcher before each emulated thread runs.
+static thread_local mc_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+template <typename T>
+static inline T atomicAdd(T* address, T value) {
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+#endif
+
+// Grid-stride helpers shared by every kernel.
+MC_FN mc_i64 mc_global_thread() {
+  return (mc_i64)blockIdx.x * (mc_i64)blockDim.x + (mc_i64)threadIdx.x;
+}
+MC_FN mc_i64 mc_global_stride() {
+  return (mc_i64)gridDim.x * (mc_i64)blockDim.x;
+}

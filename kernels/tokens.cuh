@@ -1,0 +1,176 @@
+// MetaCLIP's spacing() as a token stream, and the n-gram hash.
+//
+// SPEC section 2: spacing(text) = " " + text + " " with every , . ; : ? ! `
+// wrapped in spaces and every \t \n \r turned into a space; an entry e matches
+// when " " + e + " " is a substring. Equivalently: split spacing(text) on ' '
+// keeping empty tokens t_0..t_m (t_0 and t_m always empty) and look for
+// e's tokens as a contiguous run inside t_1..t_{m-1} ("inner tokens").
+//
+// The inner tokens are read straight off the original bytes, never building
+// the spaced string: a run of ordinary bytes is one token, a space-like byte
+// ends the current token, a punctuation byte ends the current token and is a
+// one-byte token of its own, and the end of the text ends the last token.
+// Every token is a contiguous slice of the original text.
+//
+// Shared by the kernels (match.cu) and the host index builder, so text and
+// metadata are hashed by the same code.
+#pragma once
+#include "portable.cuh"
+
+// Byte classes.
+#define MC_ORDINARY 0
+#define MC_SPACE 1  // ' ', '\t', '\n', '\r'
+#define MC_PUNCT 2  // , . ; : ? ! `
+
+// Bit c set for space-like / wrapped-punctuation bytes c < 64.
+#define MC_SPACE_MASK ((1ull << 32) | (1ull << 9) | (1ull << 10) | (1ull << 13))
+#define MC_PUNCT_MASK                                                     \
+  ((1ull << 44) | (1ull << 46) | (1ull << 59) | (1ull << 58) | (1ull << 63) | \
+   (1ull << 33))
+
+MC_FN int mc_byte_class(mc_u8 c) {
+  if (c < 64) {
+    if ((MC_SPACE_MASK >> c) & 1ull) return MC_SPACE;
+    if ((MC_PUNCT_MASK >> c) & 1ull) return MC_PUNCT;
+    return MC_ORDINARY;
+  }
+  return c == '`' ? MC_PUNCT : MC_ORDINARY;
+}
+
+// ---------------------------------------------------------------- hashing ---
+#define MC_FNV_BASIS 0xcbf29ce484222325ull
+#define MC_FNV_PRIME 0x100000001b3ull
+#define MC_NGRAM_SEED 0x9e3779b97f4a7c15ull
+
+MC_FN mc_u64 mc_fmix64(mc_u64 k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+// Hash of a token sequence: fold each token's FNV-1a hash into the running
+// n-gram hash. Order-sensitive; used identically for texts and entries.
+MC_FN mc_u64 mc_ngram_extend(mc_u64 ngram_hash, mc_u64 token_hash) {
+  return mc_fmix64(ngram_hash * 0x2545f4914f6cdd1dull + token_hash);
+}
+
+// ------------------------------------------------------------ token stream ---
+struct McToken {
+  mc_i64 start;  // byte offset of the token in the original text
+  mc_i64 len;    // 0 for an empty token
+  mc_u64 hash;   // FNV-1a 64 of the token bytes
+};
+
+// Iterator over the inner tokens t_1..t_{m-1}. A plain value: copying it
+// forks the stream, which is how a probe looks ahead from a start token.
+struct McTokenStream {
+  const mc_u8* text;
+  mc_i64 n;
+  mc_i64 pos;        // where the next token starts
+  int punct_next;    // the byte at pos is a wrapped punctuation token
+  int done;          // the last token has been produced
+};
+
+MC_FN McTokenStream mc_stream_begin(const mc_u8* text, mc_i64 n) {
+  McTokenStream s;
+  s.text = text;
+  s.n = n;
+  s.pos = 0;
+  s.punct_next = 0;
+  s.done = 0;
+  return s;
+}
+
+// Produces the next inner token; returns 0 when the stream is exhausted.
+MC_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
+  if (s->done) return 0;
+  mc_u64 h = MC_FNV_BASIS;
+  if (s->punct_next) {
+    mc_u8 c = s->text[s->pos];
+    tok->start = s->pos;
+    tok->len = 1;
+    tok->hash = (h ^ (mc_u64)c) * MC_FNV_PRIME;
+    s->pos += 1;
+    s->punct_next = 0;
+    return 1;
+  }
+  const mc_i64 start = s->pos;
+  mc_i64 i = start;
+  int cls = MC_ORDINARY;
+  while (i < s->n) {
+    const mc_u8 c = s->text[i];
+    cls = mc_byte_class(c);
+    if (cls != MC_ORDINARY) break;
+    h = (h ^ (mc_u64)c) * MC_FNV_PRIME;
+    ++i;
+  }
+  tok->start = start;
+  tok->len = i - start;
+  tok->hash = h;
+  if (i >= s->n) {
+    s->done = 1;  // the closing space of spacing() ends this last token
+  } else if (cls == MC_SPACE) {
+    s->pos = i + 1;
+  } else {  // MC_PUNCT: it becomes the next token
+    s->pos = i;
+    s->punct_next = 1;
+  }
+  return 1;
+}
+
+// Token-hash of a metadata entry's token (bytes between ' ' separators).
+MC_FN mc_u64 mc_token_hash(const mc_u8* bytes, mc_i64 len) {
+  mc_u64 h = MC_FNV_BASIS;
+  for (mc_i64 i = 0; i < len; ++i) h = (h ^ (mc_u64)bytes[i]) * MC_FNV_PRIME;
+  return h;
+}
+
+// A metadata token can equal some text token only if it is empty, a single
+// wrapped punctuation byte, or a run of ordinary bytes (no space-like bytes:
+// the entry is split on ' ', so tabs, newlines and CRs are what can remain).
+MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
+  if (len == 1 && mc_byte_class(bytes[0]) == MC_PUNCT) return 1;
+  for (mc_i64 i = 0; i < len; ++i)
+    if (mc_byte_class(bytes[i]) != MC_ORDINARY) return 0;
+  return 1;
+}
+
+// ------------------------------------------------------- probe table slots ---
+// One 64-bit word per slot, linear probing, 0 = empty:
+//   bits 63..32  fingerprint: the high 32 bits of the n-gram hash
+//   bits 31..3   payload: an entry id (MC_SLOT_LIST clear) or the offset in
+//                hit_lists of [count, id_1, ..., id_count] (MC_SLOT_LIST set)
+//   bits 2..0    flags
+// The home position is the hash's low bits. Keys that share a fingerprint and
+// meet in a probe run are merged into the first such slot at build time, so a
+// lookup may stop at the first slot whose fingerprint matches. Every id found
+// is verified against the entry's bytes, so a collision costs time, never a
+// false match.
+#define MC_SLOT_PREFIX 1u  // some entry continues past this n-gram
+#define MC_SLOT_ENTRY 2u   // some entry ends at this n-gram
+#define MC_SLOT_LIST 4u    // payload indexes hit_lists
+#define MC_SLOT_PAYLOAD_BITS 29
+#define MC_SLOT_PAYLOAD_MAX ((1u << MC_SLOT_PAYLOAD_BITS) - 1u)
+
+MC_FN mc_u64 mc_slot_pack(mc_u64 hash, mc_u32 payload, mc_u32 flags) {
+  return (hash & 0xffffffff00000000ull) | ((mc_u64)payload << 3) | (mc_u64)flags;
+}
+MC_FN mc_u32 mc_slot_flags(mc_u64 slot) { return (mc_u32)(slot & 7u); }
+MC_FN mc_u32 mc_slot_payload(mc_u64 slot) {
+  return (mc_u32)((slot >> 3) & MC_SLOT_PAYLOAD_MAX);
+}
+
+// Returns the slot for `hash`, or 0 when no entry starts with this n-gram.
+MC_FN mc_u64 mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
+  const mc_u64 fp = hash >> 32;
+  mc_u64 pos = hash & mask;
+  for (;;) {
+    const mc_u64 slot = slots[pos];
+    if (slot == 0) return 0;
+    if ((slot >> 32) == fp) return slot;
+    pos = (pos + 1) & mask;
+  }
+}

@@ -1,0 +1,52 @@
+/* C interface of the CPU build of the kernels (kernels/match.cu) and of the
+   probe-table builder. Declared once here; cffi reads the same declarations
+   (see build_ext.py). */
+#ifndef METACLIP_CPU_API_H
+#define METACLIP_CPU_API_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct McBuiltIndex McBuiltIndex;
+
+/* Builds the probe table for entries given as Arrow large_string buffers.
+   Returns NULL on allocation failure or when the index is too large. */
+McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
+                             int64_t n_entries, double max_load);
+/* out[0] table slots, out[1] hit_lists length, out[2] distinct n-gram keys,
+   out[3] entries that can never match, out[4] keys merged by fingerprint,
+   out[5] most tokens in one entry. */
+void mc_index_info(const McBuiltIndex* index, int64_t* out);
+void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* hit_lists);
+void mc_index_free(McBuiltIndex* index);
+
+int mc_local_cap(void);
+int mc_max_threads(void);
+
+/* The three kernels, run on `n_threads` host threads. `offsets` holds int32
+   or int64 values as `offsets_are_64` says; `valid` and `rows` may be NULL. */
+void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                        const int64_t* entry_offsets, const uint8_t* entry_chars,
+                        const uint8_t* chars, const void* offsets, int offsets_are_64,
+                        const uint8_t* valid, int64_t valid_bit_offset,
+                        const int64_t* rows, int64_t n_rows,
+                        int32_t* out_ids, int32_t* out_count, int n_threads);
+void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                      const int64_t* entry_offsets, const uint8_t* entry_chars,
+                      const uint8_t* chars, const void* offsets, int offsets_are_64,
+                      const uint8_t* valid, int64_t valid_bit_offset,
+                      const int64_t* rows, int64_t n_rows,
+                      int64_t* out_count, int n_threads);
+void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                     const int64_t* entry_offsets, const uint8_t* entry_chars,
+                     const uint8_t* chars, const void* offsets, int offsets_are_64,
+                     const uint8_t* valid, int64_t valid_bit_offset,
+                     const int64_t* rows, int64_t n_rows,
+                     const int64_t* out_offsets, int32_t* out_ids, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,79 @@
+// CPU build of kernels/match.cu: the CUDA grid becomes an OpenMP loop over
+// blocks, each block a sequential loop over its threads (portable.cuh).
+#include <omp.h>
+
+#include "../../kernels/match.cu"
+#include "cpu_api.h"
+
+namespace {
+
+constexpr unsigned kBlock = 64;  // emulated threads per block
+
+template <typename Kernel>
+void launch(int64_t n_rows, int n_threads, const Kernel& kernel) {
+  if (n_rows <= 0) return;
+  const unsigned grid = (unsigned)((n_rows + kBlock - 1) / kBlock);
+  if (n_threads <= 0) n_threads = omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 16) num_threads(n_threads)
+  for (long b = 0; b < (long)grid; ++b) {
+    gridDim = {grid, 1, 1};
+    blockDim = {kBlock, 1, 1};
+    blockIdx = {(unsigned)b, 0, 0};
+    for (unsigned t = 0; t < kBlock; ++t) {
+      threadIdx = {t, 0, 0};
+      kernel();
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int mc_local_cap(void) { return MC_LOCAL_CAP; }
+int mc_max_threads(void) { return omp_get_max_threads(); }
+
+#define MC_CPU_INDEX_ARGS slots, mask, hit_lists, entry_offsets, entry_chars
+#define MC_CPU_DISPATCH(KERNEL, ...)                                                     \
+  if (offsets_are_64) {                                                                  \
+    const auto* off = static_cast<const int64_t*>(offsets);                              \
+    launch(n_rows, n_threads, [&] {                                                      \
+      KERNEL<mc_i64>(MC_CPU_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,     \
+                     n_rows, __VA_ARGS__);                                               \
+    });                                                                                  \
+  } else {                                                                               \
+    const auto* off = static_cast<const int32_t*>(offsets);                              \
+    launch(n_rows, n_threads, [&] {                                                      \
+      KERNEL<mc_i32>(MC_CPU_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,     \
+                     n_rows, __VA_ARGS__);                                               \
+    });                                                                                  \
+  }
+
+void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                        const int64_t* entry_offsets, const uint8_t* entry_chars,
+                        const uint8_t* chars, const void* offsets, int offsets_are_64,
+                        const uint8_t* valid, int64_t valid_bit_offset,
+                        const int64_t* rows, int64_t n_rows,
+                        int32_t* out_ids, int32_t* out_count, int n_threads) {
+  MC_CPU_DISPATCH(mc_match_fixed, out_ids, out_count)
+}
+
+void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                      const int64_t* entry_offsets, const uint8_t* entry_chars,
+                      const uint8_t* chars, const void* offsets, int offsets_are_64,
+                      const uint8_t* valid, int64_t valid_bit_offset,
+                      const int64_t* rows, int64_t n_rows,
+                      int64_t* out_count, int n_threads) {
+  MC_CPU_DISPATCH(mc_count_raw, out_count)
+}
+
+void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
+                     const int64_t* entry_offsets, const uint8_t* entry_chars,
+                     const uint8_t* chars, const void* offsets, int offsets_are_64,
+                     const uint8_t* valid, int64_t valid_bit_offset,
+                     const int64_t* rows, int64_t n_rows,
+                     const int64_t* out_offsets, int32_t* out_ids, int n_threads) {
+  MC_CPU_DISPATCH(mc_fill_raw, out_offsets, out_ids)
+}
+
+}  // extern "C"

@@ -1,0 +1,63 @@
+"""The backend seam: the one place that decides between the CPU and the GPU.
+
+Both backends run the same kernels (kernels/match.cu) and expose the same small interface,
+`Backend`; everything above it (metaclip_gpu.match and the pipeline) is one code path that
+only talks to `backend.xp` (NumPy or CuPy) and these methods. GPU modules are imported lazily,
+so a CPU-only install never imports CuPy or cuDF.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Protocol
+
+BackendName = Literal["auto", "cpu", "gpu"]
+
+
+class Backend(Protocol):
+    name: str
+    xp: Any  # numpy or cupy
+    local_cap: int  # ids a text can hold in mc_match_fixed's per-thread buffer
+
+    def text_batches(self, texts: Any, batch_rows: int) -> Any:
+        """Yields TextBatch views over `texts` of at most `batch_rows` rows each."""
+
+    def match_fixed(self, index: Any, batch: Any) -> tuple[Any, Any]:
+        """Runs mc_match_fixed: ((rows, local_cap) int32 ids, int32 counts, -1 = overflow)."""
+
+    def count_raw(self, index: Any, batch: Any, rows: Any) -> Any:
+        """Runs mc_count_raw on `rows` of `batch`: int64 hit counts."""
+
+    def fill_raw(self, index: Any, batch: Any, rows: Any, offsets: Any, total: int) -> Any:
+        """Runs mc_fill_raw on `rows` of `batch`: int32 ids, duplicates kept."""
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device (never raises)."""
+    os.environ.setdefault("RAPIDS_NO_INITIALIZE", "1")
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:
+        return False
+
+
+def get_backend(name: BackendName | str = "auto", *, threads: int | None = None) -> Backend:
+    """The backend called `name`: "cpu", "gpu", or "auto" (GPU when CuPy sees a device)."""
+    if name == "auto":
+        name = "gpu" if gpu_available() else "cpu"
+    if name == "cpu":
+        from metaclip_gpu.backends.cpu import CPUBackend
+
+        return CPUBackend(threads=threads)
+    if name == "gpu":
+        if not gpu_available():
+            raise RuntimeError(
+                "backend='gpu' needs CuPy and an NVIDIA GPU (pip install 'metaclip-gpu[gpu]'); "
+                "none was found. Use backend='cpu' or 'auto'."
+            )
+        from metaclip_gpu.backends.gpu import GPUBackend
+
+        return GPUBackend()
+    raise ValueError(f"unknown backend {name!r}: expected 'auto', 'cpu' or 'gpu'")

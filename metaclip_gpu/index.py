@@ -1,0 +1,178 @@
+"""The compiled metadata index: an n-gram probe table plus the entry bytes for verification.
+
+Layout (kernels/tokens.cuh): `slots` is a linear-probing table of 64-bit words keyed by the
+hash of an entry's token sequence (and of each proper prefix of it, so a probe run stops as
+soon as no entry can extend it); `hit_lists` holds the ids of slots with several entries;
+`entry_offsets`/`entry_chars` are the UTF-8 entries, against which every candidate is verified
+byte by byte. The index is built by the compiled builder in seconds and cached on disk, keyed
+by the metadata file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from metaclip_gpu.metadata import content_digest, parse_metadata
+
+INDEX_FORMAT = 1
+MAX_LOAD = 0.5
+_ARRAYS = ("slots", "hit_lists", "entry_offsets", "entry_chars")
+
+
+def default_cache_dir() -> Path:
+    """``$METACLIP_GPU_CACHE``, else ``$XDG_CACHE_HOME/metaclip-gpu``, else ``~/.cache/...``."""
+    if env := os.environ.get("METACLIP_GPU_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "metaclip-gpu"
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    n_entries: int
+    n_keys: int  # distinct n-gram keys (entries and their proper prefixes)
+    n_unmatchable: int  # entries that can never match (e.g. "St. Louis", a tab inside)
+    n_merged: int  # keys sharing a slot through a 32-bit fingerprint collision
+    max_tokens: int  # most tokens in one entry
+    table_slots: int
+    build_seconds: float
+    digest: str  # SHA-256 of the metadata source, "" when built from a list
+
+
+@dataclass(frozen=True, eq=False)
+class MetadataIndex:
+    """Metadata compiled for matching; host (NumPy) arrays, shared by both backends."""
+
+    slots: np.ndarray  # uint64 [table_slots]
+    hit_lists: np.ndarray  # int32
+    entry_offsets: np.ndarray  # int64 [n_entries + 1]
+    entry_chars: np.ndarray  # uint8
+    stats: IndexStats
+
+    @property
+    def mask(self) -> int:
+        return len(self.slots) - 1
+
+    def __len__(self) -> int:
+        return self.stats.n_entries
+
+    @property
+    def entries(self) -> pa.LargeStringArray:
+        """The entry strings, zero-copy over `entry_chars`."""
+        return pa.LargeStringArray.from_buffers(
+            self.stats.n_entries, pa.py_buffer(self.entry_offsets), pa.py_buffer(self.entry_chars)
+        )
+
+    def entry(self, entry_id: int) -> str:
+        start, stop = self.entry_offsets[entry_id], self.entry_offsets[entry_id + 1]
+        return self.entry_chars[start:stop].tobytes().decode("utf-8")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in _ARRAYS)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_entries(cls, entries: list[str], *, digest: str = "", cache: bool = False) -> MetadataIndex:
+        """Builds the index for a list of entry strings (not cached unless `cache`)."""
+        if cache:
+            digest = digest or content_digest(json.dumps(entries).encode("utf-8"))
+            return cls._cached(digest, lambda: entries)
+        return cls._build(entries, digest)
+
+    @classmethod
+    def load(cls, path: str | Path, *, cache: bool | str | Path = True) -> MetadataIndex:
+        """The index of a metadata file (JSON list or one entry per line).
+
+        `cache=True` uses `default_cache_dir()`, a path names another cache directory, `False`
+        always rebuilds. The cache key is the file's SHA-256 plus the index format version.
+        """
+        path = Path(path)
+        raw = path.read_bytes()
+        digest = content_digest(raw)
+        if cache is False:
+            return cls._build(parse_metadata(raw, str(path)), digest)
+        cache_dir = default_cache_dir() if cache is True else Path(cache)
+        return cls._cached(digest, lambda: parse_metadata(raw, str(path)), cache_dir)
+
+    @classmethod
+    def _cached(cls, digest: str, entries_fn, cache_dir: Path | None = None) -> MetadataIndex:
+        cache_dir = cache_dir or default_cache_dir()
+        where = cache_dir / f"index-v{INDEX_FORMAT}-{digest[:40]}"
+        if (where / "stats.json").exists():
+            try:
+                return cls._read(where)
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache entry: rebuild it below
+        index = cls._build(entries_fn(), digest)
+        index._write(where)
+        return index
+
+    @classmethod
+    def _build(cls, entries: list[str], digest: str) -> MetadataIndex:
+        from metaclip_gpu._native import ffi, lib
+
+        started = time.perf_counter()
+        array = pa.array(entries, type=pa.large_string())
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1)
+        data = array.buffers()[2]
+        chars = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        chars = chars[: offsets[-1]].copy() if len(chars) else np.zeros(1, np.uint8)
+        offsets = offsets.copy()
+        built = lib.mc_index_build(
+            ffi.from_buffer("uint8_t[]", chars),
+            ffi.from_buffer("int64_t[]", offsets),
+            len(entries),
+            MAX_LOAD,
+        )
+        if built == ffi.NULL:
+            raise MemoryError(f"cannot build an index for {len(entries):,} entries")
+        try:
+            info = ffi.new("int64_t[6]")
+            lib.mc_index_info(built, info)
+            slots = np.empty(info[0], dtype=np.uint64)
+            hit_lists = np.empty(info[1], dtype=np.int32)
+            lib.mc_index_export(
+                built, ffi.from_buffer("uint64_t[]", slots), ffi.from_buffer("int32_t[]", hit_lists)
+            )
+        finally:
+            lib.mc_index_free(built)
+        stats = IndexStats(
+            n_entries=len(entries),
+            n_keys=int(info[2]),
+            n_unmatchable=int(info[3]),
+            n_merged=int(info[4]),
+            max_tokens=int(info[5]),
+            table_slots=int(info[0]),
+            build_seconds=time.perf_counter() - started,
+            digest=digest,
+        )
+        return cls(slots, hit_lists, offsets, chars, stats)
+
+    # ------------------------------------------------------------------ cache
+    def _write(self, where: Path) -> None:
+        """Writes into a temporary sibling directory, then renames it into place."""
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=where.name + ".", dir=where.parent))
+        try:
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            (tmp / "stats.json").write_text(json.dumps(asdict(self.stats)))
+            os.replace(tmp, where)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or no space
+
+    @classmethod
+    def _read(cls, where: Path) -> MetadataIndex:
+        stats = IndexStats(**json.loads((where / "stats.json").read_text()))
+        arrays = {name: np.load(where / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
+        return cls(**arrays, stats=stats)

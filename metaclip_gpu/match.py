@@ -1,0 +1,132 @@
+"""Stage `match`: every text against every metadata entry, as a CSR of distinct entry ids.
+
+`match(texts, index)` runs on either backend (see metaclip_gpu.backends) with one code path:
+the single-pass kernel handles texts with up to `local_cap` distinct matches; the rare longer
+texts are re-run through the count and fill kernels and de-duplicated with a library sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from metaclip_gpu.backends import Backend, BackendName, get_backend
+from metaclip_gpu.index import MetadataIndex
+
+DEFAULT_BATCH_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Per-text sorted distinct entry ids in CSR form (NumPy on CPU, CuPy on GPU)."""
+
+    offsets: Any  # int64 [n_texts + 1]
+    entry_ids: Any  # int32 [offsets[-1]]
+    backend: str
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def ids_of(self, text: int) -> np.ndarray:
+        """The entry ids of one text (a host array)."""
+        start, stop = int(self.offsets[text]), int(self.offsets[text + 1])
+        return _to_host(self.entry_ids[start:stop])
+
+    def to_lists(self) -> list[list[int]]:
+        offsets, ids = _to_host(self.offsets), _to_host(self.entry_ids)
+        return [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+
+    def to_arrow(self) -> pa.Array:
+        """A list<int32> column (large_list when the ids exceed int32 list offsets)."""
+        offsets, ids = _to_host(self.offsets), _to_host(self.entry_ids)
+        if offsets[-1] < 2**31:
+            return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(ids))
+        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids))
+
+    def matched_texts(self) -> int:
+        return int((self.offsets[1:] > self.offsets[:-1]).sum())
+
+
+def _to_host(array: Any) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def match(
+    texts: Any,
+    index: MetadataIndex,
+    *,
+    backend: BackendName | str | Backend = "auto",
+    threads: int | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> MatchResult:
+    """Matches `texts` against `index` (SPEC section 2) and returns the CSR of entry ids.
+
+    `texts`: a pyarrow string/binary (Chunked)Array, a cuDF or pandas Series, or a sequence of
+    ``str``/``bytes``/``None``. A null text matches nothing; binary texts (and invalid UTF-8
+    inside string columns) are matched as bytes. `threads` sets the CPU backend's threads
+    (default: all cores available to the process).
+    """
+    be = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
+    xp = be.xp
+    parts_offsets, parts_ids = [], []
+    for batch in be.text_batches(texts, batch_rows):
+        counts, ids = _match_batch(be, index, batch)
+        parts_offsets.append(counts)
+        parts_ids.append(ids)
+    if not parts_offsets:
+        return MatchResult(xp.zeros(1, dtype=xp.int64), xp.zeros(0, dtype=xp.int32), be.name)
+    counts = xp.concatenate(parts_offsets)
+    offsets = xp.zeros(len(counts) + 1, dtype=xp.int64)
+    xp.cumsum(counts, out=offsets[1:])
+    return MatchResult(offsets, xp.concatenate(parts_ids), be.name)
+
+
+def _match_batch(be: Backend, index: MetadataIndex, batch: Any) -> tuple[Any, Any]:
+    """(per-text distinct counts, flat ids) for one batch."""
+    xp = be.xp
+    fixed_ids, counts = be.match_fixed(index, batch)
+    overflow = counts < 0
+    lengths = xp.where(overflow, 0, counts).astype(xp.int64)
+    flat = fixed_ids[xp.arange(be.local_cap, dtype=xp.int32)[None, :] < lengths[:, None]]
+    long_rows = xp.flatnonzero(overflow)
+    if len(long_rows) == 0:
+        return lengths, flat
+    long_counts, long_ids = _match_long(be, index, batch, long_rows)
+    return _merge(xp, lengths, flat, long_rows, long_counts, long_ids)
+
+
+def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tuple[Any, Any]:
+    """Texts with more than `local_cap` distinct ids: count, fill, then sort-unique per text."""
+    xp = be.xp
+    raw_counts = be.count_raw(index, batch, rows)
+    raw_offsets = xp.zeros(len(rows) + 1, dtype=xp.int64)
+    xp.cumsum(raw_counts, out=raw_offsets[1:])
+    total = int(raw_offsets[-1])
+    raw_ids = be.fill_raw(index, batch, rows, raw_offsets[:-1], total)
+    owner = xp.repeat(xp.arange(len(rows), dtype=xp.int64), raw_counts)
+    keys = xp.unique((owner << 32) | raw_ids.astype(xp.int64))
+    ids = (keys & 0xFFFFFFFF).astype(xp.int32)
+    counts = xp.bincount(keys >> 32, minlength=len(rows)).astype(xp.int64)
+    return counts, ids
+
+
+def _merge(xp: Any, lengths: Any, flat: Any, long_rows: Any, long_counts: Any, long_ids: Any):
+    """Places the long texts' ids between the others', keeping text order."""
+    final_lengths = lengths.copy()
+    final_lengths[long_rows] = long_counts
+    starts = xp.zeros(len(final_lengths) + 1, dtype=xp.int64)
+    xp.cumsum(final_lengths, out=starts[1:])
+    out = xp.empty(int(starts[-1]), dtype=xp.int32)
+    out[_positions(xp, starts, xp.arange(len(lengths)), lengths)] = flat
+    out[_positions(xp, starts, long_rows, long_counts)] = long_ids
+    return final_lengths, out
+
+
+def _positions(xp: Any, starts: Any, rows: Any, lengths: Any) -> Any:
+    """Destination of element k of each listed row: starts[row] + k, flattened."""
+    first = xp.repeat(starts[rows], lengths)
+    run_start = xp.repeat(xp.cumsum(lengths) - lengths, lengths)
+    return first + xp.arange(int(lengths.sum()), dtype=xp.int64) - run_start
