@@ -14,6 +14,7 @@
 //                     the two kernels below).
 //   mc_count_raw_*    number of (position, id) hits per text, duplicates kept.
 //   mc_fill_raw_*     the same hits, written from the text's CSR offset.
+//   mc_gather_fixed_rows  moves mc_match_fixed's rows into CSR order.
 //
 // Texts are Arrow/cuDF string columns: `chars` plus offsets, an optional
 // validity bitmap (LSB order, starting at bit `valid_bit_offset`; a null text
@@ -29,44 +30,96 @@
 struct McIndex {
   const mc_u64* MC_RESTRICT slots;
   mc_u64 mask;
-  const mc_i32* MC_RESTRICT hit_lists;
-  const mc_i64* MC_RESTRICT entry_offsets;
-  const mc_u8* MC_RESTRICT entry_chars;
+  const mc_i32* MC_RESTRICT blob;  // verification records (tokens.cuh)
 };
 
-// Does entry `id` consist exactly of the `n_tokens` tokens that `stream`
-// produces next? `first` is the first of them, already read by the caller.
-MC_FN int mc_verify(const McIndex& ix, mc_i32 id, const mc_u8* text,
-                    McTokenStream stream, McToken first, int n_tokens) {
-  const mc_u8* e = ix.entry_chars + ix.entry_offsets[id];
-  const mc_i64 e_len = ix.entry_offsets[id + 1] - ix.entry_offsets[id];
-  mc_i64 at = 0;  // read position in the entry
-  McToken tok = first;
-  for (int k = 0; k < n_tokens; ++k) {
-    if (k > 0) {
-      if (at >= e_len || e[at] != ' ') return 0;
-      ++at;
-      if (!mc_stream_next(&stream, &tok)) return 0;
+// ------------------------------------------------------------ text scans ---
+// Both scans call sink.emit(id) for every verified (start token, entry) hit of
+// one text and stop early when sink.full(). mc_scan_text picks one per index.
+
+#ifndef MC_TOKEN_RING  // tokens a thread keeps (a power of two)
+#if MC_ON_DEVICE
+#define MC_TOKEN_RING 16
+#else
+#define MC_TOKEN_RING 32
+#endif
+#endif
+#ifndef MC_READ_AHEAD  // tokens read (and their slots prefetched) ahead of use
+#if MC_ON_DEVICE
+#define MC_READ_AHEAD 0
+#else
+#define MC_READ_AHEAD 8
+#endif
+#endif
+
+// Emits the verified candidates of an MC_SLOT_ENTRY slot. `Tokens` yields the
+// n-gram's k-th token through at(k).
+template <typename Tokens, typename Sink>
+MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text,
+                            const Tokens& tokens, int n_tokens, Sink& sink) {
+  const mc_i32* record = ix.blob + mc_slot_payload(slot);
+  const mc_i32 count = *record++;
+  for (mc_i32 c = 0; c < count; ++c) {
+    const mc_i32 id = record[0];
+    const mc_i64 e_len = record[1];
+    const mc_u8* e = (const mc_u8*)(record + 2);
+    record += mc_record_words(e_len);
+    // The entry must be exactly the n-gram's tokens joined by single spaces.
+    mc_i64 at = 0;
+    int ok = 1;
+    for (int k = 0; ok && k < n_tokens; ++k) {
+      const McToken tok = tokens.at(k);
+      if (k > 0) {
+        if (at >= e_len || e[at] != ' ') ok = 0;
+        ++at;
+      }
+      if (!ok || at + tok.len > e_len) {
+        ok = 0;
+        break;
+      }
+      for (mc_i64 b = 0; b < tok.len; ++b)
+        if (e[at + b] != text[tok.start + b]) ok = 0;
+      at += tok.len;
     }
-    if (at + tok.len > e_len) return 0;
-    for (mc_i64 b = 0; b < tok.len; ++b)
-      if (e[at + b] != text[tok.start + b]) return 0;
-    at += tok.len;
-    // The entry's token must end here too.
-    if (at < e_len && e[at] != ' ') return 0;
+    if (ok && at == e_len) sink.emit(id);
   }
-  return at == e_len;
 }
 
-// Calls sink.emit(id) for every verified (start token, entry) hit of one
-// text. Stops early when sink.full() says the sink cannot take more.
+// The fast scan: each token is read once into a small ring; the ring reads
+// MC_READ_AHEAD tokens ahead and prefetches their 1-gram slots. Exact when no
+// entry has more than MC_TOKEN_RING - MC_READ_AHEAD - 1 tokens.
+struct McTokenRing {
+  McToken tok[MC_TOKEN_RING];
+  mc_i64 produced;  // tokens read so far
+  McTokenStream stream;
+  // Token k (counting from t_1), reading up to k + MC_READ_AHEAD; 0 past the end.
+  MC_METHOD int get(const McIndex& ix, mc_i64 k, McToken* out) {
+    while (produced <= k + MC_READ_AHEAD) {
+      McToken t;
+      if (!mc_stream_next(&stream, &t)) break;
+      tok[produced & (MC_TOKEN_RING - 1)] = t;
+      ++produced;
+      mc_prefetch(ix.slots + (mc_ngram_extend(MC_NGRAM_SEED, t.hash) & ix.mask));
+    }
+    if (k >= produced) return 0;
+    *out = tok[k & (MC_TOKEN_RING - 1)];
+    return 1;
+  }
+};
+struct McRingWindow {  // the n-gram starting at token j
+  const McTokenRing* ring;
+  mc_i64 j;
+  MC_METHOD McToken at(int k) const { return ring->tok[(j + k) & (MC_TOKEN_RING - 1)]; }
+};
+
 template <typename Sink>
-MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
-  McTokenStream stream = mc_stream_begin(text, n);
-  for (;;) {
-    McToken first;
-    if (!mc_stream_next(&stream, &first)) break;
-    McTokenStream ahead = stream;  // positioned after the n-gram's last token
+MC_FN void mc_scan_ring(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
+                        Sink& sink) {
+  McTokenRing ring;
+  ring.produced = 0;
+  ring.stream = mc_stream_begin(text, n);
+  McToken first;
+  for (mc_i64 j = 0; ring.get(ix, j, &first); ++j) {
     mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, first.hash);
     int n_tokens = 1;
     for (;;) {
@@ -74,26 +127,69 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
       if (slot == 0) break;
       const mc_u32 flags = mc_slot_flags(slot);
       if (flags & MC_SLOT_ENTRY) {
-        const mc_u32 payload = mc_slot_payload(slot);
-        if (flags & MC_SLOT_LIST) {
-          const mc_i32 count = ix.hit_lists[payload];
-          for (mc_i32 c = 0; c < count; ++c) {
-            const mc_i32 id = ix.hit_lists[payload + 1 + c];
-            if (mc_verify(ix, id, text, stream, first, n_tokens)) sink.emit(id);
-          }
-        } else {
-          const mc_i32 id = (mc_i32)payload;
-          if (mc_verify(ix, id, text, stream, first, n_tokens)) sink.emit(id);
-        }
+        McRingWindow window = {&ring, j};
+        mc_emit_verified(ix, slot, text, window, n_tokens, sink);
         if (sink.full()) return;
       }
-      if (!(flags & MC_SLOT_PREFIX)) break;
+      if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
+      McToken next;
+      if (!ring.get(ix, j + n_tokens, &next)) break;
+      h = mc_ngram_extend(h, next.hash);
+      ++n_tokens;
+      if (!mc_filter_may_contain(ix.slots, ix.mask, h)) break;
+    }
+  }
+}
+
+// The general scan, for metadata with longer entries: each probe run re-reads
+// its tokens from a copy of the stream, so it needs no buffer at all.
+struct McStreamWindow {  // the n-gram whose first token is `first`
+  McTokenStream after_first;
+  McToken first;
+  MC_METHOD McToken at(int k) const {
+    McTokenStream s = after_first;
+    McToken t = first;
+    for (int i = 0; i < k; ++i) mc_stream_next(&s, &t);
+    return t;
+  }
+};
+
+template <typename Sink>
+MC_FN void mc_scan_stream(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
+                          Sink& sink) {
+  McTokenStream stream = mc_stream_begin(text, n);
+  McStreamWindow window;
+  while (mc_stream_next(&stream, &window.first)) {
+    window.after_first = stream;
+    McTokenStream ahead = stream;  // positioned after the n-gram's last token
+    mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, window.first.hash);
+    int n_tokens = 1;
+    for (;;) {
+      const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
+      if (slot == 0) break;
+      const mc_u32 flags = mc_slot_flags(slot);
+      if (flags & MC_SLOT_ENTRY) {
+        mc_emit_verified(ix, slot, text, window, n_tokens, sink);
+        if (sink.full()) return;
+      }
+      if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
       McToken next;
       if (!mc_stream_next(&ahead, &next)) break;
       h = mc_ngram_extend(h, next.hash);
       ++n_tokens;
+      if (!mc_filter_may_contain(ix.slots, ix.mask, h)) break;
     }
   }
+}
+
+// blob[0] holds the most tokens of any entry (tokens.cuh).
+template <typename Sink>
+MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
+  const int max_tokens = ix.blob[0];
+  if (max_tokens + MC_READ_AHEAD + 1 <= MC_TOKEN_RING)
+    mc_scan_ring(ix, max_tokens, text, n, sink);
+  else
+    mc_scan_stream(ix, max_tokens, text, n, sink);
 }
 
 // Distinct ids kept sorted in a small per-thread array.
@@ -146,13 +242,11 @@ MC_FN const mc_u8* mc_text_of(const mc_u8* chars, const Off* offsets,
   return chars + begin;
 }
 
-#define MC_INDEX_PARAMS                                                      \
-  const mc_u64 *slots, mc_u64 mask, const mc_i32 *hit_lists,                \
-      const mc_i64 *entry_offsets, const mc_u8 *entry_chars
+#define MC_INDEX_PARAMS const mc_u64 *slots, mc_u64 mask, const mc_i32 *blob
 #define MC_TEXT_PARAMS(Off)                                                  \
   const mc_u8 *chars, const Off *offsets, const mc_u8 *valid,              \
       mc_i64 valid_bit_offset, const mc_i64 *rows, mc_i64 n_rows
-#define MC_MAKE_INDEX() {slots, mask, hit_lists, entry_offsets, entry_chars}
+#define MC_MAKE_INDEX() {slots, mask, blob}
 // Below, valid == 0 means "no validity bitmap" and rows == 0 "rows 0..n_rows-1".
 
 template <typename Off>
@@ -206,6 +300,18 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
   }
 }
 
+// Copies each text's ids from its fixed-width row to its CSR position
+// (texts that overflowed have length 0 here and are placed by the caller).
+MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i64* out_offsets,
+                           mc_i64 n_rows, mc_i32* out_ids) {
+  for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
+    const mc_i32* row = fixed_ids + i * (mc_i64)MC_LOCAL_CAP;
+    mc_i32* out = out_ids + out_offsets[i];
+    const mc_i64 len = out_offsets[i + 1] - out_offsets[i];
+    for (mc_i64 k = 0; k < len; ++k) out[k] = row[k];
+  }
+}
+
 // ------------------------------------------------------ exported kernels ---
 // Plain C names so cupy.RawModule and the CPU launcher find them. `has_valid`
 // and `has_rows` say whether `valid` / `rows` point at real data (a caller
@@ -216,7 +322,7 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i32* out_ids,         \
       mc_i32* out_count) {                                                      \
-    mc_match_fixed<Off>(slots, mask, hit_lists, entry_offsets, entry_chars,     \
+    mc_match_fixed<Off>(slots, mask, blob,     \
                         chars, offsets, has_valid ? valid : 0,                  \
                         valid_bit_offset, has_rows ? rows : 0, n_rows, out_ids, \
                         out_count);                                             \
@@ -225,7 +331,7 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i64* out_count) {     \
-    mc_count_raw<Off>(slots, mask, hit_lists, entry_offsets, entry_chars,       \
+    mc_count_raw<Off>(slots, mask, blob,       \
                       chars, offsets, has_valid ? valid : 0, valid_bit_offset,  \
                       has_rows ? rows : 0, n_rows, out_count);                  \
   }                                                                             \
@@ -234,10 +340,15 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows,                          \
       const mc_i64* out_offsets, mc_i32* out_ids) {                             \
-    mc_fill_raw<Off>(slots, mask, hit_lists, entry_offsets, entry_chars,        \
+    mc_fill_raw<Off>(slots, mask, blob,        \
                      chars, offsets, has_valid ? valid : 0, valid_bit_offset,   \
                      has_rows ? rows : 0, n_rows, out_offsets, out_ids);        \
   }
+
+MC_KERNEL void mc_gather_fixed_rows(const mc_i32* fixed_ids, const mc_i64* out_offsets,
+                                    mc_i64 n_rows, mc_i32* out_ids) {
+  mc_gather_fixed(fixed_ids, out_offsets, n_rows, out_ids);
+}
 
 MC_EXPORT_KERNELS(i32, mc_i32)
 MC_EXPORT_KERNELS(i64, mc_i64)

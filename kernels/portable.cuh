@@ -48,6 +48,25 @@ static inline T atomicAdd(T* address, T value) {
 }
 #endif
 
+MC_FN int mc_popcount64(mc_u64 x) {
+#if MC_ON_DEVICE
+  return __popcll(x);
+#else
+  return __builtin_popcountll(x);
+#endif
+}
+
+// A hint to start loading the cache line at p. The CPU build issues a
+// prefetch so one text's table probes overlap instead of waiting one by one;
+// on the GPU, thousands of resident threads already hide that latency.
+MC_FN void mc_prefetch(const void* p) {
+#if MC_ON_DEVICE
+  (void)p;
+#else
+  __builtin_prefetch(p, 0, 1);
+#endif
+}
+
 // Grid-stride helpers shared by every kernel.
 MC_FN mc_i64 mc_global_thread() {
   return (mc_i64)blockIdx.x * (mc_i64)blockDim.x + (mc_i64)threadIdx.x;

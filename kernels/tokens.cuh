@@ -37,6 +37,11 @@ MC_FN int mc_byte_class(mc_u8 c) {
   return c == '`' ? MC_PUNCT : MC_ORDINARY;
 }
 
+// The token scanner's hot test: does byte c end an ordinary run?
+MC_FN int mc_is_separator(mc_u8 c) {
+  return c < 64 ? (int)(((MC_SPACE_MASK | MC_PUNCT_MASK) >> c) & 1ull) : c == '`';
+}
+
 // ---------------------------------------------------------------- hashing ---
 #define MC_FNV_BASIS 0xcbf29ce484222325ull
 #define MC_FNV_PRIME 0x100000001b3ull
@@ -99,12 +104,8 @@ MC_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
   }
   const mc_i64 start = s->pos;
   mc_i64 i = start;
-  int cls = MC_ORDINARY;
-  while (i < s->n) {
-    const mc_u8 c = s->text[i];
-    cls = mc_byte_class(c);
-    if (cls != MC_ORDINARY) break;
-    h = (h ^ (mc_u64)c) * MC_FNV_PRIME;
+  while (i < s->n && !mc_is_separator(s->text[i])) {
+    h = (h ^ (mc_u64)s->text[i]) * MC_FNV_PRIME;
     ++i;
   }
   tok->start = start;
@@ -112,9 +113,9 @@ MC_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
   tok->hash = h;
   if (i >= s->n) {
     s->done = 1;  // the closing space of spacing() ends this last token
-  } else if (cls == MC_SPACE) {
+  } else if (mc_byte_class(s->text[i]) == MC_SPACE) {
     s->pos = i + 1;
-  } else {  // MC_PUNCT: it becomes the next token
+  } else {  // wrapped punctuation: it becomes the next token
     s->pos = i;
     s->punct_next = 1;
   }
@@ -141,17 +142,21 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 // ------------------------------------------------------- probe table slots ---
 // One 64-bit word per slot, linear probing, 0 = empty:
 //   bits 63..32  fingerprint: the high 32 bits of the n-gram hash
-//   bits 31..3   payload: an entry id (MC_SLOT_LIST clear) or the offset in
-//                hit_lists of [count, id_1, ..., id_count] (MC_SLOT_LIST set)
+//   bits 31..3   payload: for MC_SLOT_ENTRY, the int32 word offset in the
+//                verification blob of this slot's entries (below)
 //   bits 2..0    flags
 // The home position is the hash's low bits. Keys that share a fingerprint and
 // meet in a probe run are merged into the first such slot at build time, so a
-// lookup may stop at the first slot whose fingerprint matches. Every id found
-// is verified against the entry's bytes, so a collision costs time, never a
-// false match.
+// lookup may stop at the first slot whose fingerprint matches.
+//
+// Verification blob (int32 words): word 0 is the most tokens of any entry
+// (no probe run goes further); at a slot's payload, the number of entries
+// whose token sequence hashes to this slot, then for each of them its id, its
+// byte length and its UTF-8 bytes padded to whole words. Every candidate is
+// compared byte by byte with the text's tokens, so a hash collision costs
+// time, never a false match; one slot's candidates share a cache line or two.
 #define MC_SLOT_PREFIX 1u  // some entry continues past this n-gram
 #define MC_SLOT_ENTRY 2u   // some entry ends at this n-gram
-#define MC_SLOT_LIST 4u    // payload indexes hit_lists
 #define MC_SLOT_PAYLOAD_BITS 29
 #define MC_SLOT_PAYLOAD_MAX ((1u << MC_SLOT_PAYLOAD_BITS) - 1u)
 
@@ -161,6 +166,28 @@ MC_FN mc_u64 mc_slot_pack(mc_u64 hash, mc_u32 payload, mc_u32 flags) {
 MC_FN mc_u32 mc_slot_flags(mc_u64 slot) { return (mc_u32)(slot & 7u); }
 MC_FN mc_u32 mc_slot_payload(mc_u64 slot) {
   return (mc_u32)((slot >> 3) & MC_SLOT_PAYLOAD_MAX);
+}
+// Words taken by one candidate record: id, length, bytes rounded up.
+MC_FN mc_i64 mc_record_words(mc_i64 n_bytes) { return 2 + (n_bytes + 3) / 4; }
+
+// Multi-token filter: a blocked Bloom filter (two bits in one 64-bit word)
+// over every key of two or more tokens, stored right after the table's slots
+// with one word per MC_FILTER_SLOTS_PER_WORD slots. A failed extension probe
+// (the usual fate of "a" + next word) is answered by this small, cache-resident
+// array instead of a miss in the large table. No false negatives.
+#define MC_FILTER_SLOTS_PER_WORD 32
+
+MC_FN mc_u64 mc_filter_word(mc_u64 hash, mc_u64 mask) {
+  const mc_u64 n_words = (mask + 1) / MC_FILTER_SLOTS_PER_WORD;
+  const int log2_words = mc_popcount64(n_words - 1);
+  return log2_words == 0 ? 0 : (hash * 0x9e3779b97f4a7c15ull) >> (64 - log2_words);
+}
+MC_FN mc_u64 mc_filter_bits(mc_u64 hash) {
+  return (1ull << ((hash >> 26) & 63)) | (1ull << ((hash >> 36) & 63));
+}
+MC_FN int mc_filter_may_contain(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
+  const mc_u64 bits = mc_filter_bits(hash);
+  return (slots[mask + 1 + mc_filter_word(hash, mask)] & bits) == bits;
 }
 
 // Returns the slot for `hash`, or 0 when no entry starts with this n-gram.

@@ -2,9 +2,9 @@
 
 Layout (kernels/tokens.cuh): `slots` is a linear-probing table of 64-bit words keyed by the
 hash of an entry's token sequence (and of each proper prefix of it, so a probe run stops as
-soon as no entry can extend it); `hit_lists` holds the ids of slots with several entries;
-`entry_offsets`/`entry_chars` are the UTF-8 entries, against which every candidate is verified
-byte by byte. The index is built by the compiled builder in seconds and cached on disk, keyed
+soon as no entry can extend it); `blob` holds, per slot, the ids and UTF-8 bytes of the
+entries that end there, against which every candidate is verified byte by byte.
+`entry_offsets`/`entry_chars` keep the entries themselves (for reports, not for the kernels). The index is built by the compiled builder in seconds and cached on disk, keyed
 by the metadata file's SHA-256.
 """
 
@@ -23,9 +23,10 @@ import pyarrow as pa
 
 from metaclip_gpu.metadata import content_digest, parse_metadata
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 4
 MAX_LOAD = 0.5
-_ARRAYS = ("slots", "hit_lists", "entry_offsets", "entry_chars")
+_FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
+_ARRAYS = ("slots", "blob", "entry_offsets", "entry_chars")
 
 
 def default_cache_dir() -> Path:
@@ -52,15 +53,15 @@ class IndexStats:
 class MetadataIndex:
     """Metadata compiled for matching; host (NumPy) arrays, shared by both backends."""
 
-    slots: np.ndarray  # uint64 [table_slots]
-    hit_lists: np.ndarray  # int32
+    slots: np.ndarray  # uint64 [table_slots], then the multi-token filter's words
+    blob: np.ndarray  # int32 verification records (kernels/tokens.cuh)
     entry_offsets: np.ndarray  # int64 [n_entries + 1]
     entry_chars: np.ndarray  # uint8
     stats: IndexStats
 
     @property
     def mask(self) -> int:
-        return len(self.slots) - 1
+        return self.stats.table_slots - 1
 
     def __len__(self) -> int:
         return self.stats.n_entries
@@ -140,9 +141,9 @@ class MetadataIndex:
             info = ffi.new("int64_t[6]")
             lib.mc_index_info(built, info)
             slots = np.empty(info[0], dtype=np.uint64)
-            hit_lists = np.empty(info[1], dtype=np.int32)
+            blob = np.empty(info[1], dtype=np.int32)
             lib.mc_index_export(
-                built, ffi.from_buffer("uint64_t[]", slots), ffi.from_buffer("int32_t[]", hit_lists)
+                built, ffi.from_buffer("uint64_t[]", slots), ffi.from_buffer("int32_t[]", blob)
             )
         finally:
             lib.mc_index_free(built)
@@ -152,11 +153,11 @@ class MetadataIndex:
             n_unmatchable=int(info[3]),
             n_merged=int(info[4]),
             max_tokens=int(info[5]),
-            table_slots=int(info[0]),
+            table_slots=int(info[0]) * _FILTER_SLOTS_PER_WORD // (_FILTER_SLOTS_PER_WORD + 1),
             build_seconds=time.perf_counter() - started,
             digest=digest,
         )
-        return cls(slots, hit_lists, offsets, chars, stats)
+        return cls(slots, blob, offsets, chars, stats)
 
     # ------------------------------------------------------------------ cache
     def _write(self, where: Path) -> None:
@@ -174,5 +175,5 @@ class MetadataIndex:
     @classmethod
     def _read(cls, where: Path) -> MetadataIndex:
         stats = IndexStats(**json.loads((where / "stats.json").read_text()))
-        arrays = {name: np.load(where / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
+        arrays = {name: np.load(where / f"{name}.npy") for name in _ARRAYS}
         return cls(**arrays, stats=stats)

@@ -90,7 +90,9 @@ def _match_batch(be: Backend, index: MetadataIndex, batch: Any) -> tuple[Any, An
     fixed_ids, counts = be.match_fixed(index, batch)
     overflow = counts < 0
     lengths = xp.where(overflow, 0, counts).astype(xp.int64)
-    flat = fixed_ids[xp.arange(be.local_cap, dtype=xp.int32)[None, :] < lengths[:, None]]
+    starts = xp.zeros(len(lengths) + 1, dtype=xp.int64)
+    xp.cumsum(lengths, out=starts[1:])
+    flat = be.gather_fixed(fixed_ids, starts)
     long_rows = xp.flatnonzero(overflow)
     if len(long_rows) == 0:
         return lengths, flat

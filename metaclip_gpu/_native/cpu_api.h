@@ -15,11 +15,11 @@ typedef struct McBuiltIndex McBuiltIndex;
    Returns NULL on allocation failure or when the index is too large. */
 McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
                              int64_t n_entries, double max_load);
-/* out[0] table slots, out[1] hit_lists length, out[2] distinct n-gram keys,
+/* out[0] slots array length (table + filter words), out[1] verification blob words, out[2] distinct n-gram keys,
    out[3] entries that can never match, out[4] keys merged by fingerprint,
    out[5] most tokens in one entry. */
 void mc_index_info(const McBuiltIndex* index, int64_t* out);
-void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* hit_lists);
+void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob);
 void mc_index_free(McBuiltIndex* index);
 
 int mc_local_cap(void);
@@ -27,24 +27,24 @@ int mc_max_threads(void);
 
 /* The three kernels, run on `n_threads` host threads. `offsets` holds int32
    or int64 values as `offsets_are_64` says; `valid` and `rows` may be NULL. */
-void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                        const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
                         int32_t* out_ids, int32_t* out_count, int n_threads);
-void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                      const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                       const uint8_t* chars, const void* offsets, int offsets_are_64,
                       const uint8_t* valid, int64_t valid_bit_offset,
                       const int64_t* rows, int64_t n_rows,
                       int64_t* out_count, int n_threads);
-void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                     const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                      const uint8_t* chars, const void* offsets, int offsets_are_64,
                      const uint8_t* valid, int64_t valid_bit_offset,
                      const int64_t* rows, int64_t n_rows,
                      const int64_t* out_offsets, int32_t* out_ids, int n_threads);
+
+void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int64_t* out_offsets,
+                              int64_t n_rows, int32_t* out_ids, int n_threads);
 
 #ifdef __cplusplus
 }

@@ -33,7 +33,7 @@ extern "C" {
 int mc_local_cap(void) { return MC_LOCAL_CAP; }
 int mc_max_threads(void) { return omp_get_max_threads(); }
 
-#define MC_CPU_INDEX_ARGS slots, mask, hit_lists, entry_offsets, entry_chars
+#define MC_CPU_INDEX_ARGS slots, mask, blob
 #define MC_CPU_DISPATCH(KERNEL, ...)                                                     \
   if (offsets_are_64) {                                                                  \
     const auto* off = static_cast<const int64_t*>(offsets);                              \
@@ -49,8 +49,7 @@ int mc_max_threads(void) { return omp_get_max_threads(); }
     });                                                                                  \
   }
 
-void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                        const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
@@ -58,8 +57,7 @@ void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* hit
   MC_CPU_DISPATCH(mc_match_fixed, out_ids, out_count)
 }
 
-void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                      const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                       const uint8_t* chars, const void* offsets, int offsets_are_64,
                       const uint8_t* valid, int64_t valid_bit_offset,
                       const int64_t* rows, int64_t n_rows,
@@ -67,13 +65,17 @@ void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_l
   MC_CPU_DISPATCH(mc_count_raw, out_count)
 }
 
-void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* hit_lists,
-                     const int64_t* entry_offsets, const uint8_t* entry_chars,
+void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                      const uint8_t* chars, const void* offsets, int offsets_are_64,
                      const uint8_t* valid, int64_t valid_bit_offset,
                      const int64_t* rows, int64_t n_rows,
                      const int64_t* out_offsets, int32_t* out_ids, int n_threads) {
   MC_CPU_DISPATCH(mc_fill_raw, out_offsets, out_ids)
+}
+
+void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int64_t* out_offsets,
+                              int64_t n_rows, int32_t* out_ids, int n_threads) {
+  launch(n_rows, n_threads, [&] { mc_gather_fixed_rows(fixed_ids, out_offsets, n_rows, out_ids); });
 }
 
 }  // extern "C"

@@ -5,6 +5,7 @@
 // MC_SLOT_ENTRY key carrying its id. Keys are the same n-gram hashes the
 // kernels compute for texts (tokens.cuh), so both sides share one hash code.
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <new>
 #include <unordered_map>
@@ -15,7 +16,7 @@
 
 struct McBuiltIndex {
   std::vector<uint64_t> slots;
-  std::vector<int32_t> hit_lists;
+  std::vector<int32_t> blob;  // verification records, see tokens.cuh
   int64_t n_keys = 0;
   int64_t n_unmatchable = 0;
   int64_t n_merged = 0;
@@ -27,6 +28,7 @@ namespace {
 struct KeyRecord {
   uint64_t hash;
   int32_t id;  // -1 for a prefix record
+  int32_t n_tokens;
   bool operator<(const KeyRecord& o) const {
     return hash != o.hash ? hash < o.hash : id < o.id;
   }
@@ -51,8 +53,8 @@ int64_t add_entry(const uint8_t* e, int64_t len, int32_t id, std::vector<KeyReco
     chain.push_back(h);
     start = i + 1;
   }
-  for (size_t k = 0; k + 1 < chain.size(); ++k) out.push_back({chain[k], -1});
-  out.push_back({chain.back(), id});
+  for (size_t k = 0; k + 1 < chain.size(); ++k) out.push_back({chain[k], -1, (int32_t)k + 1});
+  out.push_back({chain.back(), id, (int32_t)chain.size()});
   return (int64_t)chain.size();
 }
 
@@ -88,7 +90,7 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
   }
   index->n_keys = (int64_t)groups.size();
 
-  uint64_t capacity = 16;
+  uint64_t capacity = 2 * MC_FILTER_SLOTS_PER_WORD;
   while ((double)capacity * max_load < (double)groups.size()) capacity <<= 1;
   const uint64_t mask = capacity - 1;
   std::vector<int64_t> owner(capacity, -1);                   // group at each slot
@@ -105,7 +107,13 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
     }
   }
 
-  index->slots.assign(capacity, 0);
+  // The table's slots, then the multi-token filter (tokens.cuh).
+  index->slots.assign(capacity + capacity / MC_FILTER_SLOTS_PER_WORD, 0);
+  index->blob.push_back((int32_t)index->max_tokens);  // blob[0], see tokens.cuh
+  for (const KeyRecord& r : records) {
+    if (r.n_tokens < 2) continue;
+    index->slots[capacity + mc_filter_word(r.hash, mask)] |= mc_filter_bits(r.hash);
+  }
   std::vector<int32_t> ids;
   for (uint64_t pos = 0; pos < capacity; ++pos) {
     if (owner[pos] < 0) continue;
@@ -122,38 +130,41 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
       std::sort(ids.begin(), ids.end());
     }
     uint32_t payload = 0;
-    if (ids.size() == 1 && (uint64_t)ids[0] <= MC_SLOT_PAYLOAD_MAX) {
-      payload = (uint32_t)ids[0];
-    } else if (!ids.empty()) {
-      if (index->hit_lists.size() > MC_SLOT_PAYLOAD_MAX) {
+    if (!ids.empty()) {
+      if (index->blob.size() > MC_SLOT_PAYLOAD_MAX) {
         delete index;
         return nullptr;
       }
-      flags |= MC_SLOT_LIST;
-      payload = (uint32_t)index->hit_lists.size();
-      index->hit_lists.push_back((int32_t)ids.size());
-      index->hit_lists.insert(index->hit_lists.end(), ids.begin(), ids.end());
+      payload = (uint32_t)index->blob.size();
+      index->blob.push_back((int32_t)ids.size());
+      for (int32_t id : ids) {
+        const int64_t len = offsets[id + 1] - offsets[id];
+        const size_t at = index->blob.size();
+        index->blob.resize(at + (size_t)mc_record_words(len), 0);
+        index->blob[at] = id;
+        index->blob[at + 1] = (int32_t)len;
+        std::memcpy(&index->blob[at + 2], chars + offsets[id], (size_t)len);
+      }
     }
     index->slots[pos] = mc_slot_pack(g.hash, payload, flags);
   }
-  if (index->hit_lists.empty()) index->hit_lists.push_back(0);  // never an empty array
   return index;
 } catch (const std::bad_alloc&) {
   return nullptr;
 }
 
 void mc_index_info(const McBuiltIndex* index, int64_t* out) {
-  out[0] = (int64_t)index->slots.size();
-  out[1] = (int64_t)index->hit_lists.size();
+  out[0] = (int64_t)index->slots.size();  // table slots + filter words
+  out[1] = (int64_t)index->blob.size();
   out[2] = index->n_keys;
   out[3] = index->n_unmatchable;
   out[4] = index->n_merged;
   out[5] = index->max_tokens;
 }
 
-void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* hit_lists) {
+void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob) {
   std::copy(index->slots.begin(), index->slots.end(), slots);
-  std::copy(index->hit_lists.begin(), index->hit_lists.end(), hit_lists);
+  std::copy(index->blob.begin(), index->blob.end(), blob);
 }
 
 void mc_index_free(McBuiltIndex* index) { delete index; }

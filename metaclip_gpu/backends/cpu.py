@@ -77,9 +77,7 @@ class CPUBackend:
             ptrs = (
                 ffi.from_buffer("uint64_t[]", index.slots),
                 index.mask,
-                ffi.from_buffer("int32_t[]", index.hit_lists),
-                ffi.from_buffer("int64_t[]", index.entry_offsets),
-                ffi.from_buffer("uint8_t[]", index.entry_chars),
+                ffi.from_buffer("int32_t[]", index.blob),
             )
             cached = (index, ptrs)
             self._index_ptrs = {id(index): cached}
@@ -110,6 +108,17 @@ class CPUBackend:
             self.threads,
         )
         return ids, counts
+
+    def gather_fixed(self, fixed_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        out = np.empty(max(int(starts[-1]), 1), dtype=np.int32)
+        lib.mc_cpu_gather_fixed_rows(
+            ffi.from_buffer("int32_t[]", fixed_ids),
+            ffi.from_buffer("int64_t[]", starts),
+            len(starts) - 1,
+            ffi.from_buffer("int32_t[]", out),
+            self.threads,
+        )
+        return out[: int(starts[-1])]
 
     def count_raw(self, index: MetadataIndex, batch: ArrowTextBatch, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
