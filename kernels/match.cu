@@ -70,15 +70,10 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text,
     for (int k = 0; ok && k < n_tokens; ++k) {
       const McToken tok = tokens.at(k);
       if (k > 0) {
-        if (at >= e_len || e[at] != ' ') ok = 0;
+        ok = at < e_len && e[at] == ' ';
         ++at;
       }
-      if (!ok || at + tok.len > e_len) {
-        ok = 0;
-        break;
-      }
-      for (mc_i64 b = 0; b < tok.len; ++b)
-        if (e[at + b] != text[tok.start + b]) ok = 0;
+      ok = ok && at + tok.len <= e_len && mc_bytes_equal(e + at, text + tok.start, tok.len);
       at += tok.len;
     }
     if (ok && at == e_len) sink.emit(id);

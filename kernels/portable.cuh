@@ -67,6 +67,18 @@ MC_FN void mc_prefetch(const void* p) {
 #endif
 }
 
+// Byte equality of two short ranges: the C library's memcmp on the host (few,
+// well-predicted branches), a plain loop on the device.
+MC_FN int mc_bytes_equal(const mc_u8* a, const mc_u8* b, mc_i64 n) {
+#if MC_ON_DEVICE
+  for (mc_i64 i = 0; i < n; ++i)
+    if (a[i] != b[i]) return 0;
+  return 1;
+#else
+  return memcmp(a, b, (size_t)n) == 0;
+#endif
+}
+
 // Grid-stride helpers shared by every kernel.
 MC_FN mc_i64 mc_global_thread() {
   return (mc_i64)blockIdx.x * (mc_i64)blockDim.x + (mc_i64)threadIdx.x;

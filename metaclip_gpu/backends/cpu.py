@@ -97,7 +97,9 @@ class CPUBackend:
         )
 
     # --------------------------------------------------------------- kernels
-    def match_fixed(self, index: MetadataIndex, batch: ArrowTextBatch) -> tuple[np.ndarray, np.ndarray]:
+    def match_fixed(
+        self, index: MetadataIndex, batch: ArrowTextBatch
+    ) -> tuple[np.ndarray, np.ndarray]:
         ids = np.empty((len(batch), self.local_cap), dtype=np.int32)
         counts = np.empty(len(batch), dtype=np.int32)
         lib.mc_cpu_match_fixed(
@@ -120,7 +122,9 @@ class CPUBackend:
         )
         return out[: int(starts[-1])]
 
-    def count_raw(self, index: MetadataIndex, batch: ArrowTextBatch, rows: np.ndarray) -> np.ndarray:
+    def count_raw(
+        self, index: MetadataIndex, batch: ArrowTextBatch, rows: np.ndarray
+    ) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         counts = np.empty(len(rows), dtype=np.int64)
         lib.mc_cpu_count_raw(
@@ -132,7 +136,12 @@ class CPUBackend:
         return counts
 
     def fill_raw(
-        self, index: MetadataIndex, batch: ArrowTextBatch, rows: np.ndarray, offsets: np.ndarray, total: int
+        self,
+        index: MetadataIndex,
+        batch: ArrowTextBatch,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        total: int,
     ) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
