@@ -1,0 +1,381 @@
+"""The ``metaclip-gpu`` command line: ``demo``, ``match`` and ``build-index``.
+
+``metaclip-gpu demo`` runs the matcher on synthetic data made locally (metaclip_gpu.synthetic);
+``metaclip-gpu match`` runs it on your own metadata and texts (TSV, JSONL or Parquet) and can
+write the matched entry ids to Parquet; ``metaclip-gpu build-index`` compiles and caches the
+index of a metadata file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from metaclip_gpu import __version__
+from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.match import MatchResult, match
+from metaclip_gpu.metadata import MetadataError
+
+BACKENDS = click.Choice(["auto", "cpu", "gpu"])
+TSV_SUFFIXES = {".tsv", ".txt", ".tab"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zst", ".lz4"}
+
+
+def _console() -> Console:
+    """A console on the current stdout (rich reads ``sys.stdout`` when printing)."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=120)
+    return console
+
+
+@contextmanager
+def _step(console: Console, description: str) -> Iterator[None]:
+    """A transient spinner with the elapsed time while a long step runs."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
+
+
+def _host(array: Any) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def _run_match(
+    console: Console, texts: Any, index: MetadataIndex, backend: str, threads: int | None
+) -> tuple[MatchResult, float]:
+    try:
+        with _step(console, f"matching {len(texts):,} texts"):
+            started = time.perf_counter()
+            res = match(texts, index, backend=backend, threads=threads)
+            _host(res.offsets[-1:])  # waits for a GPU backend to finish
+            seconds = time.perf_counter() - started
+    except RuntimeError as err:  # e.g. --backend gpu without a GPU
+        raise click.ClickException(str(err)) from err
+    return res, seconds
+
+
+def _text_at(texts: Any, i: int) -> str:
+    value = texts[i]
+    if hasattr(value, "as_py"):
+        value = value.as_py()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def _summary(
+    console: Console,
+    *,
+    title: str,
+    texts: Any,
+    index: MetadataIndex,
+    res: MatchResult,
+    build_seconds: float,
+    build_label: str,
+    match_seconds: float,
+    synthetic: bool,
+) -> None:
+    """Prints the figures of one matching run and a few examples."""
+    n = len(res)
+    offsets, ids = _host(res.offsets), _host(res.entry_ids)
+    matched = res.matched_texts()
+    if synthetic:
+        console.print(
+            "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts below were generated "
+            "from the wordfreq package (metaclip_gpu.synthetic), not real data."
+        )
+    figures = Table(title=title, show_header=False, title_justify="left")
+    figures.add_column("figure", style="bold")
+    figures.add_column("value", justify="right")
+    figures.add_row("input", "SYNTHETIC (wordfreq)" if synthetic else "real (your files)")
+    figures.add_row("texts", f"{n:,}")
+    figures.add_row("metadata entries", f"{len(index):,}")
+    figures.add_row(build_label, f"{build_seconds:.2f} s")
+    figures.add_row("index size", f"{index.nbytes / 2**20:,.1f} MiB")
+    figures.add_row("backend", res.backend)
+    figures.add_row("match time", f"{match_seconds:.3f} s")
+    rate = n / match_seconds if match_seconds > 0 else float("inf")
+    figures.add_row("throughput", f"{rate:,.0f} texts/s")
+    share = matched / n if n else 0.0
+    figures.add_row("matched share", f"{share:.2%} ({matched:,} texts)")
+    figures.add_row("mean ids per text", f"{len(ids) / n if n else 0.0:.2f}")
+    console.print(figures)
+
+    counts = np.bincount(ids, minlength=len(index)) if len(index) else np.zeros(0, np.int64)
+    top = np.argsort(-counts, kind="stable")[:10]
+    top = top[counts[top] > 0]
+    if len(top):
+        table = Table(title="top entries (texts containing each)", title_justify="left")
+        table.add_column("entry id", justify="right")
+        table.add_column("entry")
+        table.add_column("texts", justify="right")
+        table.add_column("share", justify="right")
+        for entry_id in top.tolist():
+            table.add_row(
+                str(entry_id),
+                repr(index.entry(entry_id)),
+                f"{counts[entry_id]:,}",
+                f"{counts[entry_id] / n:.1%}",
+            )
+        console.print(table)
+
+    examples = np.flatnonzero(offsets[1:] > offsets[:-1])[:3].tolist()
+    if examples:
+        table = Table(title="examples", title_justify="left", show_lines=True)
+        table.add_column("text", ratio=3)
+        table.add_column("matched entries", ratio=2)
+        for i in examples:
+            entries = [index.entry(e) for e in ids[offsets[i] : offsets[i + 1]].tolist()]
+            table.add_row(_text_at(texts, i), ", ".join(repr(e) for e in entries))
+        console.print(table)
+
+
+# ---------------------------------------------------------------------- input files
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    while suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes.pop()
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in TSV_SUFFIXES:
+        return "tsv"
+    raise click.BadParameter(
+        f"{path}: unknown input format {suffix or '(no suffix)'!r}; expected .tsv (first column "
+        "is the text, no header), .jsonl or .parquet",
+        param_hint="'--input'",
+    )
+
+
+def _missing_column(path: Path, column: str, found: list[str]) -> click.BadParameter:
+    listed = ", ".join(repr(name) for name in found) or "(none)"
+    return click.BadParameter(
+        f"{path}: no text column {column!r}; columns found: {listed}",
+        param_hint="'--text-column'",
+    )
+
+
+def read_texts(path: Path, text_column: str) -> pa.ChunkedArray:
+    """The text column of a TSV (first column, no header), JSONL or Parquet file."""
+    fmt = _format_of(path)
+    try:
+        if fmt == "tsv":
+            from pyarrow import csv
+
+            table = csv.read_csv(
+                path,
+                read_options=csv.ReadOptions(autogenerate_column_names=True),
+                parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
+                convert_options=csv.ConvertOptions(
+                    include_columns=["f0"], column_types={"f0": pa.string()}
+                ),
+            )
+            return table.column("f0")
+        if fmt == "jsonl":
+            from pyarrow import json as pajson
+
+            table = pajson.read_json(path)
+            if text_column not in table.column_names:
+                raise _missing_column(path, text_column, table.column_names)
+            return table.column(text_column)
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        if text_column not in names:
+            raise _missing_column(path, text_column, names)
+        return pq.read_table(path, columns=[text_column]).column(text_column)
+    except pa.ArrowException as err:
+        raise click.ClickException(f"{path}: cannot read as {fmt.upper()}: {err}") from err
+
+
+def _load_index(
+    console: Console, metadata: Path, cache: bool | Path
+) -> tuple[MetadataIndex, float]:
+    try:
+        with _step(console, f"building the index of {metadata.name}"):
+            started = time.perf_counter()
+            index = MetadataIndex.load(metadata, cache=cache)
+            seconds = time.perf_counter() - started
+    except MetadataError as err:
+        raise click.ClickException(str(err)) from err
+    return index, seconds
+
+
+# ---------------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="metaclip-gpu")
+def main() -> None:
+    """MetaCLIP metadata sub-string matching on the GPU or the CPU."""
+
+
+@main.command()
+@click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
+@click.option("--backend", default="auto", show_default=True, type=BACKENDS)
+@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]")
+@click.option("--seed", default=0, show_default=True, type=int)
+def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
+    """Matches SYNTHETIC texts against a synthetic metadata list (no files needed)."""
+    console = _console()
+    try:
+        from metaclip_gpu.synthetic import make_metadata, make_texts
+
+        with _step(console, "generating synthetic metadata and texts (wordfreq)"):
+            entries = make_metadata(seed=seed)
+            texts = make_texts(n_texts, seed=seed)
+    except ImportError as err:
+        raise click.ClickException(str(err)) from err
+    with _step(console, f"building the index of {len(entries):,} entries"):
+        started = time.perf_counter()
+        index = MetadataIndex.from_entries(entries)
+        build_seconds = time.perf_counter() - started
+    arrow_texts = pa.array(texts, type=pa.string())
+    res, match_seconds = _run_match(console, arrow_texts, index, backend, threads)
+    _summary(
+        console,
+        title="metaclip-gpu demo (SYNTHETIC INPUT)",
+        texts=texts,
+        index=index,
+        res=res,
+        build_seconds=build_seconds,
+        build_label="index build",
+        match_seconds=match_seconds,
+        synthetic=True,
+    )
+    console.print(
+        "\nTo run on real data: [bold]metaclip-gpu match --metadata metadata.json "
+        "--input texts.tsv --output matches.parquet[/]\n"
+        "(TSV: first column is the text, no header, like CC3M; JSONL/Parquet: "
+        "--text-column caption)"
+    )
+
+
+@main.command(name="match")
+@click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of strings, or one entry per line.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TSV (first column is the text, no header), JSONL or Parquet.",
+)
+@click.option(
+    "--text-column",
+    default="caption",
+    show_default=True,
+    help="The text column of a JSONL or Parquet input (a TSV's text is its first column).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a Parquet file with columns text and entry_ids (list<int32>).",
+)
+@click.option("--backend", default="auto", show_default=True, type=BACKENDS)
+@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]")
+def match_cmd(
+    metadata: Path,
+    input_path: Path,
+    text_column: str,
+    output: Path | None,
+    backend: str,
+    threads: int | None,
+) -> None:
+    """Matches the texts of INPUT against METADATA and reports (and optionally writes) the ids."""
+    console = _console()
+    with _step(console, f"reading {input_path.name}"):
+        texts = read_texts(input_path, text_column)
+    index, build_seconds = _load_index(console, metadata, True)
+    res, match_seconds = _run_match(console, texts, index, backend, threads)
+    _summary(
+        console,
+        title=f"metaclip-gpu match: {input_path.name}",
+        texts=texts,
+        index=index,
+        res=res,
+        build_seconds=build_seconds,
+        build_label="index load/build",
+        match_seconds=match_seconds,
+        synthetic=False,
+    )
+    if output is not None:
+        import pyarrow.parquet as pq
+
+        with _step(console, f"writing {output.name}"):
+            table = pa.table({"text": texts, "entry_ids": pa.chunked_array([res.to_arrow()])})
+            output.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, output)
+        console.print(f"wrote {len(table):,} rows (text, entry_ids) to {output}")
+
+
+@main.command(name="build-index")
+@click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of strings, or one entry per line.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Index cache directory [$METACLIP_GPU_CACHE or ~/.cache/metaclip-gpu].",
+)
+def build_index(metadata: Path, cache_dir: Path | None) -> None:
+    """Builds (or reads from the cache) the index of METADATA and prints its statistics."""
+    from metaclip_gpu.index import default_cache_dir
+
+    console = _console()
+    where = cache_dir if cache_dir is not None else default_cache_dir()
+    before = set(where.iterdir()) if where.is_dir() else set()
+    index, seconds = _load_index(console, metadata, where)
+    after = set(where.iterdir()) if where.is_dir() else set()
+    stats = index.stats
+    table = Table(title=f"index of {metadata}", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("entries", f"{stats.n_entries:,}")
+    table.add_row("distinct n-gram keys", f"{stats.n_keys:,}")
+    table.add_row("unmatchable entries", f"{stats.n_unmatchable:,}")
+    table.add_row("fingerprint-merged keys", f"{stats.n_merged:,}")
+    table.add_row("most tokens in an entry", f"{stats.max_tokens:,}")
+    table.add_row("table slots", f"{stats.table_slots:,}")
+    table.add_row("index size", f"{index.nbytes / 2**20:,.1f} MiB ({index.nbytes:,} bytes)")
+    table.add_row("build time", f"{stats.build_seconds:.2f} s")
+    table.add_row(
+        "this run", f"{'built' if after - before else 'read from cache'} in {seconds:.2f} s"
+    )
+    table.add_row("cache", str(where))
+    table.add_row("metadata SHA-256", stats.digest)
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
