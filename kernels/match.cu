@@ -55,7 +55,7 @@ struct McIndex {
 // Emits the verified candidates of an MC_SLOT_ENTRY slot. `Tokens` yields the
 // n-gram's k-th token through at(k).
 template <typename Tokens, typename Sink>
-MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text,
+MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, mc_i64 text_len,
                             const Tokens& tokens, int n_tokens, Sink& sink) {
   const mc_i32* record = ix.blob + mc_slot_payload(slot);
   const mc_i32 count = *record++;
@@ -73,7 +73,8 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text,
         ok = at < e_len && e[at] == ' ';
         ++at;
       }
-      ok = ok && at + tok.len <= e_len && mc_bytes_equal(e + at, text + tok.start, tok.len);
+      ok = ok && at + tok.len <= e_len &&
+           mc_bytes_equal(e + at, text + tok.start, tok.len, text_len - tok.start);
       at += tok.len;
     }
     if (ok && at == e_len) sink.emit(id);
@@ -123,7 +124,7 @@ MC_FN void mc_scan_ring(const McIndex& ix, int max_tokens, const mc_u8* text, mc
       const mc_u32 flags = mc_slot_flags(slot);
       if (flags & MC_SLOT_ENTRY) {
         McRingWindow window = {&ring, j};
-        mc_emit_verified(ix, slot, text, window, n_tokens, sink);
+        mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
         if (sink.full()) return;
       }
       if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
@@ -164,7 +165,7 @@ MC_FN void mc_scan_stream(const McIndex& ix, int max_tokens, const mc_u8* text, 
       if (slot == 0) break;
       const mc_u32 flags = mc_slot_flags(slot);
       if (flags & MC_SLOT_ENTRY) {
-        mc_emit_verified(ix, slot, text, window, n_tokens, sink);
+        mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
         if (sink.full()) return;
       }
       if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
@@ -193,15 +194,24 @@ struct McSortedSink {
   int n;
   int overflow;
   MC_METHOD void emit(mc_i32 id) {
-    int i = n;
-    while (i > 0 && ids[i - 1] > id) --i;
-    if (i > 0 && ids[i - 1] == id) return;
+    // One pass from the top: move larger ids up while looking for the place;
+    // a duplicate (rarer) moves them back.
     if (n == MC_LOCAL_CAP) {
+      for (int k = 0; k < n; ++k)
+        if (ids[k] == id) return;
       overflow = 1;
       return;
     }
-    for (int k = n; k > i; --k) ids[k] = ids[k - 1];
-    ids[i] = id;
+    int k = n;
+    while (k > 0 && ids[k - 1] > id) {
+      ids[k] = ids[k - 1];
+      --k;
+    }
+    if (k > 0 && ids[k - 1] == id) {
+      for (; k < n; ++k) ids[k] = ids[k + 1];
+      return;
+    }
+    ids[k] = id;
     ++n;
   }
   MC_METHOD int full() const { return overflow; }

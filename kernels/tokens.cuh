@@ -152,7 +152,8 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 // Verification blob (int32 words): word 0 is the most tokens of any entry
 // (no probe run goes further); at a slot's payload, the number of entries
 // whose token sequence hashes to this slot, then for each of them its id, its
-// byte length and its UTF-8 bytes padded to whole words. Every candidate is
+// byte length and its UTF-8 bytes padded to whole words; two zero words end
+// the blob so 8-byte reads of the last record stay inside. Every candidate is
 // compared byte by byte with the text's tokens, so a hash collision costs
 // time, never a false match; one slot's candidates share a cache line or two.
 #define MC_SLOT_PREFIX 1u  // some entry continues past this n-gram
@@ -179,7 +180,7 @@ MC_FN mc_i64 mc_record_words(mc_i64 n_bytes) { return 2 + (n_bytes + 3) / 4; }
 
 MC_FN mc_u64 mc_filter_word(mc_u64 hash, mc_u64 mask) {
   const mc_u64 n_words = (mask + 1) / MC_FILTER_SLOTS_PER_WORD;
-  const int log2_words = mc_popcount64(n_words - 1);
+  const int log2_words = mc_log2_pow2(n_words);
   return log2_words == 0 ? 0 : (hash * 0x9e3779b97f4a7c15ull) >> (64 - log2_words);
 }
 MC_FN mc_u64 mc_filter_bits(mc_u64 hash) {

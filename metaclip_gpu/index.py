@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from metaclip_gpu.metadata import content_digest, parse_metadata
 
-INDEX_FORMAT = 4
+INDEX_FORMAT = 6
 MAX_LOAD = 0.5
 _FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
 _ARRAYS = ("slots", "blob", "entry_offsets", "entry_chars")

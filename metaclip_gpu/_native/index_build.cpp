@@ -148,6 +148,8 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
     }
     index->slots[pos] = mc_slot_pack(g.hash, payload, flags);
   }
+  index->blob.push_back(0);  // tail padding for 8-byte reads (tokens.cuh)
+  index->blob.push_back(0);
   return index;
 } catch (const std::bad_alloc&) {
   return nullptr;
