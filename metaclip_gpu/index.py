@@ -140,7 +140,10 @@ class MetadataIndex:
             MAX_LOAD,
         )
         if built == ffi.NULL:
-            raise MemoryError(f"cannot build an index for {len(entries):,} entries")
+            raise MemoryError(
+                f"cannot build an index for {len(entries):,} entries: out of memory, or the "
+                "verification records exceed 2**29 words (about 2 GiB of entry text)"
+            )
         try:
             info = ffi.new("int64_t[6]")
             lib.mc_index_info(built, info)

@@ -108,7 +108,7 @@ def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tup
     xp.cumsum(raw_counts, out=raw_offsets[1:])
     total = int(raw_offsets[-1])
     raw_ids = be.fill_raw(index, batch, rows, raw_offsets[:-1], total)
-    owner = xp.repeat(xp.arange(len(rows), dtype=xp.int64), raw_counts)
+    owner, _ = _runs(xp, raw_counts)
     keys = xp.unique((owner << 32) | raw_ids.astype(xp.int64))
     ids = (keys & 0xFFFFFFFF).astype(xp.int32)
     counts = xp.bincount(keys >> 32, minlength=len(rows)).astype(xp.int64)
@@ -129,6 +129,17 @@ def _merge(xp: Any, lengths: Any, flat: Any, long_rows: Any, long_counts: Any, l
 
 def _positions(xp: Any, starts: Any, rows: Any, lengths: Any) -> Any:
     """Destination of element k of each listed row: starts[row] + k, flattened."""
-    first = xp.repeat(starts[rows], lengths)
-    run_start = xp.repeat(xp.cumsum(lengths) - lengths, lengths)
-    return first + xp.arange(int(lengths.sum()), dtype=xp.int64) - run_start
+    owner, run_start = _runs(xp, lengths)
+    within = xp.arange(len(owner), dtype=xp.int64) - run_start[owner]
+    return starts[rows][owner] + within
+
+
+def _runs(xp: Any, lengths: Any) -> tuple[Any, Any]:
+    """For runs of the given lengths laid end to end: each element's run, and each run's start.
+
+    A searchsorted rather than ``repeat`` with array counts, which CuPy accepts only from 14.1.
+    """
+    ends = xp.cumsum(lengths.astype(xp.int64))
+    total = int(ends[-1]) if len(ends) else 0
+    owner = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right")
+    return owner, ends - lengths
