@@ -15,6 +15,7 @@
 //   mc_count_raw_*    number of (position, id) hits per text, duplicates kept.
 //   mc_fill_raw_*     the same hits, written from the text's CSR offset.
 //   mc_gather_fixed_rows  moves mc_match_fixed's rows into CSR order.
+//   mc_index_signature_kernel  the hash/layout signature (tokens.cuh).
 //
 // Texts are Arrow/cuDF string columns: `chars` plus offsets, an optional
 // validity bitmap (LSB order, starting at bit `valid_bit_offset`; a null text
@@ -349,6 +350,11 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i64* out_offsets,
                      chars, offsets, has_valid ? valid : 0, valid_bit_offset,   \
                      has_rows ? rows : 0, n_rows, out_offsets, out_ids);        \
   }
+
+// Writes mc_index_signature() as this build computes it (one thread).
+MC_KERNEL void mc_index_signature_kernel(mc_u64* out) {
+  if (mc_global_thread() == 0) out[0] = mc_index_signature();
+}
 
 MC_KERNEL void mc_gather_fixed_rows(const mc_i32* fixed_ids, const mc_i64* out_offsets,
                                     mc_i64 n_rows, mc_i32* out_ids) {

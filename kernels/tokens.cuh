@@ -202,3 +202,24 @@ MC_FN mc_u64 mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash)
     pos = (pos + 1) & mask;
   }
 }
+
+// ------------------------------------------------------------- signature ---
+// Bump when the table, filter or record layout changes in a way the values
+// below do not show.
+#define MC_INDEX_LAYOUT 1
+
+// A value that changes with every byte class, hash function and layout
+// constant a built index depends on. The index builder stores it; the CPU
+// cache is keyed by it and the GPU backend compares the device's value with
+// it, so an index is never read by code that hashes differently (a stale
+// cache, or an editable install whose extension was not rebuilt).
+MC_FN mc_u64 mc_index_signature() {
+  mc_u64 h = MC_NGRAM_SEED;
+  for (int c = 0; c < 256; ++c) h = h * 31u + (mc_u64)mc_byte_class((mc_u8)c);
+  const mc_u8 probe[8] = {'m', 'e', 't', 'a', 'c', 'l', 'i', 'p'};
+  for (int len = 0; len <= 8; ++len) h = mc_ngram_extend(h, mc_token_hash(probe, len));
+  h ^= mc_filter_word(h, 0xffffffull) ^ mc_filter_bits(h);
+  h ^= ((mc_u64)MC_INDEX_LAYOUT << 56) ^ ((mc_u64)MC_FILTER_SLOTS_PER_WORD << 40) ^
+       ((mc_u64)MC_SLOT_PAYLOAD_BITS << 32) ^ mc_slot_pack(h, 12345u, MC_SLOT_ENTRY);
+  return mc_fmix64(h);
+}

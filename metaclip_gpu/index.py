@@ -31,6 +31,16 @@ _FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
 _ARRAYS = ("slots", "blob", "entry_offsets", "entry_chars")
 
 
+def build_signature() -> int:
+    """The hash/layout signature of the installed kernels (kernels/tokens.cuh).
+
+    Part of the cache key, so an index cached by a build that hashes differently is never read.
+    """
+    from metaclip_gpu._native import lib
+
+    return int(lib.mc_index_signature_host())
+
+
 def default_cache_dir() -> Path:
     """``$METACLIP_GPU_CACHE``, else ``$XDG_CACHE_HOME/metaclip-gpu``, else ``~/.cache/...``."""
     if env := os.environ.get("METACLIP_GPU_CACHE"):
@@ -49,6 +59,7 @@ class IndexStats:
     table_slots: int
     build_seconds: float
     digest: str  # SHA-256 of the metadata source, "" when built from a list
+    signature: int  # mc_index_signature() of the code that built it (kernels/tokens.cuh)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +123,7 @@ class MetadataIndex:
     @classmethod
     def _cached(cls, digest: str, entries_fn, cache_dir: Path | None = None) -> MetadataIndex:
         cache_dir = cache_dir or default_cache_dir()
-        where = cache_dir / f"index-v{INDEX_FORMAT}-{digest[:40]}"
+        where = cache_dir / f"index-v{INDEX_FORMAT}-{build_signature():016x}-{digest[:40]}"
         if (where / "stats.json").exists():
             try:
                 return cls._read(where)
@@ -163,6 +174,7 @@ class MetadataIndex:
             table_slots=int(info[0]) * _FILTER_SLOTS_PER_WORD // (_FILTER_SLOTS_PER_WORD + 1),
             build_seconds=time.perf_counter() - started,
             digest=digest,
+            signature=build_signature(),
         )
         return cls(slots, blob, offsets, chars, stats)
 
@@ -182,5 +194,7 @@ class MetadataIndex:
     @classmethod
     def _read(cls, where: Path) -> MetadataIndex:
         stats = IndexStats(**json.loads((where / "stats.json").read_text()))
+        if stats.signature != build_signature():
+            raise ValueError(f"{where} was built by code that hashes differently")
         arrays = {name: np.load(where / f"{name}.npy") for name in _ARRAYS}
         return cls(**arrays, stats=stats)

@@ -204,3 +204,20 @@ def test_cc3m_gpu_equals_cpu(gpu, cc3m_texts: list[str], metadata_500k: list[str
     assert_same(match(series, index, backend=gpu, batch_rows=4096), cpu)
     part = series.iloc[1000:9000]
     assert_same(match(part, index, backend=gpu), _cpu(cc3m_texts[1000:9000], index))
+
+
+def test_index_signature_agrees_and_a_foreign_index_is_refused(gpu, index) -> None:
+    """The device computes the same hash/layout signature as the host build of the index."""
+    import dataclasses
+
+    from metaclip_gpu.backends.gpu import GPUBackend
+
+    texts = ["w1 w2", "new york"]
+    assert (
+        match(texts, index, backend=gpu).to_lists() == match(texts, index, backend="cpu").to_lists()
+    )
+    foreign = dataclasses.replace(
+        index, stats=dataclasses.replace(index.stats, signature=index.stats.signature ^ 1)
+    )
+    with pytest.raises(RuntimeError, match="signature"):
+        match(["w1"], foreign, backend=GPUBackend())

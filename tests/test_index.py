@@ -90,3 +90,23 @@ def test_entries_longer_than_the_token_ring_use_the_stream_scan() -> None:
     expected = FastOracle(entries).match_many(texts)
     assert match(texts, index, backend="cpu").to_lists() == expected
     assert expected[0] == [0, 1, 2, 3]
+
+
+def test_cache_is_keyed_by_the_hash_signature(tmp_path: Path) -> None:
+    """An index cached by code that hashes differently is never read back (it is rebuilt)."""
+    from metaclip_gpu.index import build_signature
+
+    cache = tmp_path / "cache"
+    meta = _write(tmp_path / "metadata.json", ENTRIES)
+    index = MetadataIndex.load(meta, cache=cache)
+    assert index.stats.signature == build_signature()
+    (cached,) = cache.glob("index-*")
+    assert f"{build_signature():016x}" in cached.name
+    # A cache entry whose recorded signature disagrees (e.g. written by an older build into
+    # the same directory name) is treated as unreadable and rebuilt.
+    stats = json.loads((cached / "stats.json").read_text())
+    stats["signature"] ^= 1
+    (cached / "stats.json").write_text(json.dumps(stats))
+    rebuilt = MetadataIndex.load(meta, cache=cache)
+    assert rebuilt.stats.signature == build_signature()
+    assert match(["a hot dog"], rebuilt, backend="cpu").to_lists() == [[0, 1, 6]]

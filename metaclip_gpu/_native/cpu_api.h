@@ -19,6 +19,8 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
    out[3] entries that can never match, out[4] keys merged by fingerprint,
    out[5] most tokens in one entry. */
 void mc_index_info(const McBuiltIndex* index, int64_t* out);
+/* mc_index_signature() of kernels/tokens.cuh as this build computes it. */
+uint64_t mc_index_signature_host(void);
 void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob);
 void mc_index_free(McBuiltIndex* index);
 

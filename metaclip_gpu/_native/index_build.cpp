@@ -171,4 +171,6 @@ void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob) 
 
 void mc_index_free(McBuiltIndex* index) { delete index; }
 
+uint64_t mc_index_signature_host(void) { return mc_index_signature(); }
+
 }  // extern "C"

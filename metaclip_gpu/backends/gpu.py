@@ -75,6 +75,20 @@ def _launch(name: str, n_threads: int, args: tuple[Any, ...]) -> None:
     kernel(name)((grid,), (BLOCK,), args)
 
 
+def _check_signature(index: MetadataIndex) -> None:
+    """Refuses an index built by host code that hashes differently from these kernels (e.g. an
+    editable install whose CPU extension was not rebuilt after an edit of kernels/)."""
+    out = cupy.zeros(1, dtype=np.uint64)
+    kernel("mc_index_signature_kernel")((1,), (1,), (out,))
+    device_signature = int(out.get()[0])
+    if device_signature != index.stats.signature:
+        raise RuntimeError(
+            f"the GPU kernels' index signature {device_signature:#018x} differs from the index's "
+            f"{index.stats.signature:#018x}: the CPU extension that built the index is out of date "
+            "with kernels/ (reinstall metaclip-gpu: pip install -e .)"
+        )
+
+
 # ---------------------------------------------------------------------- texts ---
 @dataclass(frozen=True)
 class DeviceTextBatch:
@@ -258,6 +272,7 @@ class GPUBackend:
         """(slots, mask, blob) on the current device, uploaded once per index and device."""
         device = cupy.cuda.runtime.getDevice()
         if self._index is None or self._index[0] is not index or self._index[1] != device:
+            _check_signature(index)
             slots = cupy.asarray(np.ascontiguousarray(index.slots, dtype=np.uint64))
             blob = np.ascontiguousarray(index.blob, dtype=np.int32)
             blob_dev = cupy.asarray(blob) if blob.size else cupy.zeros(1, dtype=np.int32)

@@ -28,6 +28,7 @@ KERNEL_NAMES: tuple[str, ...] = (
     "mc_fill_raw_i32",
     "mc_fill_raw_i64",
     "mc_gather_fixed_rows",
+    "mc_index_signature_kernel",
 )
 CXX_STD = "c++17"
 
