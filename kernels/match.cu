@@ -306,15 +306,14 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
   }
 }
 
-// Copies each text's ids from its fixed-width row to its CSR position
-// (texts that overflowed have length 0 here and are placed by the caller).
-MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i64* out_offsets,
-                           mc_i64 n_rows, mc_i32* out_ids) {
+// Copies each text's ids from its fixed-width row to its CSR position; a text
+// that overflowed (count -1) is skipped: the caller fills its place.
+MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
+                           const mc_i64* out_offsets, mc_i64 n_rows, mc_i32* out_ids) {
   for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
     const mc_i32* row = fixed_ids + i * (mc_i64)MC_LOCAL_CAP;
     mc_i32* out = out_ids + out_offsets[i];
-    const mc_i64 len = out_offsets[i + 1] - out_offsets[i];
-    for (mc_i64 k = 0; k < len; ++k) out[k] = row[k];
+    for (mc_i32 k = 0; k < counts[i]; ++k) out[k] = row[k];
   }
 }
 
@@ -356,9 +355,10 @@ MC_KERNEL void mc_index_signature_kernel(mc_u64* out) {
   if (mc_global_thread() == 0) out[0] = mc_index_signature();
 }
 
-MC_KERNEL void mc_gather_fixed_rows(const mc_i32* fixed_ids, const mc_i64* out_offsets,
-                                    mc_i64 n_rows, mc_i32* out_ids) {
-  mc_gather_fixed(fixed_ids, out_offsets, n_rows, out_ids);
+MC_KERNEL void mc_gather_fixed_rows(const mc_i32* fixed_ids, const mc_i32* counts,
+                                    const mc_i64* out_offsets, mc_i64 n_rows,
+                                    mc_i32* out_ids) {
+  mc_gather_fixed(fixed_ids, counts, out_offsets, n_rows, out_ids);
 }
 
 MC_EXPORT_KERNELS(i32, mc_i32)

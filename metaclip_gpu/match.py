@@ -88,16 +88,17 @@ def _match_batch(be: Backend, index: MetadataIndex, batch: Any) -> tuple[Any, An
     """(per-text distinct counts, flat ids) for one batch."""
     xp = be.xp
     fixed_ids, counts = be.match_fixed(index, batch)
-    overflow = counts < 0
-    lengths = xp.where(overflow, 0, counts).astype(xp.int64)
+    lengths = counts.astype(xp.int64)
+    long_rows = xp.flatnonzero(counts < 0)
+    if len(long_rows):
+        long_counts, long_ids = _match_long(be, index, batch, long_rows)
+        lengths[long_rows] = long_counts
     starts = xp.zeros(len(lengths) + 1, dtype=xp.int64)
     xp.cumsum(lengths, out=starts[1:])
-    flat = be.gather_fixed(fixed_ids, starts)
-    long_rows = xp.flatnonzero(overflow)
-    if len(long_rows) == 0:
-        return lengths, flat
-    long_counts, long_ids = _match_long(be, index, batch, long_rows)
-    return _merge(xp, lengths, flat, long_rows, long_counts, long_ids)
+    flat = be.gather_fixed(fixed_ids, counts, starts)  # leaves the long rows' places
+    if len(long_rows):
+        flat[_positions(xp, starts, long_rows, long_counts)] = long_ids
+    return lengths, flat
 
 
 def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tuple[Any, Any]:
@@ -113,18 +114,6 @@ def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tup
     ids = (keys & 0xFFFFFFFF).astype(xp.int32)
     counts = xp.bincount(keys >> 32, minlength=len(rows)).astype(xp.int64)
     return counts, ids
-
-
-def _merge(xp: Any, lengths: Any, flat: Any, long_rows: Any, long_counts: Any, long_ids: Any):
-    """Places the long texts' ids between the others', keeping text order."""
-    final_lengths = lengths.copy()
-    final_lengths[long_rows] = long_counts
-    starts = xp.zeros(len(final_lengths) + 1, dtype=xp.int64)
-    xp.cumsum(final_lengths, out=starts[1:])
-    out = xp.empty(int(starts[-1]), dtype=xp.int32)
-    out[_positions(xp, starts, xp.arange(len(lengths)), lengths)] = flat
-    out[_positions(xp, starts, long_rows, long_counts)] = long_ids
-    return final_lengths, out
 
 
 def _positions(xp: Any, starts: Any, rows: Any, lengths: Any) -> Any:

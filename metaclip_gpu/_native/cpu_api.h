@@ -45,8 +45,9 @@ void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                      const int64_t* rows, int64_t n_rows,
                      const int64_t* out_offsets, int32_t* out_ids, int n_threads);
 
-void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int64_t* out_offsets,
-                              int64_t n_rows, int32_t* out_ids, int n_threads);
+void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int32_t* counts,
+                              const int64_t* out_offsets, int64_t n_rows, int32_t* out_ids,
+                              int n_threads);
 
 #ifdef __cplusplus
 }

@@ -73,9 +73,11 @@ void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
   MC_CPU_DISPATCH(mc_fill_raw, out_offsets, out_ids)
 }
 
-void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int64_t* out_offsets,
-                              int64_t n_rows, int32_t* out_ids, int n_threads) {
-  launch(n_rows, n_threads, [&] { mc_gather_fixed_rows(fixed_ids, out_offsets, n_rows, out_ids); });
+void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int32_t* counts,
+                              const int64_t* out_offsets, int64_t n_rows, int32_t* out_ids,
+                              int n_threads) {
+  launch(n_rows, n_threads,
+         [&] { mc_gather_fixed_rows(fixed_ids, counts, out_offsets, n_rows, out_ids); });
 }
 
 }  // extern "C"

@@ -25,8 +25,8 @@ class Backend(Protocol):
     def match_fixed(self, index: Any, batch: Any) -> tuple[Any, Any]:
         """Runs mc_match_fixed: ((rows, local_cap) int32 ids, int32 counts, -1 = overflow)."""
 
-    def gather_fixed(self, fixed_ids: Any, starts: Any) -> Any:
-        """Runs mc_gather_fixed_rows: the fixed-width rows packed at CSR `starts` (n + 1)."""
+    def gather_fixed(self, fixed_ids: Any, counts: Any, starts: Any) -> Any:
+        """Runs mc_gather_fixed_rows: rows with count >= 0 copied to CSR `starts` (n + 1)."""
 
     def count_raw(self, index: Any, batch: Any, rows: Any) -> Any:
         """Runs mc_count_raw on `rows` of `batch`: int64 hit counts."""

@@ -111,10 +111,13 @@ class CPUBackend:
         )
         return ids, counts
 
-    def gather_fixed(self, fixed_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    def gather_fixed(
+        self, fixed_ids: np.ndarray, counts: np.ndarray, starts: np.ndarray
+    ) -> np.ndarray:
         out = np.empty(max(int(starts[-1]), 1), dtype=np.int32)
         lib.mc_cpu_gather_fixed_rows(
             ffi.from_buffer("int32_t[]", fixed_ids),
+            ffi.from_buffer("int32_t[]", counts),
             ffi.from_buffer("int64_t[]", starts),
             len(starts) - 1,
             ffi.from_buffer("int32_t[]", out),

@@ -80,7 +80,7 @@ def _check_signature(index: MetadataIndex) -> None:
     editable install whose CPU extension was not rebuilt after an edit of kernels/)."""
     out = cupy.zeros(1, dtype=np.uint64)
     kernel("mc_index_signature_kernel")((1,), (1,), (out,))
-    device_signature = int(out.get()[0])
+    device_signature = int(out[0])
     if device_signature != index.stats.signature:
         raise RuntimeError(
             f"the GPU kernels' index signature {device_signature:#018x} differs from the index's "
@@ -311,13 +311,14 @@ class GPUBackend:
         )
         return ids, counts
 
-    def gather_fixed(self, fixed_ids: Any, starts: Any) -> Any:
+    def gather_fixed(self, fixed_ids: Any, counts: Any, starts: Any) -> Any:
         fixed_ids = cupy.ascontiguousarray(fixed_ids, dtype=np.int32)
+        counts = cupy.ascontiguousarray(counts, dtype=np.int32)
         starts = cupy.ascontiguousarray(starts, dtype=np.int64)
         total = int(starts[-1])
         n_rows = len(starts) - 1
         out = cupy.empty(max(total, 1), dtype=np.int32)
-        _launch("mc_gather_fixed_rows", n_rows, (fixed_ids, starts, np.int64(n_rows), out))
+        _launch("mc_gather_fixed_rows", n_rows, (fixed_ids, counts, starts, np.int64(n_rows), out))
         return out[:total]
 
     def count_raw(self, index: MetadataIndex, batch: DeviceTextBatch, rows: Any) -> Any:
