@@ -42,14 +42,14 @@ struct McIndex {
 #if MC_ON_DEVICE
 #define MC_TOKEN_RING 16
 #else
-#define MC_TOKEN_RING 32
+#define MC_TOKEN_RING 64
 #endif
 #endif
 #ifndef MC_READ_AHEAD  // tokens read (and their slots prefetched) ahead of use
 #if MC_ON_DEVICE
 #define MC_READ_AHEAD 0
 #else
-#define MC_READ_AHEAD 8
+#define MC_READ_AHEAD 16  // about a whole alt-text: its probes overlap in memory
 #endif
 #endif
 

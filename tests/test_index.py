@@ -81,15 +81,22 @@ def test_text_metadata_file(tmp_path: Path) -> None:
 
 
 def test_entries_longer_than_the_token_ring_use_the_stream_scan() -> None:
-    """An entry of 40 tokens makes the kernels take the general (stream) scan."""
-    long_entry = " ".join(f"w{i}" for i in range(40))
-    entries = [long_entry, "w3 w4", "w39", "w0", long_entry + " tail", ""]
+    """Entries of 60+ tokens exceed the host's token ring (64 tokens, 16 read ahead), so the
+    kernels take the general (stream) scan; an index of short entries takes the ring scan."""
+    long_entry = " ".join(f"w{i}" for i in range(60))
+    entries = [long_entry, "w3 w4", "w59", "w0", long_entry + " tail", ""]
     index = MetadataIndex.from_entries(entries)
-    assert index.stats.max_tokens == 41
-    texts = [long_entry, "x " + long_entry + " tail", long_entry[:50], "w3  w4", "w39."]
+    assert index.stats.max_tokens == 61
+    texts = [long_entry, "x " + long_entry + " tail", long_entry[:50], "w3  w4", "w59."]
     expected = FastOracle(entries).match_many(texts)
     assert match(texts, index, backend="cpu").to_lists() == expected
     assert expected[0] == [0, 1, 2, 3]
+    assert expected[1] == [0, 1, 2, 3, 4]  # "" needs two adjacent spaces
+    # The same texts with the short entries alone (ring scan) agree with the oracle too.
+    short = entries[1:4]
+    assert match(texts, MetadataIndex.from_entries(short), backend="cpu").to_lists() == (
+        FastOracle(short).match_many(texts)
+    )
 
 
 def test_cache_is_keyed_by_the_hash_signature(tmp_path: Path) -> None:
