@@ -103,10 +103,39 @@ struct McTokenRing {
     return 1;
   }
 };
-struct McRingWindow {  // the n-gram starting at token j
-  const McTokenRing* ring;
+
+// One probe run: the n-grams that start at the window's first token, extended
+// while the table says an entry may continue. Returns 0 once the sink is full.
+// A Window gives the run's k-th token (at) and reads its next one (extend).
+template <typename Window, typename Sink>
+MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
+                       Window& window, Sink& sink) {
+  mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, window.at(0).hash);
+  int n_tokens = 1;
+  for (;;) {
+    const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
+    if (slot == 0) return 1;
+    const mc_u32 flags = mc_slot_flags(slot);
+    if (flags & MC_SLOT_ENTRY) {
+      mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
+      if (sink.full()) return 0;
+    }
+    if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) return 1;
+    McToken next;
+    if (!window.extend(ix, n_tokens, &next)) return 1;
+    h = mc_ngram_extend(h, next.hash);
+    ++n_tokens;
+    if (!mc_filter_may_contain(ix.slots, ix.mask, h)) return 1;
+  }
+}
+
+struct McRingWindow {  // the n-gram starting at token j of the ring
+  McTokenRing* ring;
   mc_i64 j;
   MC_METHOD McToken at(int k) const { return ring->tok[(j + k) & (MC_TOKEN_RING - 1)]; }
+  MC_METHOD int extend(const McIndex& ix, int k, McToken* out) {
+    return ring->get(ix, j + k, out);
+  }
 };
 
 template <typename Sink>
@@ -117,24 +146,8 @@ MC_FN void mc_scan_ring(const McIndex& ix, int max_tokens, const mc_u8* text, mc
   ring.stream = mc_stream_begin(text, n);
   McToken first;
   for (mc_i64 j = 0; ring.get(ix, j, &first); ++j) {
-    mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, first.hash);
-    int n_tokens = 1;
-    for (;;) {
-      const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
-      if (slot == 0) break;
-      const mc_u32 flags = mc_slot_flags(slot);
-      if (flags & MC_SLOT_ENTRY) {
-        McRingWindow window = {&ring, j};
-        mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
-        if (sink.full()) return;
-      }
-      if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
-      McToken next;
-      if (!ring.get(ix, j + n_tokens, &next)) break;
-      h = mc_ngram_extend(h, next.hash);
-      ++n_tokens;
-      if (!mc_filter_may_contain(ix.slots, ix.mask, h)) break;
-    }
+    McRingWindow window = {&ring, j};
+    if (!mc_probe_run(ix, max_tokens, text, n, window, sink)) return;
   }
 }
 
@@ -143,12 +156,14 @@ MC_FN void mc_scan_ring(const McIndex& ix, int max_tokens, const mc_u8* text, mc
 struct McStreamWindow {  // the n-gram whose first token is `first`
   McTokenStream after_first;
   McToken first;
+  McTokenStream ahead;  // positioned after the n-gram's last token
   MC_METHOD McToken at(int k) const {
     McTokenStream s = after_first;
     McToken t = first;
     for (int i = 0; i < k; ++i) mc_stream_next(&s, &t);
     return t;
   }
+  MC_METHOD int extend(const McIndex&, int, McToken* out) { return mc_stream_next(&ahead, out); }
 };
 
 template <typename Sink>
@@ -158,24 +173,8 @@ MC_FN void mc_scan_stream(const McIndex& ix, int max_tokens, const mc_u8* text, 
   McStreamWindow window;
   while (mc_stream_next(&stream, &window.first)) {
     window.after_first = stream;
-    McTokenStream ahead = stream;  // positioned after the n-gram's last token
-    mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, window.first.hash);
-    int n_tokens = 1;
-    for (;;) {
-      const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
-      if (slot == 0) break;
-      const mc_u32 flags = mc_slot_flags(slot);
-      if (flags & MC_SLOT_ENTRY) {
-        mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
-        if (sink.full()) return;
-      }
-      if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) break;
-      McToken next;
-      if (!mc_stream_next(&ahead, &next)) break;
-      h = mc_ngram_extend(h, next.hash);
-      ++n_tokens;
-      if (!mc_filter_may_contain(ix.slots, ix.mask, h)) break;
-    }
+    window.ahead = stream;
+    if (!mc_probe_run(ix, max_tokens, text, n, window, sink)) return;
   }
 }
 

@@ -28,6 +28,18 @@ from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
+
+# Options shared by several commands.
+METADATA_OPTION = click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of strings, or one entry per line.",
+)
+BACKEND_OPTION = click.option("--backend", default="auto", show_default=True, type=BACKENDS)
+THREADS_OPTION = click.option(
+    "--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]"
+)
 TSV_SUFFIXES = {".tsv", ".txt", ".tab"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -233,8 +245,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
-@click.option("--backend", default="auto", show_default=True, type=BACKENDS)
-@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]")
+@BACKEND_OPTION
+@THREADS_OPTION
 @click.option("--seed", default=0, show_default=True, type=int)
 def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
     """Matches SYNTHETIC texts against a synthetic metadata list (no files needed)."""
@@ -273,12 +285,7 @@ def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
 
 
 @main.command(name="match")
-@click.option(
-    "--metadata",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON list of strings, or one entry per line.",
-)
+@METADATA_OPTION
 @click.option(
     "--input",
     "input_path",
@@ -298,8 +305,8 @@ def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
     default=None,
     help="Write a Parquet file with columns text and entry_ids (list<int32>).",
 )
-@click.option("--backend", default="auto", show_default=True, type=BACKENDS)
-@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]")
+@BACKEND_OPTION
+@THREADS_OPTION
 def match_cmd(
     metadata: Path,
     input_path: Path,
@@ -336,12 +343,7 @@ def match_cmd(
 
 
 @main.command(name="build-index")
-@click.option(
-    "--metadata",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON list of strings, or one entry per line.",
-)
+@METADATA_OPTION
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
