@@ -65,6 +65,12 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
     const mc_i64 e_len = record[1];
     const mc_u8* e = (const mc_u8*)(record + 2);
     record += mc_record_words(e_len);
+    if (n_tokens == 1) {  // the common case: one token, no separators to check
+      const McToken tok = tokens.at(0);
+      if (e_len == tok.len && mc_bytes_equal(e, text + tok.start, e_len, text_len - tok.start))
+        sink.emit(id);
+      continue;
+    }
     // The entry must be exactly the n-gram's tokens joined by single spaces.
     mc_i64 at = 0;
     int ok = 1;
