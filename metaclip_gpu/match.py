@@ -71,14 +71,14 @@ def match(
     """
     be = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
     xp = be.xp
-    parts_offsets, parts_ids = [], []
+    parts_counts, parts_ids = [], []
     for batch in be.text_batches(texts, batch_rows):
         counts, ids = _match_batch(be, index, batch)
-        parts_offsets.append(counts)
+        parts_counts.append(counts)
         parts_ids.append(ids)
-    if not parts_offsets:
+    if not parts_counts:
         return MatchResult(xp.zeros(1, dtype=xp.int64), xp.zeros(0, dtype=xp.int32), be.name)
-    counts = xp.concatenate(parts_offsets)
+    counts = xp.concatenate(parts_counts)
     offsets = xp.zeros(len(counts) + 1, dtype=xp.int64)
     xp.cumsum(counts, out=offsets[1:])
     return MatchResult(offsets, xp.concatenate(parts_ids), be.name)
