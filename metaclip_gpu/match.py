@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from metaclip_gpu.arrays import to_host
 from metaclip_gpu.backends import Backend, BackendName, get_backend
 from metaclip_gpu.index import MetadataIndex
 
@@ -33,25 +34,21 @@ class MatchResult:
     def ids_of(self, text: int) -> np.ndarray:
         """The entry ids of one text (a host array)."""
         start, stop = int(self.offsets[text]), int(self.offsets[text + 1])
-        return _to_host(self.entry_ids[start:stop])
+        return to_host(self.entry_ids[start:stop])
 
     def to_lists(self) -> list[list[int]]:
-        offsets, ids = _to_host(self.offsets), _to_host(self.entry_ids)
+        offsets, ids = to_host(self.offsets), to_host(self.entry_ids)
         return [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
 
     def to_arrow(self) -> pa.Array:
         """A list<int32> column (large_list when the ids exceed int32 list offsets)."""
-        offsets, ids = _to_host(self.offsets), _to_host(self.entry_ids)
+        offsets, ids = to_host(self.offsets), to_host(self.entry_ids)
         if offsets[-1] < 2**31:
             return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(ids))
         return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids))
 
     def matched_texts(self) -> int:
         return int((self.offsets[1:] > self.offsets[:-1]).sum())
-
-
-def _to_host(array: Any) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def match(
