@@ -26,6 +26,7 @@ from metaclip_gpu import __version__
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.read import ReadOptions, ShardError, read_table
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
 
@@ -40,10 +41,6 @@ BACKEND_OPTION = click.option("--backend", default="auto", show_default=True, ty
 THREADS_OPTION = click.option(
     "--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]"
 )
-TSV_SUFFIXES = {".tsv", ".txt", ".tab"}
-JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
-PARQUET_SUFFIXES = {".parquet", ".pq"}
-COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zst", ".lz4"}
 
 
 def _console() -> Console:
@@ -164,63 +161,17 @@ def _summary(
 
 
 # ---------------------------------------------------------------------- input files
-def _format_of(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    while suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
-        suffixes.pop()
-    suffix = suffixes[-1] if suffixes else ""
-    if suffix in PARQUET_SUFFIXES:
-        return "parquet"
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    if suffix in TSV_SUFFIXES:
-        return "tsv"
-    raise click.BadParameter(
-        f"{path}: unknown input format {suffix or '(no suffix)'!r}; expected .tsv (first column "
-        "is the text, no header), .jsonl or .parquet",
-        param_hint="'--input'",
-    )
-
-
-def _missing_column(path: Path, column: str, found: list[str]) -> click.BadParameter:
-    listed = ", ".join(repr(name) for name in found) or "(none)"
-    return click.BadParameter(
-        f"{path}: no text column {column!r}; columns found: {listed}",
-        param_hint="'--text-column'",
-    )
-
-
 def read_texts(path: Path, text_column: str) -> pa.ChunkedArray:
-    """The text column of a TSV (first column, no header), JSONL or Parquet file."""
-    fmt = _format_of(path)
+    """The text column of one shard (TSV: headerless ``caption, url`` like CC3M; JSONL, Parquet,
+    CSV or a WebDataset tar: the `text_column`), read by the pipeline's reader (read.py)."""
     try:
-        if fmt == "tsv":
-            from pyarrow import csv
-
-            table = csv.read_csv(
-                path,
-                read_options=csv.ReadOptions(autogenerate_column_names=True),
-                parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
-                convert_options=csv.ConvertOptions(
-                    include_columns=["f0"], column_types={"f0": pa.string()}
-                ),
-            )
-            return table.column("f0")
-        if fmt == "jsonl":
-            from pyarrow import json as pajson
-
-            table = pajson.read_json(path)
-            if text_column not in table.column_names:
-                raise _missing_column(path, text_column, table.column_names)
-            return table.column(text_column)
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
-        if text_column not in names:
-            raise _missing_column(path, text_column, names)
-        return pq.read_table(path, columns=[text_column]).column(text_column)
-    except pa.ArrowException as err:
-        raise click.ClickException(f"{path}: cannot read as {fmt.upper()}: {err}") from err
+        table = read_table([path], ReadOptions(text_column=text_column))
+    except ShardError as err:
+        hint = "'--text-column'" if "text column" in err.reason else "'--input'"
+        raise click.BadParameter(str(err), param_hint=hint) from err
+    except ValueError as err:  # an unknown format
+        raise click.BadParameter(str(err), param_hint="'--input'") from err
+    return table.column("text")
 
 
 def _load_index(
@@ -291,7 +242,7 @@ def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
     "input_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TSV (first column is the text, no header), JSONL or Parquet.",
+    help="A shard: TSV (headerless caption, url), CSV, JSONL, Parquet or WebDataset .tar.",
 )
 @click.option(
     "--text-column",
