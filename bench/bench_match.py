@@ -57,21 +57,10 @@ except ImportError as err:  # pragma: no cover - environment
 sys.path.insert(0, str(REPO_ROOT))
 from metaclip_gpu import MetadataIndex, match  # noqa: E402
 from metaclip_gpu.metadata import load_metadata  # noqa: E402
+from metaclip_gpu.reference import spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
 
 
 # ----------------------------------------------------------------------------- MetaCLIP's path
-def spacing(text: str) -> str:
-    """MetaCLIP's ``spacing()`` (metaclip/substr_matching.py), as its users run it."""
-    puncts_to_wrap = [",", ".", ";", ":", "?", "!", "`"]
-    chars_to_space = ["\t", "\n", "\r"]
-    spaced_text = f" {text} "
-    for punct_to_wrap in puncts_to_wrap:
-        spaced_text = spaced_text.replace(punct_to_wrap, f" {punct_to_wrap} ")
-    for char_to_space in chars_to_space:
-        spaced_text = spaced_text.replace(char_to_space, " ")
-    return spaced_text
-
-
 def build_automaton(entries: list[str]):
     import ahocorasick
 
