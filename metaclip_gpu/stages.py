@@ -1,0 +1,410 @@
+"""Stages ``match`` (persisted per shard, idempotent, resumable) and ``count``, single process.
+
+`match_shard` streams one shard (`read.iter_shard_checked`), matches each chunk's ``text`` and
+writes ONE Parquet file ``<out_dir>/matches/<safe name>.parquet`` with the columns
+
+- ``shard``: dictionary<int32, string>, the shard's name (`read.Shard.name`);
+- ``row``: int64, the row's position in its shard (``chunk.first_row + i``);
+- ``key``: the input's key column, only when the shard has one;
+- ``entry_ids``: list<int32>, the row's sorted distinct entry ids (empty for a null text).
+
+Crash safety: the file is written under ``<name>.parquet.tmp-<pid>`` in the same folder,
+fsynced, renamed into place with `os.replace`, and only then recorded in the manifest
+(`metaclip_gpu.manifest`). A run killed at any point leaves each shard with no record (it is
+redone, overwriting any output already renamed) or a record whose output exists. `run_match`
+deletes temporary files whose writer process is gone (same host), so they never pile up; the
+count stage reads only the outputs the manifest names, so a stray file is never counted.
+
+A shard that cannot be read (`read.ShardError`) gets a record with its ``error`` and no
+output, and the run goes on. Other exceptions (bugs, out of memory) propagate.
+
+Test hook: when the environment variable ``METACLIP_GPU_TEST_SHARD_DELAY`` holds a number of
+seconds, `match_shard` sleeps half of it before renaming its output and half after, before the
+manifest record, so a test can kill a run at the interesting moments. Unset in normal use.
+
+`count_matches` adds up `count.entry_counts` of each output's flattened ``entry_ids`` (only
+that column is read, one batch at a time); `run_count` saves ``entry_counts.npy`` (MetaCLIP's
+format) and ``entry_counts.parquet`` (entry id, entry string, count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
+from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
+from metaclip_gpu.match import match
+from metaclip_gpu.read import (
+    ReadOptions,
+    Shard,
+    ShardChunk,
+    ShardReport,
+    find_shards,
+    iter_shard_checked,
+)
+
+MATCHES_DIR = "matches"
+COUNTS_NPY = "entry_counts.npy"
+COUNTS_PARQUET = "entry_counts.parquet"
+DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
+OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
+_TMP_RE = re.compile(r"\.tmp-(\d+)$")
+ENTRY_IDS_TYPE = pa.list_(pa.int32())
+SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+@dataclass
+class MatchReport(ShardReport):
+    """A `ShardReport` plus where the output went, how long it took, and whether the
+    shard was found done in the manifest (``reused``: no work was done this run)."""
+
+    output: Path | None = None
+    seconds: float = 0.0
+    reused: bool = False
+
+
+# ---------------------------------------------------------------------- names and config
+def output_name(shard_name: str) -> str:
+    """A file name for a shard's matches: its name made safe, plus 8 hex digits of its SHA-1
+    (shard names are relative paths; ``a/b.tsv`` and ``a_b.tsv`` must not collide)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", shard_name).strip("._-") or "shard"
+    digest = hashlib.sha1(shard_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:150]}-{digest}.parquet"
+
+
+def stage_config(index: MetadataIndex, options: ReadOptions) -> str:
+    """What, besides the input file, decides a shard's match output: the metadata (its digest;
+    "" for an index built from a list, then only its length) and the options that pick the
+    text/key columns and parse lines. A record with another config is redone."""
+    payload = {
+        "version": OUTPUT_VERSION,
+        "metadata": index.stats.digest,
+        "n_entries": len(index),
+        "text_column": options.text_column,
+        "key_column": options.key_column,
+        "tsv_columns": list(options.tsv_columns) if options.tsv_columns is not None else None,
+        "header": options.header,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- match, one shard
+def _chunk_table(
+    chunk: ShardChunk, index: MetadataIndex, backend: str, threads: int | None
+) -> pa.Table:
+    n = chunk.num_rows
+    result = match(chunk.table.column("text"), index, backend=backend, threads=threads)
+    entry_ids = result.to_arrow()
+    if entry_ids.type != ENTRY_IDS_TYPE:  # large_list only past 2**31 ids in one chunk
+        entry_ids = entry_ids.cast(ENTRY_IDS_TYPE)
+    shard = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([chunk.shard.name], pa.string())
+    )
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "shard": shard,
+        "row": pa.array(np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)),
+    }
+    if "key" in chunk.table.column_names:
+        key = chunk.table.column("key")
+        columns["key"] = key.cast(pa.string()) if pa.types.is_null(key.type) else key
+    columns["entry_ids"] = entry_ids
+    return pa.table(columns)
+
+
+def _empty_table() -> pa.Table:
+    return pa.table(
+        {
+            "shard": pa.array([], SHARD_TYPE),
+            "row": pa.array([], pa.int64()),
+            "entry_ids": pa.array([], ENTRY_IDS_TYPE),
+        }
+    )
+
+
+def _test_delay() -> None:
+    value = os.environ.get(DELAY_ENV)
+    if value:
+        time.sleep(float(value) / 2)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def match_shard(
+    shard: Shard,
+    index: MetadataIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions | None = None,
+    backend: str = "cpu",
+    threads: int | None = None,
+    manifest: Manifest | None = None,
+    config: str | None = None,
+) -> MatchReport:
+    """Matches one shard into ``<out_dir>/matches/`` and records it in the manifest.
+
+    `manifest`: the loaded `Manifest` of `out_dir` to append to (loaded here when None);
+    `config`: `stage_config` (computed here when None). Returns the shard's report; a shard
+    that cannot be read has ``error`` set and ``output`` None.
+    """
+    start = time.perf_counter()
+    options = options or ReadOptions()
+    out_dir = Path(out_dir)
+    matches_dir = out_dir / MATCHES_DIR
+    matches_dir.mkdir(parents=True, exist_ok=True)
+    manifest = manifest if manifest is not None else Manifest.load(out_dir)
+    config = config if config is not None else stage_config(index, options)
+    input_fingerprint = fingerprint(shard.path)  # before reading: a change meanwhile is redone
+    name = output_name(shard.name)
+    final = matches_dir / name
+    tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
+    report = MatchReport(shard)
+    renamed = False
+    with open(tmp, "wb") as sink:
+        try:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for chunk in iter_shard_checked(shard, options, report):
+                    if chunk.num_rows == 0:
+                        continue
+                    table = _chunk_table(chunk, index, backend, threads)
+                    if writer is None:
+                        writer = pq.ParquetWriter(sink, table.schema)
+                    else:
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                if report.error is None and writer is None:
+                    writer = pq.ParquetWriter(sink, _empty_table().schema)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if report.error is None:
+                sink.flush()
+                os.fsync(sink.fileno())
+                _test_delay()
+                os.replace(tmp, final)
+                renamed = True
+                _fsync_dir(matches_dir)
+        finally:
+            if not renamed:
+                tmp.unlink(missing_ok=True)
+    if report.error is not None:
+        final.unlink(missing_ok=True)  # an output of an earlier version of this input
+    else:
+        _test_delay()
+        report.output = final
+    report.seconds = time.perf_counter() - start
+    manifest.append(
+        ShardRecord(
+            shard=shard.name,
+            output=None if report.error is not None else f"{MATCHES_DIR}/{name}",
+            rows=report.rows,
+            skipped=dict(sorted(report.skipped.items())),
+            null_texts=report.null_texts,
+            error=report.error,
+            seconds=round(report.seconds, 6),
+            fingerprint=input_fingerprint,
+            config=config,
+            path=str(shard.path),
+        )
+    )
+    return report
+
+
+def _report_from_record(shard: Shard, record: ShardRecord, manifest: Manifest) -> MatchReport:
+    report = MatchReport(shard, rows=record.rows, error=record.error, null_texts=record.null_texts)
+    report.skipped.update(record.skipped)
+    report.output = manifest.output_path(record)
+    report.seconds = record.seconds
+    report.reused = True
+    return report
+
+
+def remove_stale_tmp(matches_dir: Path) -> list[Path]:
+    """Deletes ``*.tmp-<pid>`` files of processes that no longer run (on this host)."""
+    removed = []
+    if not matches_dir.is_dir():
+        return removed
+    for path in matches_dir.iterdir():
+        found = _TMP_RE.search(path.name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # alive (or a zombie not yet reaped)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------------- match, all shards
+def _progress(enabled: bool):  # -> rich.progress.Progress
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled or not console.is_terminal,
+    )
+
+
+def run_match(
+    shards_spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Sequence[Shard],
+    metadata_path: str | os.PathLike[str] | MetadataIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions | None = None,
+    backend: str = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+    retry_errors: bool = False,
+) -> list[ShardReport]:
+    """Runs the match stage over every shard of `shards_spec` into `out_dir`, resumably.
+
+    Loads the index once; a shard the manifest says is done (`Manifest.is_done`) is not read
+    again (its report, rebuilt from the record, has ``reused=True``); a shard whose record is
+    missing, stale (input or config changed) or whose output is missing or unreadable is
+    redone. Shards recorded as unreadable are retried only with `retry_errors`. Reports come
+    in shard order. `metadata_path` may also be a loaded `MetadataIndex`.
+    """
+    options = options or ReadOptions()
+    if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):
+        shards = list(shards_spec)  # type: ignore[arg-type]
+    else:
+        shards = find_shards(shards_spec)  # type: ignore[arg-type]
+    index = (
+        metadata_path
+        if isinstance(metadata_path, MetadataIndex)
+        else MetadataIndex.load(metadata_path)
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out_dir / MATCHES_DIR)
+    manifest = Manifest.load(out_dir)
+    config = stage_config(index, options)
+    reports: list[ShardReport] = []
+    with _progress(progress) as bar:
+        task = bar.add_task("match", total=len(shards), rows=0)
+        rows = 0
+        for shard in shards:
+            record = manifest.get(shard.name)
+            retry = retry_errors and record is not None and record.error is not None
+            if record is not None and not retry and manifest.is_done(shard, config=config):
+                report: ShardReport = _report_from_record(shard, record, manifest)
+            else:
+                report = match_shard(
+                    shard,
+                    index,
+                    out_dir,
+                    options=options,
+                    backend=backend,
+                    threads=threads,
+                    manifest=manifest,
+                    config=config,
+                )
+            reports.append(report)
+            rows += report.rows
+            bar.update(task, advance=1, rows=rows)
+    return reports
+
+
+# ---------------------------------------------------------------------- count
+def file_counts(path: str | os.PathLike[str], n_entries: int, batch_rows: int = 1 << 20):
+    """uint64 counts of one match file's ``entry_ids`` (only that column is read)."""
+    parquet = pq.ParquetFile(path)
+    parts = (
+        entry_counts(pc.list_flatten(batch.column(0)).to_numpy(zero_copy_only=False), n_entries)
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=["entry_ids"])
+    )
+    return reduce_counts(parts, n_entries)
+
+
+def count_matches(
+    out_dir: str | os.PathLike[str], n_entries: int, *, shards: Iterable[str] | None = None
+) -> np.ndarray:
+    """The global uint64 counts over the match outputs the manifest of `out_dir` records.
+
+    `shards`: only these shard names (default: every recorded shard). Shards recorded with an
+    error have no output and count nothing; a recorded output that is missing or unreadable
+    raises `FileNotFoundError` (rerun the match stage), rather than silently counting less.
+    """
+    out_dir = Path(out_dir)
+    manifest = Manifest.load(out_dir)
+    names = sorted(manifest.records) if shards is None else list(shards)
+    paths = []
+    for name in names:
+        record = manifest.get(name)
+        if record is None:
+            raise FileNotFoundError(f"{out_dir}: shard {name!r} is not in the manifest")
+        path = manifest.output_path(record)
+        if path is None:
+            continue
+        if not parquet_readable(path):
+            raise FileNotFoundError(
+                f"{path}: match output of shard {name!r} is missing or unreadable; rerun match"
+            )
+        paths.append(path)
+    return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
+
+
+def run_count(
+    out_dir: str | os.PathLike[str], metadata_path: str | os.PathLike[str] | MetadataIndex
+) -> np.ndarray:
+    """Counts the match outputs of `out_dir` and writes ``entry_counts.npy`` and
+    ``entry_counts.parquet`` there (each under a temporary name, then renamed)."""
+    out_dir = Path(out_dir)
+    index = (
+        metadata_path
+        if isinstance(metadata_path, MetadataIndex)
+        else MetadataIndex.load(metadata_path)
+    )
+    counts = count_matches(out_dir, len(index))
+    save_entry_counts(counts, out_dir / COUNTS_NPY)
+    final = out_dir / COUNTS_PARQUET
+    tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
+    try:
+        pq.write_table(counts_table(counts, index.entries), tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
