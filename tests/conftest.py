@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from metaclip_gpu.backends import gpu_available
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CC3M_FILE = "cc3m_val.tsv"
 METADATA_FILE = "metadata_wordnet_wordfreq_500k.json"
@@ -83,20 +85,10 @@ def oracle_500k(metadata_500k: list[str]):
     return FastOracle(metadata_500k)
 
 
-def _gpu_available() -> bool:
-    os.environ.setdefault("RAPIDS_NO_INITIALIZE", "1")
-    try:
-        import cupy
-
-        return int(cupy.cuda.runtime.getDeviceCount()) > 0
-    except Exception:
-        return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` unless CuPy imports and sees at least one CUDA device."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
-    if not gpu_items or _gpu_available():
+    if not gpu_items or gpu_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU with CuPy (none found)")
     for item in gpu_items:
