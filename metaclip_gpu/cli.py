@@ -1,9 +1,10 @@
-"""The ``metaclip-gpu`` command line: ``demo``, ``match`` and ``build-index``.
+"""The ``metaclip-gpu`` command line: ``demo``, ``match``, ``build-index``, ``curate``, ``balance``.
 
 ``metaclip-gpu demo`` runs the matcher on synthetic data made locally (metaclip_gpu.synthetic);
 ``metaclip-gpu match`` runs it on your own metadata and texts (TSV, JSONL or Parquet) and can
 write the matched entry ids to Parquet; ``metaclip-gpu build-index`` compiles and caches the
-index of a metadata file.
+index of a metadata file; ``metaclip-gpu curate`` runs the sharded pipeline (match -> count ->
+balance, `metaclip_gpu.curate`) and ``metaclip-gpu balance`` its last stage alone.
 """
 
 from __future__ import annotations
@@ -327,6 +328,219 @@ def build_index(metadata: Path, cache_dir: Path | None) -> None:
     )
     table.add_row("cache", str(where))
     table.add_row("metadata SHA-256", stats.digest)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- curate / balance
+INPUT_SHARDS_OPTION = click.option(
+    "--input",
+    "input_spec",
+    required=True,
+    multiple=True,
+    help="Shards: a directory, a glob (quote it) or a file; repeat for several. Parquet, "
+    "JSONL, TSV (headerless caption, url), CSV or WebDataset .tar.",
+)
+T_OPTION = click.option(
+    "--t",
+    "ts",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several.",
+)
+TARGET_OPTION = click.option(
+    "--target-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Also solve for the t whose expected kept size is this many texts.",
+)
+SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int)
+TEXT_COLUMN_OPTION = click.option(
+    "--text-column", default=None, help="Text column [first of caption, text, alt, ...]."
+)
+KEY_COLUMN_OPTION = click.option(
+    "--key-column",
+    default=None,
+    help="Stable id column for the draws [first of key, url, id, ...; else text hash + row].",
+)
+
+
+def _read_options(text_column: str | None, key_column: str | None) -> ReadOptions:
+    return ReadOptions(text_column=text_column, key_column=key_column)
+
+
+def _check_ts(ts: tuple[float, ...], target_size: int | None) -> None:
+    if not ts and target_size is None:
+        raise click.UsageError("give --t (one or more) or --target-size")
+
+
+def _shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
+    from metaclip_gpu.read import find_shards
+
+    try:
+        return find_shards(list(input_spec))
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="'--input'") from err
+
+
+def _balance_rows(table: Table, per_t: list[dict[str, Any]]) -> None:
+    for f in per_t:
+        label = f"t = {f['t']:,.6g}" + (" (solved)" if f.get("solved") else "")
+        matched = f["matched"]
+        kept_share = f["kept"] / matched if matched else 0.0
+        table.add_row(
+            f"kept, {label}",
+            f"{f['kept']:,} ({kept_share:.1%} of matched; expected {f['expected_kept']:,.1f})",
+        )
+        table.add_row(
+            f"  head entries (count > t), {label}",
+            f"{f['head_entries']:,} ({f['head_entry_share']:.1%} of matched entries, "
+            f"{f['head_match_share']:.1%} of matches)",
+        )
+
+
+def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title="metaclip-gpu curate", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row(
+        "shards", f"{summary['shards']:,} ({summary['shards_matched_this_run']:,} matched this run)"
+    )
+    table.add_row("texts read", f"{summary['texts_read']:,}")
+    skipped = summary["skipped"]
+    table.add_row(
+        "rows skipped",
+        ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
+    )
+    table.add_row("null texts", f"{summary['null_texts']:,}")
+    for bad in summary["shards_unreadable"]:
+        table.add_row("unreadable shard", f"{bad['shard']}: {bad['error']}")
+    texts = summary["texts_read"]
+    share = summary["matched"] / texts if texts else 0.0
+    table.add_row("matched texts", f"{summary['matched']:,} ({share:.1%})")
+    table.add_row(
+        "distinct entries matched",
+        f"{summary['distinct_entries_matched']:,} of {summary['metadata_entries']:,}",
+    )
+    _balance_rows(table, summary["ts"])
+    seconds = summary["seconds"]
+    table.add_row(
+        "seconds",
+        ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()),
+    )
+    outputs = summary["outputs"]
+    table.add_row("matches", outputs["matches"])
+    table.add_row(
+        "entry counts", f"{outputs['entry_counts_npy']}, {outputs['entry_counts_parquet']}"
+    )
+    for label, path in outputs["curated"].items():
+        table.add_row(f"curated shards ({label})", path)
+    table.add_row("summary", outputs["summary"])
+    console.print(table)
+
+
+@main.command()
+@METADATA_OPTION
+@INPUT_SHARDS_OPTION
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
+)
+@T_OPTION
+@TARGET_OPTION
+@SEED_OPTION
+@TEXT_COLUMN_OPTION
+@KEY_COLUMN_OPTION
+@BACKEND_OPTION
+@THREADS_OPTION
+def curate(
+    metadata: Path,
+    input_spec: tuple[str, ...],
+    output: Path,
+    ts: tuple[float, ...],
+    target_size: int | None,
+    seed: int,
+    text_column: str | None,
+    key_column: str | None,
+    backend: str,
+    threads: int | None,
+) -> None:
+    """Runs match -> count -> balance on the shards of INPUT and writes curated shards."""
+    from metaclip_gpu.curate import run_curate
+
+    _check_ts(ts, target_size)
+    console = _console()
+    shards = _shards_or_fail(input_spec)
+    try:
+        summary = run_curate(
+            shards,
+            metadata,
+            output,
+            options=_read_options(text_column, key_column),
+            ts=list(ts),
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+            threads=threads,
+        )
+    except (MetadataError, RuntimeError, ValueError) as err:  # e.g. --backend gpu, no GPU
+        raise click.ClickException(str(err)) from err
+    _print_curate_summary(console, summary)
+
+
+@main.command()
+@INPUT_SHARDS_OPTION
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match and count stages.",
+)
+@T_OPTION
+@TARGET_OPTION
+@SEED_OPTION
+@TEXT_COLUMN_OPTION
+@KEY_COLUMN_OPTION
+@BACKEND_OPTION
+def balance(
+    input_spec: tuple[str, ...],
+    output: Path,
+    ts: tuple[float, ...],
+    target_size: int | None,
+    seed: int,
+    text_column: str | None,
+    key_column: str | None,
+    backend: str,
+) -> None:
+    """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT."""
+    from metaclip_gpu.curate import run_balance
+
+    _check_ts(ts, target_size)
+    console = _console()
+    shards = _shards_or_fail(input_spec)
+    try:
+        result = run_balance(
+            output,
+            shards,
+            options=_read_options(text_column, key_column),
+            ts=list(ts),
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+        )
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    table = Table(title="metaclip-gpu balance", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    per_t = result["ts"]
+    table.add_row("texts", f"{per_t[0]['texts']:,}")
+    table.add_row("matched texts", f"{per_t[0]['matched']:,}")
+    table.add_row("distinct entries matched", f"{result['distinct_entries_matched']:,}")
+    _balance_rows(table, per_t)
+    for f in per_t:
+        table.add_row(f"curated shards ({f['t']:,.6g})", f["output"])
     console.print(table)
 
 

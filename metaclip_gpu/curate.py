@@ -1,0 +1,609 @@
+"""Stage ``balance`` + write (SPEC section 4) and the whole ``curate`` pipeline, single process.
+
+`run_balance` reads what `stages.run_match` and `stages.run_count` left in ``out_dir``
+(``manifest.jsonl``, ``matches/*.parquet``, ``entry_counts.npy``) and, for each threshold
+``t``, writes one curated Parquet file per input shard::
+
+    <out_dir>/curated/t=<t>/<stages.output_name(shard)>   e.g. t=20000/part-0.tsv-1a2b3c4d.parquet
+
+holding the kept rows with ALL their input columns under their original names (the text and
+key columns are renamed back from ``text``/``key``, so ``caption`` and ``url`` stay for
+img2dataset) plus ``entry_ids`` (list<int32>, the row's matched entries; an input column of
+that name is replaced). Several ``t`` come from one pass over each shard: the draws
+``u(seed, text key, entry)`` do not depend on ``t`` (`balance.keep_masks`).
+
+How a shard is balanced (`iter_keyed_matches`): the input shard is read again with the same
+`read.ReadOptions` (the reader's row numbering does not depend on the batch size), and its
+match file is read in step; each chunk's match rows must be exactly ``first_row ..
+first_row + n - 1`` (else the input changed since matching: an error). The text keys are
+computed from the chunk (`keys.text_keys`: the key column, else the text hash mixed with the
+row), the match list becomes a CSR, and `balance.keep_masks` picks the kept rows.
+
+Idempotence: each curated file is written under a temporary name and renamed into place. A
+``t`` folder holds ``_balance.json`` with the digest of everything its files depend on (seed,
+``t``, the counts, every shard's match record); a rerun with the same digest skips the shards
+whose curated file exists and is readable, and a changed digest deletes the folder's Parquet
+files first. (Names starting with ``_`` are ignored by `read.find_shards`, so a curated folder
+can be used as input.)
+
+Memory: the kept rows of ONE shard are gathered per ``t`` and written at the end of the shard
+(the chunks of a JSONL shard may have different schemas, unified with
+``pa.concat_tables(promote_options="permissive")``); nothing grows with the number of shards.
+`--target-size` solves ``t`` over the match lists of all shards concatenated in memory (int32
+ids plus int64 offsets: about 4 bytes per match and 8 per text), fine for tens of millions of
+texts on one machine; the dask step will reduce it per partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
+from metaclip_gpu.count import load_entry_counts
+from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.keys import text_keys
+from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
+from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
+from metaclip_gpu.stages import (
+    COUNTS_NPY,
+    COUNTS_PARQUET,
+    MATCHES_DIR,
+    _progress,
+    output_name,
+    run_count,
+    run_match,
+)
+
+CURATED_DIR = "curated"
+BALANCE_CONFIG = "_balance.json"
+SUMMARY_NAME = "summary.json"
+BALANCE_VERSION = 1  # bump when the curated files' content rules change
+ENTRY_IDS_TYPE = pa.list_(pa.int32())
+
+
+# ---------------------------------------------------------------------- names
+def t_label(t: float) -> str:
+    """The folder name of a threshold: ``t=20000`` for whole numbers, else ``t=<repr>``."""
+    value = float(t)
+    if value.is_integer() and abs(value) < 1e15:
+        return f"t={int(value)}"
+    return f"t={value!r}"
+
+
+def curated_dir(out_dir: str | os.PathLike[str], t: float) -> Path:
+    return Path(out_dir) / CURATED_DIR / t_label(t)
+
+
+# ---------------------------------------------------------------------- aligned reading
+@dataclass
+class KeyedChunk:
+    """One chunk of a shard with its match list and text keys, row for row."""
+
+    chunk: ShardChunk
+    offsets: np.ndarray  # int64 [n + 1]
+    entry_ids: np.ndarray  # int32, flat
+    entry_lists: pa.Array  # list<int32> [n], the same ids as an Arrow column
+    keys: np.ndarray  # uint64 [n]
+
+
+class _MatchRows:
+    """Reads a match file's ``row`` and ``entry_ids`` sequentially, `take(n)` rows at a time."""
+
+    def __init__(self, path: Path, batch_rows: int) -> None:
+        self.path = path
+        self.file = pq.ParquetFile(path)
+        self.batches = self.file.iter_batches(
+            batch_size=max(batch_rows, 1024), columns=["row", "entry_ids"]
+        )
+        self.pending: pa.Table | None = None
+
+    def take(self, n: int) -> pa.Table:
+        while self.pending is None or self.pending.num_rows < n:
+            batch = next(self.batches, None)
+            if batch is None:
+                break
+            table = pa.Table.from_batches([batch])
+            self.pending = (
+                table if self.pending is None else pa.concat_tables([self.pending, table])
+            )
+        have = 0 if self.pending is None else self.pending.num_rows
+        if have < n:
+            raise RuntimeError(
+                f"{self.path}: match file has fewer rows than its shard; rerun the match stage"
+            )
+        assert self.pending is not None
+        out, self.pending = self.pending.slice(0, n), self.pending.slice(n)
+        return out
+
+    def remaining(self) -> int:
+        rest = 0 if self.pending is None else self.pending.num_rows
+        return rest + sum(batch.num_rows for batch in self.batches)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def csr_of(entry_lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets [n + 1], int32 flat ids) of a list<int32> column (nulls as empty)."""
+    lengths = pc.list_value_length(entry_lists).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pc.list_flatten(entry_lists)
+    ids = flat.to_numpy(zero_copy_only=False) if len(flat) else np.zeros(0, np.int32)
+    return offsets, np.asarray(ids, dtype=np.int32)
+
+
+def iter_keyed_matches(
+    shard: Shard, match_file: str | os.PathLike[str], options: ReadOptions | None = None
+) -> Iterator[KeyedChunk]:
+    """Each chunk of `shard` with its rows of `match_file`, aligned and checked, and its keys.
+
+    Raises `read.ShardError` when the shard cannot be read and RuntimeError when the match
+    file does not line up with the shard (a changed input: rerun the match stage).
+    """
+    options = options or ReadOptions()
+    rows = _MatchRows(Path(match_file), options.batch_rows)
+    try:
+        for chunk in read_shard(shard, options):
+            n = chunk.num_rows
+            if n == 0:
+                continue
+            matched = rows.take(n)
+            row = matched.column("row").to_numpy()
+            expected = np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)
+            if not np.array_equal(row, expected):
+                raise RuntimeError(
+                    f"{match_file}: rows {row[:1]}.. do not line up with shard {shard.name} "
+                    f"rows {chunk.first_row}..; rerun the match stage"
+                )
+            lists = matched.column("entry_ids").combine_chunks()
+            if lists.type != ENTRY_IDS_TYPE:
+                lists = lists.cast(ENTRY_IDS_TYPE)
+            offsets, ids = csr_of(lists)
+            keys = text_keys(chunk.table, chunk.first_row)
+            yield KeyedChunk(chunk, offsets, ids, lists, keys)
+        if rows.remaining():
+            raise RuntimeError(
+                f"{match_file}: match file has more rows than shard {shard.name}; "
+                "rerun the match stage"
+            )
+    finally:
+        rows.close()
+
+
+# ---------------------------------------------------------------------- curated tables
+def _restore_names(chunk: ShardChunk) -> list[str]:
+    """The chunk's column names as in the input (undoing `read`'s ``text``/``key`` renames)."""
+    names = []
+    for name in chunk.table.column_names:
+        if name == "text":
+            names.append(chunk.text_column)
+        elif name == "key" and chunk.key_column is not None:
+            names.append(chunk.key_column)
+        elif name == "text_orig" and chunk.text_column != "text":
+            names.append("text")
+        elif name == "key_orig" and chunk.key_column not in (None, "key"):
+            names.append("key")
+        else:
+            names.append(name)
+    return names
+
+
+def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
+    """The kept rows of `keyed` (bool `mask`): input columns under their own names +
+    ``entry_ids``."""
+    table = keyed.chunk.table.rename_columns(_restore_names(keyed.chunk))
+    if "entry_ids" in table.column_names:
+        table = table.drop_columns(["entry_ids"])
+    table = table.append_column("entry_ids", keyed.entry_lists)
+    return table.filter(pa.array(mask, pa.bool_()))
+
+
+def _write_parquet(table: pa.Table, final: Path) -> None:
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- figures
+@dataclass
+class ShardFigures:
+    """One shard's balance figures: rows, matched rows and, per t, kept and expected."""
+
+    shard: str
+    texts: int = 0
+    matched: int = 0
+    kept: dict[float, int] = field(default_factory=dict)
+    expected: dict[float, float] = field(default_factory=dict)
+    reused: bool = False
+
+
+def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
+    """Texts, matched texts and expected kept per t of a match file (for a skipped shard)."""
+    figures = ShardFigures("")
+    parquet = pq.ParquetFile(match_file)
+    try:
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
+            offsets, ids = csr_of(batch.column(0))
+            _add_stats(figures, offsets, ids, counts, ts)
+    finally:
+        parquet.close()
+    return figures
+
+
+def _add_stats(
+    figures: ShardFigures, offsets: Any, ids: Any, counts: Any, ts: Sequence[float]
+) -> None:
+    figures.texts += len(offsets) - 1
+    figures.matched += int((offsets[1:] > offsets[:-1]).sum())
+    for t in ts:
+        figures.expected[t] = figures.expected.get(t, 0.0) + expected_kept(offsets, ids, counts, t)
+
+
+def _xp(backend: str) -> Any:
+    if backend == "auto":
+        from metaclip_gpu.backends import gpu_available
+
+        backend = "gpu" if gpu_available() else "cpu"
+    if backend == "cpu":
+        return np
+    if backend == "gpu":
+        import cupy
+
+        return cupy
+    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'cpu' or 'gpu'")
+
+
+# ---------------------------------------------------------------------- balance stage
+def _shards(spec: Any) -> list[Shard]:
+    if isinstance(spec, Sequence) and spec and all(isinstance(s, Shard) for s in spec):
+        return list(spec)
+    return find_shards(spec)
+
+
+def _match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
+    """Each shard's up-to-date match record; RuntimeError naming the shards without one."""
+    manifest = Manifest.load(out_dir)
+    stale = [s.name for s in shards if not manifest.is_done(s)]
+    if stale:
+        listed = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
+        raise RuntimeError(
+            f"{out_dir}: {len(stale)} shard(s) have no up-to-date match output ({listed}); "
+            "run the match and count stages first"
+        )
+    return {s.name: manifest.records[s.name] for s in shards}
+
+
+def _solve_target(
+    out_dir: Path, records: dict[str, ShardRecord], counts: np.ndarray, target_size: int
+) -> float:
+    """The t of `balance.solve_t` over every match file's CSR concatenated (in memory)."""
+    lists = []
+    for record in records.values():
+        if record.output is not None:
+            lists.append(pq.read_table(out_dir / record.output, columns=["entry_ids"]).column(0))
+    if not lists:
+        raise RuntimeError(f"{out_dir}: no match outputs to solve --target-size on")
+    offsets, ids = csr_of(pa.chunked_array([c for col in lists for c in col.chunks]))
+    return solve_t(offsets, ids, counts, target_size)
+
+
+def _balance_digest(
+    seed: int, t: float, counts: np.ndarray, records: dict[str, ShardRecord], options: ReadOptions
+) -> str:
+    payload = {
+        "version": BALANCE_VERSION,
+        "seed": int(seed),
+        "t": float(t),
+        "counts": hashlib.sha256(np.ascontiguousarray(counts).tobytes()).hexdigest(),
+        "shards": sorted(
+            (name, r.config, r.fingerprint.get("size"), r.fingerprint.get("mtime_ns"))
+            for name, r in records.items()
+        ),
+        "columns": options.columns,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
+    """Creates the folder of one t; deletes its Parquet files when they are of another config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / BALANCE_CONFIG
+    try:
+        old = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("digest") == digest:
+        return
+    for path in directory.iterdir():
+        if path.name.endswith(".parquet") or ".parquet.tmp-" in path.name:
+            path.unlink(missing_ok=True)
+    tmp = config_path.with_name(f"{BALANCE_CONFIG}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"digest": digest, "seed": int(seed), "t": float(t)}, indent=1))
+    os.replace(tmp, config_path)
+
+
+def balance_shard(
+    shard: Shard,
+    match_file: Path,
+    counts: Any,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    xp: Any = np,
+) -> ShardFigures:
+    """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
+    figures = ShardFigures(shard.name)
+    kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
+    host_counts = counts.get() if hasattr(counts, "get") else np.asarray(counts)
+    empty: pa.Table | None = None
+    for keyed in iter_keyed_matches(shard, match_file, options):
+        offsets, ids = keyed.offsets, keyed.entry_ids
+        _add_stats(figures, offsets, ids, host_counts, ts)
+        masks = keep_masks(
+            xp.asarray(offsets), xp.asarray(ids), xp.asarray(keyed.keys), counts, ts, seed
+        )
+        for t in ts:
+            mask = masks[t]
+            mask = mask.get() if hasattr(mask, "get") else np.asarray(mask)
+            part = curated_table(keyed, mask)
+            if empty is None:
+                empty = part.slice(0, 0)
+            if part.num_rows:
+                kept_parts[t].append(part)
+    for t in ts:
+        parts = kept_parts[t]
+        if parts:
+            table = pa.concat_tables(parts, promote_options="permissive")
+        elif empty is not None:
+            table = empty
+        else:  # a shard with no rows
+            table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
+        figures.kept[t] = table.num_rows
+        _write_parquet(table, outputs[t])
+    return figures
+
+
+def run_balance(
+    out_dir: str | os.PathLike[str],
+    shards_spec: Any,
+    *,
+    options: ReadOptions | None = None,
+    ts: Iterable[float] | None = None,
+    target_size: int | None = None,
+    seed: int = 0,
+    backend: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Balances every shard of `shards_spec` for each t and writes the curated shards.
+
+    `ts`: thresholds (MetaCLIP: 20,000 for 400M pairs); `target_size`: also the t whose
+    expected kept size is `target_size` (`balance.solve_t` over all shards). At least one of
+    the two. `options` must pick the same text/key columns as the match stage did. The match
+    and count stages must have run into `out_dir` for these very shards (else RuntimeError).
+
+    Returns ``{"seed", "counts_path", "shards": [...], "ts": [per-t figures]}``; each per-t
+    figure holds ``t``, ``texts``, ``matched``, ``kept``, ``expected_kept``, ``head_entries``
+    (entries with ``count > t``), ``head_entry_share`` (of the distinct matched entries),
+    ``head_match_share`` (of all (text, entry) matches), ``output`` (the folder) and
+    ``solved`` (True for the t solved from `target_size`).
+    """
+    options = options or ReadOptions()
+    out_dir = Path(out_dir)
+    shards = _shards(shards_spec)
+    records = _match_records(out_dir, shards)
+    counts_path = out_dir / COUNTS_NPY
+    if not counts_path.is_file():
+        raise FileNotFoundError(f"{counts_path}: no counts; run the count stage first")
+    counts = load_entry_counts(counts_path)
+    t_list = [float(t) for t in (ts or [])]
+    solved: float | None = None
+    if target_size is not None:
+        solved = _solve_target(out_dir, records, counts, int(target_size))
+        t_list.append(solved)
+    if not t_list:
+        raise ValueError("run_balance needs ts or target_size")
+    t_list = list(dict.fromkeys(t_list))  # distinct, in order
+    for t in t_list:
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"t must be a positive finite number, got {t!r}")
+
+    xp = _xp(backend)
+    device_counts = xp.asarray(counts)
+    directories = {t: curated_dir(out_dir, t) for t in t_list}
+    for t in t_list:
+        digest = _balance_digest(seed, t, counts, records, options)
+        _prepare_t_dir(directories[t], digest, seed, t)
+
+    shard_figures: list[ShardFigures] = []
+    with _progress(progress) as bar:
+        task = bar.add_task("balance", total=len(shards), rows=0)
+        rows = 0
+        for shard in shards:
+            record = records[shard.name]
+            if record.output is None:  # unreadable at match time: nothing to curate
+                bar.update(task, advance=1, rows=rows)
+                continue
+            match_file = out_dir / record.output
+            outputs = {t: directories[t] / output_name(shard.name) for t in t_list}
+            if all(parquet_readable(p) for p in outputs.values()):
+                figures = _file_stats(match_file, counts, t_list)
+                figures.shard, figures.reused = shard.name, True
+                for t, path in outputs.items():
+                    figures.kept[t] = pq.ParquetFile(path).metadata.num_rows
+            else:
+                figures = balance_shard(
+                    shard,
+                    match_file,
+                    device_counts,
+                    t_list,
+                    seed,
+                    outputs,
+                    options=options,
+                    xp=xp,
+                )
+            shard_figures.append(figures)
+            rows += figures.texts
+            bar.update(task, advance=1, rows=rows)
+
+    matched_entries = counts > 0
+    distinct = int(matched_entries.sum())
+    total_matches = int(counts.sum(dtype=np.uint64))
+    per_t = []
+    for t in t_list:
+        head = counts > t
+        n_head = int(head.sum())
+        per_t.append(
+            {
+                "t": t,
+                "solved": solved is not None and t == solved,
+                "texts": sum(f.texts for f in shard_figures),
+                "matched": sum(f.matched for f in shard_figures),
+                "kept": sum(f.kept[t] for f in shard_figures),
+                "expected_kept": sum(f.expected[t] for f in shard_figures),
+                "head_entries": n_head,
+                "head_entry_share": n_head / distinct if distinct else 0.0,
+                "head_match_share": (
+                    int(counts[head].sum(dtype=np.uint64)) / total_matches if total_matches else 0.0
+                ),
+                "output": str(directories[t]),
+            }
+        )
+    return {
+        "seed": int(seed),
+        "target_size": target_size,
+        "counts_path": str(counts_path),
+        "distinct_entries_matched": distinct,
+        "shards": [
+            {
+                "shard": f.shard,
+                "texts": f.texts,
+                "matched": f.matched,
+                "kept": {t_label(t): k for t, k in f.kept.items()},
+                "reused": f.reused,
+            }
+            for f in shard_figures
+        ],
+        "ts": per_t,
+    }
+
+
+# ---------------------------------------------------------------------- the whole pipeline
+def run_curate(
+    shards_spec: Any,
+    metadata_path: str | os.PathLike[str] | MetadataIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions | None = None,
+    ts: Iterable[float] | None = None,
+    target_size: int | None = None,
+    seed: int = 0,
+    backend: str = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """match -> count -> balance into `out_dir`, each stage timed; writes ``summary.json``.
+
+    Every stage resumes: finished match shards and curated files are reused. Returns the
+    summary (the same as the JSON): ``shards``, ``shards_unreadable`` (name and error),
+    ``texts_read``, ``skipped`` (rows by reason), ``null_texts``, ``matched``,
+    ``distinct_entries_matched``, ``ts`` (per-t figures of `run_balance`), ``seconds`` (per
+    stage and total), ``outputs`` (paths).
+    """
+    options = options or ReadOptions()
+    out_dir = Path(out_dir)
+    shards = _shards(shards_spec)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    index = (
+        metadata_path
+        if isinstance(metadata_path, MetadataIndex)
+        else MetadataIndex.load(metadata_path)
+    )
+    seconds["index"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    reports = run_match(
+        shards,
+        index,
+        out_dir,
+        options=options,
+        backend=backend,
+        threads=threads,
+        progress=progress,
+    )
+    seconds["match"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    run_count(out_dir, index)
+    seconds["count"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    balance = run_balance(
+        out_dir,
+        shards,
+        options=options,
+        ts=ts,
+        target_size=target_size,
+        seed=seed,
+        backend=backend,
+        progress=progress,
+    )
+    seconds["balance"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+
+    skipped: Counter[str] = Counter()
+    for report in reports:
+        skipped.update(report.skipped)
+    unreadable = [{"shard": r.shard.name, "error": r.error} for r in reports if r.error]
+    summary: dict[str, Any] = {
+        "input": [str(s.path) for s in shards],
+        "shards": len(shards),
+        "shards_unreadable": unreadable,
+        "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
+        "texts_read": sum(r.rows for r in reports),
+        "skipped": dict(sorted(skipped.items())),
+        "null_texts": sum(r.null_texts for r in reports),
+        "matched": balance["ts"][0]["matched"],
+        "metadata_entries": len(index),
+        "distinct_entries_matched": balance["distinct_entries_matched"],
+        "seed": int(seed),
+        "target_size": target_size,
+        "backend": backend,
+        "ts": balance["ts"],
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "outputs": {
+            "dir": str(out_dir),
+            "matches": str(out_dir / MATCHES_DIR),
+            "entry_counts_npy": str(out_dir / COUNTS_NPY),
+            "entry_counts_parquet": str(out_dir / COUNTS_PARQUET),
+            "curated": {t_label(f["t"]): f["output"] for f in balance["ts"]},
+            "summary": str(out_dir / SUMMARY_NAME),
+        },
+    }
+    final = out_dir / SUMMARY_NAME
+    tmp = final.with_name(f"{SUMMARY_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, final)
+    return summary
