@@ -454,6 +454,31 @@ def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
 @KEY_COLUMN_OPTION
 @BACKEND_OPTION
 @THREADS_OPTION
+@click.option(
+    "--cluster",
+    type=click.Choice(["local"]),
+    default=None,
+    help="Run the per-shard work on a dask cluster started here: distributed.LocalCluster "
+    "on CPU, dask_cuda.LocalCUDACluster (one worker per GPU) with --backend gpu.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Workers of --cluster local [CPU: dask's default; GPU: one per GPU]. Each worker "
+    "matches with --threads threads [1].",
+)
+@click.option(
+    "--scheduler-address",
+    default=None,
+    help="Join a running dask cluster (tcp://host:8786), e.g. `dask scheduler` plus "
+    "`dask worker`/`dask cuda worker` on each node; paths must be shared.",
+)
+@click.option(
+    "--rmm-pool-size",
+    default=None,
+    help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
+)
 def curate(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -465,13 +490,33 @@ def curate(
     key_column: str | None,
     backend: str,
     threads: int | None,
+    cluster: str | None,
+    workers: int | None,
+    scheduler_address: str | None,
+    rmm_pool_size: str | None,
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards."""
+    from metaclip_gpu.cluster import close_client, make_client
     from metaclip_gpu.curate import run_curate
 
     _check_ts(ts, target_size)
+    if cluster and scheduler_address:
+        raise click.UsageError("give --cluster or --scheduler-address, not both")
+    if rmm_pool_size is not None and not (cluster and backend == "gpu"):
+        raise click.UsageError("--rmm-pool-size needs --cluster local --backend gpu")
     console = _console()
     shards = _shards_or_fail(input_spec)
+    try:
+        client = make_client(
+            cluster=cluster,
+            scheduler_address=scheduler_address,
+            workers=workers,
+            backend=backend,
+            threads_per_worker=threads or 1,
+            rmm_pool_size=rmm_pool_size,
+        )
+    except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
+        raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
     try:
         summary = run_curate(
             shards,
@@ -483,9 +528,12 @@ def curate(
             seed=seed,
             backend=backend,
             threads=threads,
+            client=client,
         )
     except (MetadataError, RuntimeError, ValueError) as err:  # e.g. --backend gpu, no GPU
         raise click.ClickException(str(err)) from err
+    finally:
+        close_client(client)
     _print_curate_summary(console, summary)
 
 

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
 from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
@@ -383,6 +384,55 @@ def balance_shard(
     return figures
 
 
+def _shard_figures(
+    shard: Shard,
+    match_file: Path,
+    counts: Any,
+    host_counts: np.ndarray,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    xp: Any,
+) -> ShardFigures:
+    """One shard of the balance stage: its figures from the curated files already there, or
+    `balance_shard` when one is missing or unreadable."""
+    if all(parquet_readable(p) for p in outputs.values()):
+        figures = _file_stats(match_file, host_counts, ts)
+        figures.shard, figures.reused = shard.name, True
+        for t, path in outputs.items():
+            figures.kept[t] = pq.ParquetFile(path).metadata.num_rows
+        return figures
+    return balance_shard(shard, match_file, counts, ts, seed, outputs, options=options, xp=xp)
+
+
+def _balance_task(
+    shard: Shard,
+    match_file: Path,
+    counts: np.ndarray,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    backend: str,
+) -> ShardFigures:
+    """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
+    xp = _xp(backend)
+    return _shard_figures(
+        shard,
+        match_file,
+        xp.asarray(counts),
+        counts,
+        ts,
+        seed,
+        outputs,
+        options=options,
+        xp=xp,
+    )
+
+
 def run_balance(
     out_dir: str | os.PathLike[str],
     shards_spec: Any,
@@ -393,6 +443,7 @@ def run_balance(
     seed: int = 0,
     backend: str = "cpu",
     progress: bool = True,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Balances every shard of `shards_spec` for each t and writes the curated shards.
 
@@ -406,6 +457,9 @@ def run_balance(
     (entries with ``count > t``), ``head_entry_share`` (of the distinct matched entries),
     ``head_match_share`` (of all (text, entry) matches), ``output`` (the folder) and
     ``solved`` (True for the t solved from `target_size`).
+
+    `client`: a `distributed.Client`; each shard is balanced (or found done) by a task on a
+    worker, which writes its curated files and returns its figures here.
     """
     options = options or ReadOptions()
     out_dir = Path(out_dir)
@@ -427,7 +481,7 @@ def run_balance(
         if not (t > 0 and math.isfinite(t)):
             raise ValueError(f"t must be a positive finite number, got {t!r}")
 
-    xp = _xp(backend)
+    xp = _xp(backend) if client is None else np
     device_counts = xp.asarray(counts)
     directories = {t: curated_dir(out_dir, t) for t in t_list}
     for t in t_list:
@@ -438,6 +492,7 @@ def run_balance(
     with _progress(progress) as bar:
         task = bar.add_task("balance", total=len(shards), rows=0)
         rows = 0
+        todo: list[tuple[Shard, Path, dict[float, Path]]] = []
         for shard in shards:
             record = records[shard.name]
             if record.output is None:  # unreadable at match time: nothing to curate
@@ -445,25 +500,27 @@ def run_balance(
                 continue
             match_file = out_dir / record.output
             outputs = {t: directories[t] / output_name(shard.name) for t in t_list}
-            if all(parquet_readable(p) for p in outputs.values()):
-                figures = _file_stats(match_file, counts, t_list)
-                figures.shard, figures.reused = shard.name, True
-                for t, path in outputs.items():
-                    figures.kept[t] = pq.ParquetFile(path).metadata.num_rows
-            else:
-                figures = balance_shard(
-                    shard,
-                    match_file,
-                    device_counts,
-                    t_list,
-                    seed,
-                    outputs,
-                    options=options,
-                    xp=xp,
-                )
+            if client is not None:
+                todo.append((shard, match_file, outputs))
+                continue
+            figures = _shard_figures(
+                shard,
+                match_file,
+                device_counts,
+                counts,
+                t_list,
+                seed,
+                outputs,
+                options=options,
+                xp=xp,
+            )
             shard_figures.append(figures)
             rows += figures.texts
             bar.update(task, advance=1, rows=rows)
+        if todo:
+            shard_figures = _balance_dask(
+                client, todo, counts, t_list, seed, options, backend, bar, task
+            )
 
     matched_entries = counts > 0
     distinct = int(matched_entries.sum())
@@ -507,6 +564,51 @@ def run_balance(
     }
 
 
+def _balance_dask(
+    client: Any,
+    todo: list[tuple[Shard, Path, dict[float, Path]]],
+    counts: np.ndarray,
+    ts: list[float],
+    seed: int,
+    options: ReadOptions,
+    backend: str,
+    bar: Any,
+    task: Any,
+) -> list[ShardFigures]:
+    """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
+    from distributed import as_completed
+
+    shared_counts = client.scatter(counts, broadcast=True)
+    futures = [
+        client.submit(
+            _balance_task,
+            shard,
+            match_file,
+            shared_counts,
+            ts,
+            seed,
+            outputs,
+            options=options,
+            backend=backend,
+            pure=False,
+            key=f"balance-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
+        )
+        for shard, match_file, outputs in todo
+    ]
+    done: dict[str, ShardFigures] = {}
+    rows = 0
+    try:
+        for future in as_completed(futures):
+            figures = future.result()
+            done[figures.shard] = figures
+            rows += figures.texts
+            bar.update(task, advance=1, rows=rows)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return [done[shard.name] for shard, _, _ in todo]
+
+
 # ---------------------------------------------------------------------- the whole pipeline
 def run_curate(
     shards_spec: Any,
@@ -520,8 +622,14 @@ def run_curate(
     backend: str = "cpu",
     threads: int | None = None,
     progress: bool = True,
+    client: Any = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """match -> count -> balance into `out_dir`, each stage timed; writes ``summary.json``.
+
+    `client`: a `distributed.Client` (`cluster.make_client`) to run each stage's per-shard
+    tasks on (the result is the same as in process); `cache_dir`: the index cache the workers
+    read (default `index.default_cache_dir()`). None runs everything in this process.
 
     Every stage resumes: finished match shards and curated files are reused. Returns the
     summary (the same as the JSON): ``shards``, ``shards_unreadable`` (name and error),
@@ -536,27 +644,31 @@ def run_curate(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    index = (
-        metadata_path
-        if isinstance(metadata_path, MetadataIndex)
-        else MetadataIndex.load(metadata_path)
-    )
+    if isinstance(metadata_path, MetadataIndex):
+        index = metadata_path
+    elif client is not None:
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        index = MetadataIndex.load(metadata_path, cache=cache_dir)  # workers read this cache
+    else:
+        index = MetadataIndex.load(metadata_path)
     seconds["index"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     reports = run_match(
         shards,
-        index,
+        index if client is None or isinstance(metadata_path, MetadataIndex) else metadata_path,
         out_dir,
         options=options,
         backend=backend,
         threads=threads,
         progress=progress,
+        client=client,
+        cache_dir=cache_dir,
     )
     seconds["match"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    run_count(out_dir, index)
+    run_count(out_dir, index, client=client)
     seconds["count"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -569,6 +681,7 @@ def run_curate(
         seed=seed,
         backend=backend,
         progress=progress,
+        client=client,
     )
     seconds["balance"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started

@@ -35,9 +35,11 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
 from metaclip_gpu.match import match
 from metaclip_gpu.read import (
@@ -167,13 +169,33 @@ def match_shard(
     `config`: `stage_config` (computed here when None). Returns the shard's report; a shard
     that cannot be read has ``error`` set and ``output`` None.
     """
-    start = time.perf_counter()
     options = options or ReadOptions()
+    manifest = manifest if manifest is not None else Manifest.load(out_dir)
+    config = config if config is not None else stage_config(index, options)
+    report, record = match_shard_output(
+        shard, index, out_dir, options=options, backend=backend, threads=threads, config=config
+    )
+    manifest.append(record)
+    return report
+
+
+def match_shard_output(
+    shard: Shard,
+    index: MetadataIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions,
+    backend: str,
+    threads: int | None,
+    config: str,
+) -> tuple[MatchReport, ShardRecord]:
+    """`match_shard` without the manifest: writes the output (temp + rename) and returns the
+    report and the record to append. A dask worker runs this and the client appends, so only
+    one process ever appends to the manifest."""
+    start = time.perf_counter()
     out_dir = Path(out_dir)
     matches_dir = out_dir / MATCHES_DIR
     matches_dir.mkdir(parents=True, exist_ok=True)
-    manifest = manifest if manifest is not None else Manifest.load(out_dir)
-    config = config if config is not None else stage_config(index, options)
     input_fingerprint = fingerprint(shard.path)  # before reading: a change meanwhile is redone
     name = output_name(shard.name)
     final = matches_dir / name
@@ -214,21 +236,19 @@ def match_shard(
         _test_delay()
         report.output = final
     report.seconds = time.perf_counter() - start
-    manifest.append(
-        ShardRecord(
-            shard=shard.name,
-            output=None if report.error is not None else f"{MATCHES_DIR}/{name}",
-            rows=report.rows,
-            skipped=dict(sorted(report.skipped.items())),
-            null_texts=report.null_texts,
-            error=report.error,
-            seconds=round(report.seconds, 6),
-            fingerprint=input_fingerprint,
-            config=config,
-            path=str(shard.path),
-        )
+    record = ShardRecord(
+        shard=shard.name,
+        output=None if report.error is not None else f"{MATCHES_DIR}/{name}",
+        rows=report.rows,
+        skipped=dict(sorted(report.skipped.items())),
+        null_texts=report.null_texts,
+        error=report.error,
+        seconds=round(report.seconds, 6),
+        fingerprint=input_fingerprint,
+        config=config,
+        path=str(shard.path),
     )
-    return report
+    return report, record
 
 
 def _report_from_record(shard: Shard, record: ShardRecord, manifest: Manifest) -> MatchReport:
@@ -298,6 +318,8 @@ def run_match(
     threads: int | None = None,
     progress: bool = True,
     retry_errors: bool = False,
+    client: Any = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> list[ShardReport]:
     """Runs the match stage over every shard of `shards_spec` into `out_dir`, resumably.
 
@@ -306,22 +328,46 @@ def run_match(
     missing, stale (input or config changed) or whose output is missing or unreadable is
     redone. Shards recorded as unreadable are retried only with `retry_errors`. Reports come
     in shard order. `metadata_path` may also be a loaded `MetadataIndex`.
+
+    `client`: a `distributed.Client` (`metaclip_gpu.cluster.make_client`): the shards to redo
+    run as tasks on its workers (`match_shard_output`), each worker loading the index from the
+    on-disk cache `cache_dir` (default `index.default_cache_dir()`; built here first, so
+    workers only read it; a loaded `MetadataIndex` is broadcast instead); each task returns
+    its record and this process alone appends it to the manifest. `threads` None then means
+    the worker's ``nthreads``. None runs every shard in this process.
     """
     options = options or ReadOptions()
     if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):
         shards = list(shards_spec)  # type: ignore[arg-type]
     else:
         shards = find_shards(shards_spec)  # type: ignore[arg-type]
-    index = (
-        metadata_path
-        if isinstance(metadata_path, MetadataIndex)
-        else MetadataIndex.load(metadata_path)
-    )
+    if isinstance(metadata_path, MetadataIndex):
+        index = metadata_path
+    elif client is not None:
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        index = MetadataIndex.load(metadata_path, cache=cache_dir)
+    else:
+        index = MetadataIndex.load(metadata_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out_dir / MATCHES_DIR)
     manifest = Manifest.load(out_dir)
     config = stage_config(index, options)
+    if client is not None:
+        return _run_match_dask(
+            client,
+            shards,
+            metadata_path if isinstance(metadata_path, MetadataIndex) else Path(metadata_path),
+            cache_dir,
+            out_dir,
+            manifest,
+            config,
+            options=options,
+            backend=backend,
+            threads=threads,
+            progress=progress,
+            retry_errors=retry_errors,
+        )
     reports: list[ShardReport] = []
     with _progress(progress) as bar:
         task = bar.add_task("match", total=len(shards), rows=0)
@@ -348,6 +394,94 @@ def run_match(
     return reports
 
 
+def _match_task(
+    shard: Shard,
+    metadata: Path | MetadataIndex,
+    cache_dir: Path | None,
+    out_dir: Path,
+    *,
+    options: ReadOptions,
+    backend: str,
+    threads: int | None,
+    config: str,
+) -> tuple[MatchReport, ShardRecord]:
+    """One shard's match on a dask worker (the index from the worker's cache of the file)."""
+    from metaclip_gpu.cluster import worker_index, worker_threads
+
+    index = metadata if isinstance(metadata, MetadataIndex) else worker_index(metadata, cache_dir)
+    return match_shard_output(
+        shard,
+        index,
+        out_dir,
+        options=options,
+        backend=backend,
+        threads=threads if threads is not None else worker_threads(),
+        config=config,
+    )
+
+
+def _run_match_dask(
+    client: Any,
+    shards: list[Shard],
+    metadata: Path | MetadataIndex,
+    cache_dir: Path | None,
+    out_dir: Path,
+    manifest: Manifest,
+    config: str,
+    *,
+    options: ReadOptions,
+    backend: str,
+    threads: int | None,
+    progress: bool,
+    retry_errors: bool,
+) -> list[ShardReport]:
+    from distributed import as_completed
+
+    reports: dict[str, ShardReport] = {}
+    todo: list[Shard] = []
+    for shard in shards:
+        record = manifest.get(shard.name)
+        retry = retry_errors and record is not None and record.error is not None
+        if record is not None and not retry and manifest.is_done(shard, config=config):
+            reports[shard.name] = _report_from_record(shard, record, manifest)
+        else:
+            todo.append(shard)
+    with _progress(progress) as bar:
+        task = bar.add_task("match", total=len(shards), rows=0)
+        rows = sum(r.rows for r in reports.values())
+        bar.update(task, advance=len(reports), rows=rows)
+        if todo:
+            if isinstance(metadata, MetadataIndex):
+                metadata = client.scatter(metadata, broadcast=True)
+            futures = [
+                client.submit(
+                    _match_task,
+                    shard,
+                    metadata,
+                    cache_dir,
+                    out_dir,
+                    options=options,
+                    backend=backend,
+                    threads=threads,
+                    config=config,
+                    pure=False,
+                    key=f"match-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
+                )
+                for shard in todo
+            ]
+            try:
+                for future in as_completed(futures):
+                    report, record = future.result()
+                    manifest.append(record)  # only here: one process appends to the manifest
+                    reports[record.shard] = report
+                    rows += report.rows
+                    bar.update(task, advance=1, rows=rows)
+            except BaseException:
+                client.cancel(futures)  # the unrecorded shards are redone by the next run
+                raise
+    return [reports[shard.name] for shard in shards]
+
+
 # ---------------------------------------------------------------------- count
 def file_counts(path: str | os.PathLike[str], n_entries: int, batch_rows: int = 1 << 20):
     """uint64 counts of one match file's ``entry_ids`` (only that column is read)."""
@@ -360,13 +494,19 @@ def file_counts(path: str | os.PathLike[str], n_entries: int, batch_rows: int = 
 
 
 def count_matches(
-    out_dir: str | os.PathLike[str], n_entries: int, *, shards: Iterable[str] | None = None
+    out_dir: str | os.PathLike[str],
+    n_entries: int,
+    *,
+    shards: Iterable[str] | None = None,
+    client: Any = None,
 ) -> np.ndarray:
     """The global uint64 counts over the match outputs the manifest of `out_dir` records.
 
     `shards`: only these shard names (default: every recorded shard). Shards recorded with an
     error have no output and count nothing; a recorded output that is missing or unreadable
     raises `FileNotFoundError` (rerun the match stage), rather than silently counting less.
+    `client`: a `distributed.Client`; each file is counted by a task on a worker and the
+    per-file counts are reduced here (`count.reduce_counts`, exact in any order).
     """
     out_dir = Path(out_dir)
     manifest = Manifest.load(out_dir)
@@ -384,21 +524,30 @@ def count_matches(
                 f"{path}: match output of shard {name!r} is missing or unreadable; rerun match"
             )
         paths.append(path)
+    if client is not None and paths:
+        from distributed import as_completed
+
+        futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
+        return reduce_counts((f.result() for f in as_completed(futures)), n_entries)
     return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
 
 
 def run_count(
-    out_dir: str | os.PathLike[str], metadata_path: str | os.PathLike[str] | MetadataIndex
+    out_dir: str | os.PathLike[str],
+    metadata_path: str | os.PathLike[str] | MetadataIndex,
+    *,
+    client: Any = None,
 ) -> np.ndarray:
     """Counts the match outputs of `out_dir` and writes ``entry_counts.npy`` and
-    ``entry_counts.parquet`` there (each under a temporary name, then renamed)."""
+    ``entry_counts.parquet`` there (each under a temporary name, then renamed).
+    `client`: count each match file on a dask worker (`count_matches`)."""
     out_dir = Path(out_dir)
     index = (
         metadata_path
         if isinstance(metadata_path, MetadataIndex)
         else MetadataIndex.load(metadata_path)
     )
-    counts = count_matches(out_dir, len(index))
+    counts = count_matches(out_dir, len(index), client=client)
     save_entry_counts(counts, out_dir / COUNTS_NPY)
     final = out_dir / COUNTS_PARQUET
     tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"

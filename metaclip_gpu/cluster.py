@@ -1,0 +1,131 @@
+"""Dask clusters for the curate pipeline, and what its tasks need on a worker.
+
+`make_client` gives the `distributed.Client` that `curate.run_curate` (and `stages.run_match`,
+`stages.run_count`, `curate.run_balance`) take as ``client=``; with no client everything runs
+in the calling process. Each stage submits one task per shard; a task writes its own output
+(temporary name, then rename) and returns its figures (for the match stage: the manifest
+record) to the client, which alone appends to ``manifest.jsonl``. Output folders and the
+index cache must therefore be on a file system that every worker and the client see.
+
+Single machine::
+
+    metaclip-gpu curate ... --cluster local --workers 2          # distributed.LocalCluster
+    metaclip-gpu curate ... --backend gpu --cluster local        # dask_cuda.LocalCUDACluster
+
+Several machines (a shared file system for the input, output and ``--cache-dir``)::
+
+    dask scheduler --scheduler-file /shared/sched.json                # on one node
+    dask worker --scheduler-file /shared/sched.json --nthreads 8      # CPU, on each node
+    dask cuda worker --scheduler-file /shared/sched.json \\
+        --rmm-pool-size 40GB --enable-cudf-spill                      # GPU: one worker per GPU
+    metaclip-gpu curate ... --scheduler-address tcp://<scheduler host>:8786
+
+(`dask-jobqueue` can start the workers under SLURM.) The GPU cluster path is written from the
+dask-cuda API and has not been run on a GPU here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from metaclip_gpu.index import MetadataIndex
+
+
+def make_client(
+    *,
+    cluster: str | None = None,
+    scheduler_address: str | None = None,
+    workers: int | None = None,
+    backend: str = "cpu",
+    threads_per_worker: int = 1,
+    rmm_pool_size: str | None = None,
+    device_memory_limit: str | None = None,
+) -> Any:
+    """A `distributed.Client`, or None to run in process.
+
+    `scheduler_address` (``tcp://host:8786``) joins a running cluster; `cluster="local"`
+    starts one on this machine: on CPU a `distributed.LocalCluster` of `workers` processes
+    (default: dask's choice from the cores) with `threads_per_worker` threads each (the
+    matcher's threads per task); on GPU (`backend="gpu"`) a `dask_cuda.LocalCUDACluster`,
+    one worker per visible GPU (`workers` limits how many), with an RMM pool of
+    `rmm_pool_size` and cuDF spilling past `device_memory_limit`. The client owns a cluster it
+    started: ``client.close()`` then also closes the cluster.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler_address is not None:
+        if cluster is not None:
+            raise ValueError("give cluster or scheduler_address, not both")
+        return Client(scheduler_address)
+    if cluster is None:
+        return None
+    if cluster != "local":
+        raise ValueError(f"unknown cluster {cluster!r}: expected 'local'")
+    if backend == "gpu":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:
+            raise RuntimeError(
+                "--cluster local with --backend gpu needs dask-cuda (pip install "
+                "'metaclip-gpu[gpu]')"
+            ) from err
+        kwargs: dict[str, Any] = {"enable_cudf_spill": True, "threads_per_worker": 1}
+        if rmm_pool_size is not None:
+            kwargs["rmm_pool_size"] = rmm_pool_size
+        if device_memory_limit is not None:
+            kwargs["device_memory_limit"] = device_memory_limit
+        if workers is not None:
+            kwargs["n_workers"] = workers
+        local: Any = LocalCUDACluster(**kwargs)
+    elif backend in ("cpu", "auto"):
+        local = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+        )
+    else:
+        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'cpu' or 'gpu'")
+    client = Client(local)
+    client._metaclip_cluster = local  # closed with the client (`close_client`)
+    return client
+
+
+def close_client(client: Any) -> None:
+    """Closes `client` and the local cluster `make_client` started for it, if any."""
+    if client is None:
+        return
+    local = getattr(client, "_metaclip_cluster", None)
+    client.close()
+    if local is not None:
+        local.close()
+
+
+# ---------------------------------------------------------------------- worker side
+@functools.lru_cache(maxsize=4)
+def _cached_index(path: str, cache_dir: str | None, size: int, mtime_ns: int) -> MetadataIndex:
+    return MetadataIndex.load(path, cache=Path(cache_dir) if cache_dir is not None else True)
+
+
+def worker_index(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None):
+    """The index of metadata file `path`, loaded once per worker process from the on-disk
+    cache `cache_dir` (the client builds it first); reloaded when the file changes."""
+    st = os.stat(path)
+    return _cached_index(
+        str(path), None if cache_dir is None else str(cache_dir), st.st_size, st.st_mtime_ns
+    )
+
+
+def worker_threads() -> int | None:
+    """The ``nthreads`` of the dask worker running the calling task (None outside one)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    state = getattr(worker, "state", None)
+    return getattr(state, "nthreads", None) or getattr(worker, "nthreads", None)

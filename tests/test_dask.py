@@ -1,0 +1,190 @@
+"""The curate pipeline on a real dask cluster (`distributed.LocalCluster`, worker processes).
+
+The curated output and the entry counts with 2 workers equal the in-process run's and a
+1-worker cluster's exactly; the manifest gets one record per shard, appended by the client
+only; a rerun on the cluster does no work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from metaclip_gpu.cli import main
+from metaclip_gpu.count import load_entry_counts
+from metaclip_gpu.curate import curated_dir, run_curate
+from metaclip_gpu.manifest import MANIFEST_NAME
+from metaclip_gpu.stages import COUNTS_NPY
+
+distributed = pytest.importorskip("distributed")
+
+# only the scheduler's HTTP (metrics) server of a second cluster; the dashboard is off
+pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
+
+TS = [20.0, 200.0]
+N_SHARDS = 4
+
+
+def split_lines(src: Path, dst: Path, n_shards: int, limit: int | None = None) -> None:
+    """`src`'s lines in `n_shards` contiguous headerless ``caption<TAB>url`` TSV shards."""
+    lines = [line for line in src.read_bytes().split(b"\n") if line]
+    lines = lines[:limit] if limit is not None else lines
+    dst.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(lines), n_shards + 1).astype(int)
+    for i in range(n_shards):
+        part = lines[bounds[i] : bounds[i + 1]]
+        (dst / f"part-{i:03d}.tsv").write_bytes(b"".join(line + b"\n" for line in part))
+
+
+def curated(out_dir: Path, t: float) -> list[tuple[str, tuple[int, ...]]]:
+    """Every kept row for `t` as sorted (url, entry ids)."""
+    rows: list[tuple[str, tuple[int, ...]]] = []
+    for path in sorted(curated_dir(out_dir, t).glob("*.parquet")):
+        table = pq.read_table(path, columns=["url", "entry_ids"])
+        rows += zip(
+            table.column("url").to_pylist(),
+            (tuple(ids) for ids in table.column("entry_ids").to_pylist()),
+            strict=True,
+        )
+    return sorted(rows)
+
+
+def manifest_lines(out_dir: Path) -> list[dict]:
+    raw = (out_dir / MANIFEST_NAME).read_text().splitlines()
+    return [json.loads(line) for line in raw if line.strip()]
+
+
+def _cluster(n_workers: int):
+    return distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+
+
+@pytest.fixture(scope="module")
+def client2():
+    with _cluster(2) as cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, cc3m_path: Path, metadata_500k_path: Path):
+    """(shards dir, cache dir, in-process output dir) on CC3M val in 4 TSV shards."""
+    root = tmp_path_factory.mktemp("dask")
+    split_lines(cc3m_path, root / "shards", N_SHARDS)
+    cache = root / "cache"
+    out = root / "local"
+    run_curate(
+        root / "shards", metadata_500k_path, out, ts=TS, seed=0, progress=False, cache_dir=cache
+    )
+    return root / "shards", cache, out
+
+
+def test_two_workers_equal_in_process_and_rerun_does_nothing(
+    setup, client2, metadata_500k_path, tmp_path
+) -> None:
+    shards, cache, local = setup
+    out = tmp_path / "two"
+    summary = run_curate(
+        shards,
+        metadata_500k_path,
+        out,
+        ts=TS,
+        seed=0,
+        progress=False,
+        client=client2,
+        cache_dir=cache,
+    )
+    assert summary["shards"] == N_SHARDS
+    assert summary["shards_matched_this_run"] == N_SHARDS
+    assert summary["texts_read"] > 15000
+    for t in TS:
+        assert curated(out, t) == curated(local, t)
+        assert curated(out, t)  # something kept
+    np.testing.assert_array_equal(
+        load_entry_counts(out / COUNTS_NPY), load_entry_counts(local / COUNTS_NPY)
+    )
+    local_summary = json.loads((local / "summary.json").read_text())
+    assert [f["kept"] for f in summary["ts"]] == [f["kept"] for f in local_summary["ts"]]
+
+    # one record per shard, all written by the client
+    records = manifest_lines(out)
+    assert sorted(r["shard"] for r in records) == [f"part-{i:03d}.tsv" for i in range(N_SHARDS)]
+    # every task ran in a worker process, not here
+    worker_pids = set(client2.run(os.getpid).values())
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    assert not list((out / "matches").glob("*.tmp-*"))
+
+    # a rerun on the cluster does no work: no match or curated file is rewritten
+    def written() -> dict[Path, int]:
+        files = [*(out / "matches").iterdir(), *(out / "curated").rglob("*")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    before = written()
+    again = run_curate(
+        shards,
+        metadata_500k_path,
+        out,
+        ts=TS,
+        seed=0,
+        progress=False,
+        client=client2,
+        cache_dir=cache,
+    )
+    assert again["shards_matched_this_run"] == 0
+    assert manifest_lines(out) == records
+    assert written() == before
+    for t in TS:
+        assert curated(out, t) == curated(local, t)
+
+
+def test_one_worker_equals_two_workers(setup, metadata_500k_path, tmp_path) -> None:
+    shards, cache, local = setup
+    out = tmp_path / "one"
+    with _cluster(1) as cluster, distributed.Client(cluster) as client:
+        run_curate(
+            shards,
+            metadata_500k_path,
+            out,
+            ts=TS,
+            seed=0,
+            progress=False,
+            client=client,
+            cache_dir=cache,
+        )
+    assert len(manifest_lines(out)) == N_SHARDS
+    for t in TS:
+        assert curated(out, t) == curated(local, t)
+    np.testing.assert_array_equal(
+        load_entry_counts(out / COUNTS_NPY), load_entry_counts(local / COUNTS_NPY)
+    )
+
+
+def test_cli_curate_on_a_local_cluster(cc3m_path, metadata_500k_path, tmp_path) -> None:
+    split_lines(cc3m_path, tmp_path / "shards", 2, limit=2000)
+    base = ["curate", "--metadata", str(metadata_500k_path), "--input", str(tmp_path / "shards")]
+    base += ["--t", "20", "--backend", "cpu"]
+    runner = CliRunner()
+    plain = runner.invoke(main, [*base, "--output", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    dask_run = runner.invoke(
+        main, [*base, "--output", str(tmp_path / "dask"), "--cluster", "local", "--workers", "2"]
+    )
+    assert dask_run.exit_code == 0, dask_run.output
+    assert curated(tmp_path / "dask", 20.0) == curated(tmp_path / "plain", 20.0)
+    assert len(manifest_lines(tmp_path / "dask")) == 2
+
+
+def test_rmm_pool_size_needs_a_gpu_cluster(metadata_500k_path, tmp_path) -> None:
+    (tmp_path / "s.tsv").write_text("a dog\thttp://x\n")
+    args = ["curate", "--metadata", str(metadata_500k_path), "--input", str(tmp_path / "s.tsv")]
+    args += ["--output", str(tmp_path / "o"), "--t", "20", "--rmm-pool-size", "1GB"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "--rmm-pool-size" in result.output
