@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
 from metaclip_gpu.count import load_entry_counts
@@ -32,20 +33,6 @@ SMALL_ENTRIES = ["dog", "beach", "red car", "man", "woman", "city", "the sun"]
 
 
 # ---------------------------------------------------------------------- helpers
-def split_lines(src: Path, dst: Path, n_shards: int, limit: int | None = None) -> list[bytes]:
-    """`src`'s lines in `n_shards` contiguous headerless ``caption<TAB>url`` TSV shards."""
-    lines = src.read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    lines = lines[:limit] if limit is not None else lines
-    dst.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(lines), n_shards + 1).astype(int)
-    for i in range(n_shards):
-        part = lines[bounds[i] : bounds[i + 1]]
-        (dst / f"part-{i:03d}.tsv").write_bytes(b"".join(line + b"\n" for line in part))
-    return lines
-
-
 def curated_rows(out_dir: Path, t: float) -> list[tuple[str, str, tuple[int, ...]]]:
     """Every curated row for `t` as sorted (url, caption, entry ids)."""
     rows = []

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
 from metaclip_gpu.count import load_entry_counts
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:User
 
 TS = [20.0, 200.0]
 N_SHARDS = 4
-
-
-def split_lines(src: Path, dst: Path, n_shards: int, limit: int | None = None) -> None:
-    """`src`'s lines in `n_shards` contiguous headerless ``caption<TAB>url`` TSV shards."""
-    lines = [line for line in src.read_bytes().split(b"\n") if line]
-    lines = lines[:limit] if limit is not None else lines
-    dst.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(lines), n_shards + 1).astype(int)
-    for i in range(n_shards):
-        part = lines[bounds[i] : bounds[i + 1]]
-        (dst / f"part-{i:03d}.tsv").write_bytes(b"".join(line + b"\n" for line in part))
 
 
 def curated(out_dir: Path, t: float) -> list[tuple[str, tuple[int, ...]]]:

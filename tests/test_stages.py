@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tsv_shards import split_lines
 
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.index import MetadataIndex
@@ -37,20 +38,6 @@ SMALL_ENTRIES = ["cat", "dog", "a dog", "red", ",", "red car", "beach", "dog"]
 
 
 # ---------------------------------------------------------------------- helpers
-def split_lines(src: Path, dst: Path, n_shards: int, limit: int | None = None) -> list[bytes]:
-    """Writes the lines of `src` into `n_shards` contiguous TSV shards; returns the lines."""
-    lines = src.read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    lines = lines[:limit] if limit is not None else lines
-    dst.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(lines), n_shards + 1).astype(int)
-    for i in range(n_shards):
-        part = lines[bounds[i] : bounds[i + 1]]
-        (dst / f"part-{i:03d}.tsv").write_bytes(b"".join(line + b"\n" for line in part))
-    return lines
-
-
 def match_table(out_dir: Path) -> pa.Table:
     """Every recorded match file of `out_dir`, concatenated and sorted by (shard, row)."""
     manifest = Manifest.load(out_dir)
