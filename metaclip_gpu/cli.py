@@ -1,6 +1,6 @@
 """The ``metaclip-gpu`` command line: ``demo``, ``match``, ``build-index``, ``curate``, ``balance``.
 
-``metaclip-gpu demo`` runs the matcher on synthetic data made locally (metaclip_gpu.synthetic);
+``metaclip-gpu demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end;
 ``metaclip-gpu match`` runs it on your own metadata and texts (TSV, JSONL or Parquet) and can
 write the matched entry ids to Parquet; ``metaclip-gpu build-index`` compiles and caches the
 index of a metadata file; ``metaclip-gpu curate`` runs the sharded pipeline (match -> count ->
@@ -197,42 +197,66 @@ def main() -> None:
 
 @main.command()
 @click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
+@click.option("--shards", "n_shards", default=8, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--output",
+    default=Path("demo-run"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the synthetic input (input/) and the curate run's outputs go.",
+)
+@click.option(
+    "--t",
+    "ts",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=(100.0, 1000.0),
+    show_default=True,
+    help="Balancing threshold(s).",
+)
 @BACKEND_OPTION
 @THREADS_OPTION
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo(n_texts: int, backend: str, threads: int | None, seed: int) -> None:
-    """Matches SYNTHETIC texts against a synthetic metadata list (no files needed)."""
+def demo(
+    n_texts: int,
+    n_shards: int,
+    output: Path,
+    ts: tuple[float, ...],
+    backend: str,
+    threads: int | None,
+    seed: int,
+) -> None:
+    """Curates a SYNTHETIC pool end to end (no files needed): the `curate` command's run."""
+    from metaclip_gpu.curate import run_curate
+
     console = _console()
     try:
-        from metaclip_gpu.synthetic import make_metadata, make_texts
+        from metaclip_gpu.synthetic import write_pool
 
-        with _step(console, "generating synthetic metadata and texts (wordfreq)"):
-            entries = make_metadata(seed=seed)
-            texts = make_texts(n_texts, seed=seed)
+        with _step(console, f"writing {n_texts:,} synthetic alt-texts in {n_shards} shards"):
+            metadata_path, shards_dir = write_pool(output / "input", n_texts, n_shards, seed)
     except ImportError as err:
         raise click.ClickException(str(err)) from err
-    with _step(console, f"building the index of {len(entries):,} entries"):
-        started = time.perf_counter()
-        index = MetadataIndex.from_entries(entries)
-        build_seconds = time.perf_counter() - started
-    arrow_texts = pa.array(texts, type=pa.string())
-    res, match_seconds = _run_match(console, arrow_texts, index, backend, threads)
-    _summary(
-        console,
-        title="metaclip-gpu demo (SYNTHETIC INPUT)",
-        texts=texts,
-        index=index,
-        res=res,
-        build_seconds=build_seconds,
-        build_label="index build",
-        match_seconds=match_seconds,
-        synthetic=True,
-    )
     console.print(
-        "\nTo run on real data: [bold]metaclip-gpu match --metadata metadata.json "
-        "--input texts.tsv --output matches.parquet[/]\n"
-        "(TSV: first column is the text, no header, like CC3M; JSONL/Parquet: "
-        "--text-column caption)"
+        "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
+        f"wordfreq package (metaclip_gpu.synthetic), not real data: {output / 'input'}"
+    )
+    try:
+        summary = run_curate(
+            shards_dir,
+            metadata_path,
+            output,
+            ts=list(ts),
+            seed=seed,
+            backend=backend,
+            threads=threads,
+        )
+    except (MetadataError, RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    _print_curate_summary(console, summary)
+    console.print(
+        "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
+        "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
     )
 
 
@@ -427,6 +451,8 @@ def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
         "seconds",
         ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()),
     )
+    if summary["shards_matched_this_run"] and seconds.get("match", 0) > 0:
+        table.add_row("read + match rate", f"{texts / seconds['match']:,.0f} texts/s")
     outputs = summary["outputs"]
     table.add_row("matches", outputs["matches"])
     table.add_row(
@@ -435,6 +461,29 @@ def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
     for label, path in outputs["curated"].items():
         table.add_row(f"curated shards ({label})", path)
     table.add_row("summary", outputs["summary"])
+    console.print(table)
+    _print_top_entries(console, summary)
+
+
+def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -> None:
+    """The `n` most matched entries (from ``entry_counts.parquet``) and their keep chance."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts = pq.read_table(summary["outputs"]["entry_counts_parquet"])
+    top = counts.take(pc.select_k_unstable(counts, n, [("count", "descending")]))
+    ts = [f["t"] for f in summary["ts"]]
+    table = Table(title="most matched entries", title_justify="left")
+    table.add_column("entry id", justify="right")
+    table.add_column("entry")
+    table.add_column("texts", justify="right")
+    for t in ts:
+        table.add_column(f"keep p, t = {t:,.6g}", justify="right")
+    for row in top.to_pylist():
+        if not row["count"]:
+            break
+        keep = [f"{min(1.0, t / row['count']):.3f}" for t in ts]
+        table.add_row(str(row["entry_id"]), repr(row["entry"]), f"{row['count']:,}", *keep)
     console.print(table)
 
 

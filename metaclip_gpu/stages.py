@@ -36,7 +36,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,18 +162,27 @@ def match_shard(
     threads: int | None = None,
     manifest: Manifest | None = None,
     config: str | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> MatchReport:
     """Matches one shard into ``<out_dir>/matches/`` and records it in the manifest.
 
     `manifest`: the loaded `Manifest` of `out_dir` to append to (loaded here when None);
-    `config`: `stage_config` (computed here when None). Returns the shard's report; a shard
-    that cannot be read has ``error`` set and ``output`` None.
+    `config`: `stage_config` (computed here when None); `on_rows(n)` is called after each
+    chunk of n rows (a progress bar). Returns the shard's report; a shard that cannot be read
+    has ``error`` set and ``output`` None.
     """
     options = options or ReadOptions()
     manifest = manifest if manifest is not None else Manifest.load(out_dir)
     config = config if config is not None else stage_config(index, options)
     report, record = match_shard_output(
-        shard, index, out_dir, options=options, backend=backend, threads=threads, config=config
+        shard,
+        index,
+        out_dir,
+        options=options,
+        backend=backend,
+        threads=threads,
+        config=config,
+        on_rows=on_rows,
     )
     manifest.append(record)
     return report
@@ -188,6 +197,7 @@ def match_shard_output(
     backend: str,
     threads: int | None,
     config: str,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[MatchReport, ShardRecord]:
     """`match_shard` without the manifest: writes the output (temp + rename) and returns the
     report and the record to append. A dask worker runs this and the client appends, so only
@@ -210,6 +220,8 @@ def match_shard_output(
                     if chunk.num_rows == 0:
                         continue
                     table = _chunk_table(chunk, index, backend, threads)
+                    if on_rows is not None:
+                        on_rows(chunk.num_rows)
                     if writer is None:
                         writer = pq.ParquetWriter(sink, table.schema)
                     else:
@@ -372,11 +384,18 @@ def run_match(
     with _progress(progress) as bar:
         task = bar.add_task("match", total=len(shards), rows=0)
         rows = 0
+
+        def advance_rows(n: int) -> None:
+            nonlocal rows
+            rows += n
+            bar.update(task, rows=rows)
+
         for shard in shards:
             record = manifest.get(shard.name)
             retry = retry_errors and record is not None and record.error is not None
             if record is not None and not retry and manifest.is_done(shard, config=config):
                 report: ShardReport = _report_from_record(shard, record, manifest)
+                advance_rows(report.rows)
             else:
                 report = match_shard(
                     shard,
@@ -387,10 +406,10 @@ def run_match(
                     threads=threads,
                     manifest=manifest,
                     config=config,
+                    on_rows=advance_rows,
                 )
             reports.append(report)
-            rows += report.rows
-            bar.update(task, advance=1, rows=rows)
+            bar.update(task, advance=1)
     return reports
 
 

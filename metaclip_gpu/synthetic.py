@@ -11,11 +11,15 @@ Install the optional dependency with ``pip install 'metaclip-gpu[demo]'``.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["make_metadata", "make_texts"]
+__all__ = ["make_metadata", "make_texts", "write_pool"]
 
 LANG = "en"
 TEXT_VOCABULARY = 30_000  # texts draw their words from this many of the most frequent words
@@ -133,3 +137,29 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
     for i in np.flatnonzero(dotted).tolist():
         texts[i] += " ."
     return texts
+
+
+def write_pool(
+    directory: str | Path, n_texts: int, n_shards: int, seed: int = 0
+) -> tuple[Path, Path]:
+    """Writes a synthetic curation input: ``metadata.json`` and `n_shards` Parquet shards.
+
+    The shards (``shards/part-NNNNN.parquet``) hold img2dataset-style columns: ``url`` (a
+    unique, made-up ``https://example.invalid/...`` address, the stable key) and ``caption``
+    (`make_texts`). Returns ``(metadata path, shards directory)``.
+    """
+    if n_shards < 1:
+        raise ValueError("n_shards must be >= 1")
+    directory = Path(directory)
+    shards_dir = directory / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    metadata_path = directory / "metadata.json"
+    metadata_path.write_text(json.dumps(make_metadata(seed=seed)), encoding="utf-8")
+    texts = make_texts(n_texts, seed=seed)
+    bounds = np.linspace(0, n_texts, n_shards + 1).astype(np.int64).tolist()
+    for shard in range(n_shards):
+        lo, hi = bounds[shard], bounds[shard + 1]
+        urls = [f"https://example.invalid/synthetic/{seed}/{i}.jpg" for i in range(lo, hi)]
+        table = pa.table({"url": urls, "caption": texts[lo:hi]})
+        pq.write_table(table, shards_dir / f"part-{shard:05d}.parquet")
+    return metadata_path, shards_dir

@@ -47,15 +47,24 @@ def _written(path: Path) -> tuple[list[str], list[list[int]]]:
     return table.column("text").to_pylist(), table.column("entry_ids").to_pylist()
 
 
-def test_demo_says_synthetic_and_shows_figures() -> None:
+def test_demo_curates_the_synthetic_pool_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("wordfreq")
-    result = _run("demo", "--texts", "2000", "--backend", "cpu", "--threads", "1")
+    out = tmp_path / "demo"
+    result = _run(
+        "demo", "--texts", "3000", "--shards", "3", "--output", str(out), "--t", "50",
+        "--backend", "cpu", "--threads", "1",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.output
-    for figure in ("2,000", "texts/s", "matched share", "mean ids per text", "index build"):
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shards"] == 3
+    assert summary["texts_read"] == 3000
+    kept = summary["ts"][0]["kept"]
+    assert 0 < kept < summary["matched"] <= 3000  # t = 50 thins the head entries
+    assert len(pq.read_table(summary["outputs"]["curated"]["t=50"]).column("url")) == kept
+    for figure in ("3,000", f"{kept:,}", "texts/s", "most matched entries", "'the'"):
         assert figure in result.output
-    assert "'the'" in result.output  # the top-entries table
-    assert "metaclip-gpu match --metadata" in result.output
+    assert "metaclip-gpu curate --metadata" in result.output
 
 
 def test_match_tsv_writes_expected_ids(tmp_path: Path, metadata_path: Path) -> None:
