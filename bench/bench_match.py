@@ -28,7 +28,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -37,24 +36,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CC3M_FILE = "cc3m_val.tsv"
-METADATA_FILE = "metadata_wordnet_wordfreq_500k.json"
 DEFAULT_REPEAT_TO = 1_013_312  # 64 copies of the 15,833 CC3M validation texts
 QUICK_COPIES = 4
-DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "bench_match.json"
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_match.json"
 
 try:
     import numpy as np
-    import psutil
     import pyarrow as pa
     import pyarrow.compute as pc
     from rich.console import Console
     from rich.table import Table
 except ImportError as err:  # pragma: no cover - environment
-    sys.exit(f"bench_match.py needs numpy, pyarrow, psutil and rich: {err}")
+    sys.exit(f"bench_match.py needs numpy, pyarrow and rich: {err}")
 
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import (  # noqa: E402  (bench/_common.py, beside this script)
+    CC3M_FILE,
+    METADATA_FILE,
+    REPO_ROOT,
+    available_cores,
+    cpu_model,
+    find_data_dir,
+    missing_data_message,
+    peak_rss_mib,
+    read_cc3m_rows,
+    rss_mib,
+)
+
 from metaclip_gpu import MetadataIndex, match  # noqa: E402
 from metaclip_gpu.metadata import load_metadata  # noqa: E402
 from metaclip_gpu.reference import spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
@@ -80,49 +88,6 @@ def aho_match(automaton, texts: list[str]) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def peak_rss_mib() -> float:
-    """The process's peak resident set size so far (ru_maxrss is KiB on Linux)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-def rss_mib() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def find_data_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    if env := os.environ.get("METACLIP_SHARED_DATA"):
-        return Path(env)
-    return REPO_ROOT.parent / "shared" / "data"
-
-
-def read_cc3m_texts(path: Path) -> list[str]:
-    """The first tab-separated field of each line (no header, no CSV quoting)."""
-    lines = path.read_bytes().decode("utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.split("\t", 1)[0] for line in lines]
-
-
 def utf8_bytes(array: pa.Array) -> int:
     return int(pc.sum(pc.binary_length(array)).as_py() or 0)
 
@@ -257,13 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     cc3m_path, metadata_path = data_dir / CC3M_FILE, data_dir / METADATA_FILE
     missing = [p for p in (cc3m_path, metadata_path) if not p.is_file()]
     if missing:
-        print(
-            "bench_match.py: missing input file(s): "
-            + ", ".join(str(p) for p in missing)
-            + "\nPut cc3m_val.tsv and metadata_wordnet_wordfreq_500k.json in ../shared/data next "
-            "to the repository root, or pass --data-dir / set METACLIP_SHARED_DATA.",
-            file=sys.stderr,
-        )
+        print(missing_data_message("bench_match.py", missing), file=sys.stderr)
         return 2
 
     phases: dict[str, dict[str, float]] = {}
@@ -274,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     phase("start")
     # ------------------------------------------------------------------ inputs
-    base_texts = read_cc3m_texts(cc3m_path)
+    base_texts, _urls = read_cc3m_rows(cc3m_path)
     if args.quick and args.repeat_to is None:
         copies = QUICK_COPIES
     else:
