@@ -1,10 +1,12 @@
-"""The ``metaclip-gpu`` command line: ``demo``, ``match``, ``build-index``, ``curate``, ``balance``.
+"""The ``metaclip-gpu`` command line: ``demo``, ``match``, ``build-index``, ``curate``, ``balance``,
+``report``.
 
 ``metaclip-gpu demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end;
 ``metaclip-gpu match`` runs it on your own metadata and texts (TSV, JSONL or Parquet) and can
 write the matched entry ids to Parquet; ``metaclip-gpu build-index`` compiles and caches the
 index of a metadata file; ``metaclip-gpu curate`` runs the sharded pipeline (match -> count ->
-balance, `metaclip_gpu.curate`) and ``metaclip-gpu balance`` its last stage alone.
+balance, `metaclip_gpu.curate`) and ``metaclip-gpu balance`` its last stage alone;
+``metaclip-gpu report`` writes the HTML report of a curate run (`metaclip_gpu.report`).
 """
 
 from __future__ import annotations
@@ -528,6 +530,11 @@ def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -
     default=None,
     help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
 )
+@click.option(
+    "--no-report",
+    is_flag=True,
+    help="Do not write OUTPUT/report/ (index.html and PNGs; `metaclip-gpu report` does later).",
+)
 def curate(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -543,8 +550,10 @@ def curate(
     workers: int | None,
     scheduler_address: str | None,
     rmm_pool_size: str | None,
+    no_report: bool,
 ) -> None:
-    """Runs match -> count -> balance on the shards of INPUT and writes curated shards."""
+    """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
+    the report (OUTPUT/report/index.html)."""
     from metaclip_gpu.cluster import close_client, make_client
     from metaclip_gpu.curate import run_curate
 
@@ -584,6 +593,8 @@ def curate(
     finally:
         close_client(client)
     _print_curate_summary(console, summary)
+    if not no_report:
+        _write_report(console, output, required=False)
 
 
 @main.command()
@@ -639,6 +650,37 @@ def balance(
     for f in per_t:
         table.add_row(f"curated shards ({f['t']:,.6g})", f["output"])
     console.print(table)
+
+
+# ---------------------------------------------------------------------- report
+def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
+    """Writes the report of `run_dir` and prints where it is. Without matplotlib/jinja2 (the
+    ``report`` extra) this fails when `required`, else prints how to get the report later."""
+    try:
+        from metaclip_gpu.report import write_report
+    except ImportError as err:
+        hint = f"the report needs the 'report' extra ({err}): pip install 'metaclip-gpu[report]'"
+        if required:
+            raise click.ClickException(hint) from err
+        console.print(f"no report: {hint}, then metaclip-gpu report {run_dir}")
+        return
+    with _step(console, "writing the report"):
+        index = write_report(run_dir)
+    console.print(f"report: {index}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""
+    from metaclip_gpu.curate import SUMMARY_NAME
+
+    if not (run_dir / SUMMARY_NAME).is_file():
+        raise click.BadParameter(
+            f"{run_dir / SUMMARY_NAME} not found: not the output folder of metaclip-gpu curate",
+            param_hint="'RUN_DIR'",
+        )
+    _write_report(_console(), run_dir, required=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
