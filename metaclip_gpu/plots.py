@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 FIGSIZE = (8.0, 4.5)  # inches; at DPI 100, an 800 x 450 PNG
 DPI = 100
+NO_BALANCING = "t=∞ (no balancing)"  # the label of the t = infinity curve
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,13 @@ import pyarrow.parquet as pq
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import SUMMARY_NAME, t_label
-from metaclip_gpu.plots import Curve, cumulative_figure, rank_count_figure, save_png
+from metaclip_gpu.plots import (
+    NO_BALANCING,
+    Curve,
+    cumulative_figure,
+    rank_count_figure,
+    save_png,
+)
 from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET
 
 REPORT_DIR = "report"
@@ -45,7 +51,6 @@ TEMPLATE_NAME = "report.html.j2"
 HEAD_ROWS = 25
 CUMULATIVE_PNG = "cumulative_counts.png"
 RANK_PNG = "rank_counts.png"
-NO_BALANCING = "t=∞ (no balancing)"
 
 
 @dataclass(frozen=True)
