@@ -256,6 +256,7 @@ def demo(
     except (MetadataError, RuntimeError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     _print_curate_summary(console, summary)
+    _write_report(console, output, required=False)
     console.print(
         "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
         "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"

@@ -34,7 +34,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
 from IPython.display import display
@@ -61,28 +60,24 @@ TS = [20.0, 200.0]  # balancing thresholds; MetaCLIP used t = 20,000 for 400M pa
 
 # %% tags=["pool"]
 if CC3M.is_file() and METADATA.is_file():
-    source = "CC3M validation alt-texts (real data)"
+    source, metadata, shards = "CC3M validation alt-texts (real data)", METADATA, OUT / "shards"
     pool = pyarrow.csv.read_csv(
         CC3M,
         read_options=pyarrow.csv.ReadOptions(column_names=["caption", "url"]),
         parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False),
     )
-    index = MetadataIndex.load(METADATA)
-else:
-    from metaclip_gpu.synthetic import make_metadata, make_texts
+    shards.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, pool.num_rows, 5).astype(int)
+    for i in range(4):
+        pq.write_table(pool.slice(bounds[i], bounds[i + 1] - bounds[i]), shards / f"{i}.parquet")
+else:  # the same layout, made up: metadata.json and shards/part-NNNNN.parquet (url, caption)
+    from metaclip_gpu.synthetic import write_pool
 
     source = "SYNTHETIC alt-texts (metaclip_gpu.synthetic, not real data)"
-    captions = make_texts(20_000, seed=0)
-    urls = [f"synthetic://{i}" for i in range(len(captions))]
-    pool = pa.table({"caption": captions, "url": urls})
-    index = MetadataIndex.from_entries(make_metadata(seed=0))
+    metadata, shards = write_pool(OUT / "input", n_texts=20_000, n_shards=4, seed=0)
+    pool = pq.read_table(shards)
 
-shards = OUT / "shards"
-shards.mkdir(parents=True, exist_ok=True)
-bounds = np.linspace(0, pool.num_rows, 5).astype(int)
-for i in range(4):
-    part = pool.slice(bounds[i], bounds[i + 1] - bounds[i])
-    pq.write_table(part, shards / f"part-{i}.parquet")
+index = MetadataIndex.load(metadata)  # compiled once, then cached on disk
 print(f"{source}: {pool.num_rows:,} texts in 4 shards under {shards}")
 print(f"metadata: {len(index):,} entries")
 

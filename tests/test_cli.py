@@ -65,6 +65,7 @@ def test_demo_curates_the_synthetic_pool_end_to_end(tmp_path: Path) -> None:
     for figure in ("3,000", f"{kept:,}", "texts/s", "most matched entries", "'the'"):
         assert figure in result.output
     assert "metaclip-gpu curate --metadata" in result.output
+    assert f"report: {out / 'report' / 'index.html'}" in result.output
 
 
 def test_match_tsv_writes_expected_ids(tmp_path: Path, metadata_path: Path) -> None:
