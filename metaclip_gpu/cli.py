@@ -717,7 +717,10 @@ def build_metadata_cmd(
     if shards is not None:
         try:
             client = make_client(
-                cluster=cluster, scheduler_address=scheduler_address, workers=workers
+                cluster=cluster,
+                scheduler_address=scheduler_address,
+                workers=workers,
+                backend=backend,
             )
         except (RuntimeError, ValueError, OSError) as err:
             raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
