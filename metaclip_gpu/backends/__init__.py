@@ -9,6 +9,7 @@ so a CPU-only install never imports CuPy or cuDF.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 BackendName = Literal["auto", "cpu", "gpu"]
@@ -46,21 +47,44 @@ def gpu_available() -> bool:
         return False
 
 
-def get_backend(name: BackendName | str = "auto", *, threads: int | None = None) -> Backend:
-    """The backend called `name`: "cpu", "gpu", or "auto" (GPU when CuPy sees a device)."""
+def resolve_backend(name: BackendName | str = "auto") -> str:
+    """ "cpu" or "gpu" for `name` ("auto": GPU when CuPy sees a device); raises for a GPU
+    request without a GPU and for an unknown name."""
     if name == "auto":
-        name = "gpu" if gpu_available() else "cpu"
+        return "gpu" if gpu_available() else "cpu"
     if name == "cpu":
-        from metaclip_gpu.backends.cpu import CPUBackend
-
-        return CPUBackend(threads=threads)
+        return name
     if name == "gpu":
         if not gpu_available():
             raise RuntimeError(
                 "backend='gpu' needs CuPy and an NVIDIA GPU (pip install 'metaclip-gpu[gpu]'); "
                 "none was found. Use backend='cpu' or 'auto'."
             )
-        from metaclip_gpu.backends.gpu import GPUBackend
-
-        return GPUBackend()
+        return name
     raise ValueError(f"unknown backend {name!r}: expected 'auto', 'cpu' or 'gpu'")
+
+
+def get_backend(name: BackendName | str = "auto", *, threads: int | None = None) -> Backend:
+    """The backend called `name`: "cpu", "gpu", or "auto" (GPU when CuPy sees a device)."""
+    if resolve_backend(name) == "cpu":
+        from metaclip_gpu.backends.cpu import CPUBackend
+
+        return CPUBackend(threads=threads)
+    from metaclip_gpu.backends.gpu import GPUBackend
+
+    return GPUBackend()
+
+
+def ngram_counter(name: BackendName | str = "auto") -> Callable[[Any], Any]:
+    """The per-chunk n-gram counter of backend `name`: texts (Arrow) -> `NgramCounts`.
+
+    CPU: pyarrow compute (`metaclip_gpu.ngrams.count_texts`); GPU: cuDF
+    (`metaclip_gpu.backends.gpu_ngrams.count_texts_gpu`), same tokens, same result.
+    """
+    if resolve_backend(name) == "cpu":
+        from metaclip_gpu.ngrams import count_texts
+
+        return count_texts
+    from metaclip_gpu.backends.gpu_ngrams import count_texts_gpu
+
+    return count_texts_gpu

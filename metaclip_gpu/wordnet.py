@@ -1,0 +1,125 @@
+"""WordNet lemmas for the metadata: every lemma name of every synset, ``_`` read as space.
+
+Read from the WordNet 3.0 database files ``data.noun``, ``data.verb``, ``data.adj`` and
+``data.adv`` (Princeton's ``dict/`` folder, Debian's ``wordnet-base`` in /usr/share/wordnet,
+or nltk's ``wordnet`` corpus, which holds the same files). A data line is
+``synset_offset lex_filenum ss_type w_cnt word lex_id [word lex_id...] p_cnt ...`` with
+``w_cnt`` two hex digits; lines starting with two spaces are the licence header. An
+adjective's word may end in a syntactic marker ``(a)``, ``(p)`` or ``(ip)``, which is not part
+of the lemma (nltk drops it too). Lemmas keep their case (``Einstein``), as nltk's
+``Synset.lemma_names()`` do: matching is case-sensitive. The result equals
+``{name.replace("_", " ") for s in wn.all_synsets() for name in s.lemma_names()}``.
+
+`find_wordnet` picks the files: nltk's corpus when nltk is installed and has it, else the
+Debian folder (or ``$WNSEARCHDIR``, WordNet's own variable for it); `WordNetNotFound` names
+both when neither is there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+DATA_FILES: tuple[str, ...] = ("data.noun", "data.verb", "data.adj", "data.adv")
+DEBIAN_DIR = Path("/usr/share/wordnet")
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+
+class WordNetError(ValueError):
+    """A WordNet data file that cannot be parsed; the message names the file and line."""
+
+
+class WordNetNotFound(FileNotFoundError):
+    """No WordNet database was found where it was looked for."""
+
+
+@dataclass(frozen=True)
+class WordNetSource:
+    """Where the data files are: ``kind`` is "nltk" or "files"; ``location`` a folder (or, for
+    nltk, the corpus pointer's path); ``opener`` opens a data file by name as text."""
+
+    kind: str
+    location: str
+    opener: Any
+
+    def open(self, name: str) -> IO[str]:
+        return self.opener(name)
+
+
+def parse_data_lines(lines: Iterable[str], source: str) -> Iterator[list[str]]:
+    """The lemmas (``_`` as space, adjective markers dropped) of each synset in a data file."""
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("  ") or not line.strip():
+            continue
+        fields = line.split(" ")
+        try:
+            w_cnt = int(fields[3], 16)
+            words = fields[4 : 4 + 2 * w_cnt : 2]
+        except (IndexError, ValueError) as err:
+            raise WordNetError(f"{source}: line {number} is not a WordNet data line") from err
+        if w_cnt == 0 or len(words) != w_cnt:
+            raise WordNetError(f"{source}: line {number} has a bad word count {fields[3]!r}")
+        yield [_ADJ_MARKER.sub("", word).replace("_", " ") for word in words]
+
+
+def read_lemmas(source: WordNetSource) -> Counter[str]:
+    """Each lemma of the database and the number of synsets it names."""
+    synsets: Counter[str] = Counter()
+    for name in DATA_FILES:
+        with source.open(name) as handle:
+            for lemmas in parse_data_lines(handle, f"{source.location}/{name}"):
+                synsets.update(set(lemmas))
+    return synsets
+
+
+def _folder_source(folder: Path) -> WordNetSource:
+    missing = [name for name in DATA_FILES if not (folder / name).is_file()]
+    if missing:
+        raise WordNetNotFound(f"{folder}: not a WordNet database folder (no {', '.join(missing)})")
+    return WordNetSource("files", str(folder), lambda name: open(folder / name, encoding="utf-8"))
+
+
+def _nltk_source() -> WordNetSource | None:
+    """nltk's ``wordnet`` corpus, if nltk is installed and the corpus downloaded."""
+    try:
+        import nltk.data
+    except ImportError:
+        return None
+    try:
+        pointer = nltk.data.find("corpora/wordnet")
+    except LookupError:
+        try:
+            pointer = nltk.data.find("corpora/wordnet.zip/wordnet/")
+        except LookupError:
+            return None
+
+    def opener(name: str) -> IO[str]:
+        return pointer.join(name).open(encoding="utf-8")
+
+    return WordNetSource("nltk", str(pointer.path), opener)
+
+
+def find_wordnet(spec: str | os.PathLike[str] = "auto") -> WordNetSource:
+    """The WordNet database named by `spec`: a folder holding the data files, or "auto"."""
+    if spec != "auto":
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise WordNetNotFound(f"{folder}: no such folder (expected WordNet's data.* files)")
+        return _folder_source(folder)
+    found = _nltk_source()
+    if found is not None:
+        return found
+    folder = Path(os.environ.get("WNSEARCHDIR", DEBIAN_DIR))
+    if all((folder / name).is_file() for name in DATA_FILES):
+        return _folder_source(folder)
+    raise WordNetNotFound(
+        "no WordNet database found: looked for nltk's 'wordnet' corpus (pip install nltk, then "
+        "nltk.download('wordnet')) and for the WordNet 3.0 files in "
+        f"{folder} (Debian/Ubuntu: apt-get install wordnet-base); or pass a folder holding "
+        "data.noun, data.verb, data.adj and data.adv, or --wordnet none"
+    )
