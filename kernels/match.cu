@@ -4,7 +4,12 @@
 // probes the n-grams t_j, t_j t_{j+1}, ... in the index while the probe table
 // says some entry continues (MC_SLOT_PREFIX); at every n-gram that ends an
 // entry (MC_SLOT_ENTRY) it verifies each candidate id byte by byte and emits
-// the ids that really match.
+// the ids that really match. When the index has byte-level entries (worldwide
+// padding, tokens.cuh), a second scan runs over the bytes of spacing(text):
+// from every byte that may begin such an entry it extends character by
+// character while the byte table says an entry may continue, and verifies the
+// candidates that end there (bytes, then the space each padded side needs).
+// Both scans emit into the same per-text sink.
 //
 // Kernels (each instantiated for int32 and int64 string offsets):
 //   mc_match_fixed_*  single pass; keeps the text's distinct ids sorted in a
@@ -32,6 +37,10 @@ struct McIndex {
   const mc_u64* MC_RESTRICT slots;
   mc_u64 mask;
   const mc_i32* MC_RESTRICT blob;  // verification records (tokens.cuh)
+  const mc_u64* MC_RESTRICT byte_slots;  // the byte-level entries' table
+  mc_u64 byte_mask;
+  const mc_i32* MC_RESTRICT byte_blob;
+  mc_i32 max_bytes;  // byte_blob[0]: 0 when there are no byte-level entries
 };
 
 // ------------------------------------------------------------ text scans ---
@@ -184,6 +193,88 @@ MC_FN void mc_scan_stream(const McIndex& ix, int max_tokens, const mc_u8* text, 
   }
 }
 
+// ------------------------------------------------------ byte-level scan ---
+// Emits the candidates of a byte-table MC_SLOT_ENTRY slot that match the
+// `len` spaced bytes from `start`: equal bytes, a space before when the entry
+// is left-padded (`after_space`) and after when right-padded (read at `end`).
+template <typename Sink>
+MC_FN void mc_emit_bytes(const McIndex& ix, mc_u64 slot, const McSpacedCursor& start,
+                         mc_i64 len, int after_space, McSpacedCursor end, Sink& sink) {
+  const int space_follows = mc_spaced_next(&end) == ' ';
+  const mc_i32* record = ix.byte_blob + mc_slot_payload(slot);
+  const mc_i32 count = *record++;
+  for (mc_i32 c = 0; c < count; ++c) {
+    const mc_i32 id = record[0];
+    const mc_u32 word = (mc_u32)record[1];
+    const mc_i64 e_len = (mc_i64)(word & MC_RECORD_LEN_MASK);
+    const mc_u32 pad = word >> MC_RECORD_FLAGS_SHIFT;
+    const mc_u8* e = (const mc_u8*)(record + 2);
+    record += mc_record_words(e_len);
+    if (e_len != len || ((pad & MC_PAD_LEFT) && !after_space) ||
+        ((pad & MC_PAD_RIGHT) && !space_follows))
+      continue;
+    if (mc_spaced_equal(start, e, e_len)) sink.emit(id);
+  }
+}
+
+// One byte-level run: the prefixes of spacing(text) from `start`, one
+// character longer each time, while the byte table says an entry may continue.
+// Returns 0 once the sink is full.
+template <typename Sink>
+MC_FN int mc_byte_run(const McIndex& ix, const McSpacedCursor& start, int after_space,
+                      Sink& sink) {
+  McSpacedCursor at = start;
+  mc_u64 h = MC_FNV_BASIS;
+  for (mc_i64 len = 0; len < ix.max_bytes;) {
+    const int width = mc_spaced_char(&at, &h);
+    if (width == 0) return 1;
+    len += width;
+    const mc_u64 slot = mc_probe(ix.byte_slots, ix.byte_mask, mc_byte_key(h));
+    if (slot == 0) return 1;
+    const mc_u32 flags = mc_slot_flags(slot);
+    if (flags & MC_SLOT_ENTRY) {
+      mc_emit_bytes(ix, slot, start, len, after_space, at, sink);
+      if (sink.full()) return 0;
+    }
+    if (!(flags & MC_SLOT_PREFIX)) return 1;
+  }
+  return 1;
+}
+
+// Runs from every byte of spacing(text) that may begin a byte-level entry.
+// Walks the text bytes with the byte blob's per-byte flags (one load a byte):
+// an ordinary byte is itself in spacing(text), a space-like byte one ' ', a
+// wrapped punctuation c the three bytes " c ", and spacing() adds a ' ' at
+// each end. A run starts at spaced byte `part` of text byte i (mc_spaced_at).
+template <typename Sink>
+MC_FN void mc_scan_bytes(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
+  const mc_u8* MC_RESTRICT flags = mc_byte_flag_table(ix.byte_blob);
+  const mc_u32 space = flags[' '];
+  if ((space & MC_BYTE_STARTS_FREE) && !mc_byte_run(ix, mc_spaced_at(text, n, -1, 0), 0, sink))
+    return;
+  mc_u32 after_space = 1;  // whether the spaced byte before text byte i's is ' '
+  for (mc_i64 i = 0; i < n; ++i) {
+    const mc_u8 b = text[i];
+    const mc_u32 f = flags[b];
+    if (f & MC_BYTE_IS_PUNCT) {  // " c ": three places to start
+      if (((space & mc_starts_mask(after_space)) &&
+           !mc_byte_run(ix, mc_spaced_at(text, n, i, 0), after_space, sink)) ||
+          ((f & mc_starts_mask(1)) && !mc_byte_run(ix, mc_spaced_at(text, n, i, 1), 1, sink)) ||
+          ((space & MC_BYTE_STARTS_FREE) &&
+           !mc_byte_run(ix, mc_spaced_at(text, n, i, 2), 0, sink)))
+        return;
+      after_space = 1;
+      continue;
+    }
+    if ((f & mc_starts_mask(after_space)) &&
+        !mc_byte_run(ix, mc_spaced_at(text, n, i, 0), after_space, sink))
+      return;
+    after_space = (f / MC_BYTE_IS_SPACE) & 1u;
+  }
+  if (space & mc_starts_mask(after_space))
+    mc_byte_run(ix, mc_spaced_at(text, n, n, 0), after_space, sink);
+}
+
 // blob[0] holds the most tokens of any entry (tokens.cuh).
 template <typename Sink>
 MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
@@ -192,6 +283,7 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
     mc_scan_ring(ix, max_tokens, text, n, sink);
   else
     mc_scan_stream(ix, max_tokens, text, n, sink);
+  if (ix.max_bytes > 0 && !sink.full()) mc_scan_bytes(ix, text, n, sink);
 }
 
 // Distinct ids kept sorted in a small per-thread array.
@@ -253,11 +345,14 @@ MC_FN const mc_u8* mc_text_of(const mc_u8* chars, const Off* offsets,
   return chars + begin;
 }
 
-#define MC_INDEX_PARAMS const mc_u64 *slots, mc_u64 mask, const mc_i32 *blob
+#define MC_INDEX_PARAMS                                                       \
+  const mc_u64 *slots, mc_u64 mask, const mc_i32 *blob, const mc_u64 *byte_slots, \
+      mc_u64 byte_mask, const mc_i32 *byte_blob
+#define MC_INDEX_ARGS slots, mask, blob, byte_slots, byte_mask, byte_blob
 #define MC_TEXT_PARAMS(Off)                                                  \
   const mc_u8 *chars, const Off *offsets, const mc_u8 *valid,              \
       mc_i64 valid_bit_offset, const mc_i64 *rows, mc_i64 n_rows
-#define MC_MAKE_INDEX() {slots, mask, blob}
+#define MC_MAKE_INDEX() {slots, mask, blob, byte_slots, byte_mask, byte_blob, byte_blob[0]}
 // Below, valid == 0 means "no validity bitmap" and rows == 0 "rows 0..n_rows-1".
 
 template <typename Off>
@@ -332,7 +427,7 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i32* out_ids,         \
       mc_i32* out_count) {                                                      \
-    mc_match_fixed<Off>(slots, mask, blob,     \
+    mc_match_fixed<Off>(MC_INDEX_ARGS,                                          \
                         chars, offsets, has_valid ? valid : 0,                  \
                         valid_bit_offset, has_rows ? rows : 0, n_rows, out_ids, \
                         out_count);                                             \
@@ -341,7 +436,7 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i64* out_count) {     \
-    mc_count_raw<Off>(slots, mask, blob,       \
+    mc_count_raw<Off>(MC_INDEX_ARGS,                                            \
                       chars, offsets, has_valid ? valid : 0, valid_bit_offset,  \
                       has_rows ? rows : 0, n_rows, out_count);                  \
   }                                                                             \
@@ -350,7 +445,7 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows,                          \
       const mc_i64* out_offsets, mc_i32* out_ids) {                             \
-    mc_fill_raw<Off>(slots, mask, blob,        \
+    mc_fill_raw<Off>(MC_INDEX_ARGS,                                             \
                      chars, offsets, has_valid ? valid : 0, valid_bit_offset,   \
                      has_rows ? rows : 0, n_rows, out_offsets, out_ids);        \
   }

@@ -12,6 +12,10 @@
 // one-byte token of its own, and the end of the text ends the last token.
 // Every token is a contiguous slice of the original text.
 //
+// MetaCLIP 2's worldwide padding leaves an entry side unpadded when the
+// entry's character there is CJK-or-similar or punctuation; those entries are
+// matched on the bytes of spacing(text) instead ("byte-level entries", below).
+//
 // Shared by the kernels (match.cu) and the host index builder, so text and
 // metadata are hashed by the same code.
 #pragma once
@@ -203,10 +207,131 @@ MC_FN mc_u64 mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash)
   }
 }
 
+// ---------------------------------------------------- byte-level entries ---
+// An entry with an unpadded side matches where its bytes occur in
+// spacing(text), preceded by a space when it is left-padded (MC_PAD_LEFT) and
+// followed by one when it is right-padded (MC_PAD_RIGHT). The padding flags
+// come from metaclip_gpu/metadata.py (the one place that classifies
+// characters); entries padded on both sides stay in the token table above.
+//
+// The byte-level entries have a table of their own with the slot layout
+// above, keyed by mc_byte_key of the FNV-1a hash of the UTF-8 bytes of the
+// entry's first c characters, for every c: the proper prefixes as
+// MC_SLOT_PREFIX keys, the whole entry as MC_SLOT_ENTRY. A character is a lead
+// byte plus the continuation bytes it announces (mc_utf8_tail), on both sides,
+// so an entry's character ends and the text's coincide wherever their bytes
+// are equal, valid UTF-8 or not.
+//
+// Byte blob (int32 words): word 0 is the longest entry in bytes (0 when there
+// are no byte-level entries: the kernels skip the byte scan); words 1..64 are
+// a table of 256 bytes, one per byte value v, of MC_BYTE_* flags: v's class
+// and whether v's spaced byte (' ' for a space-like v) begins some entry that
+// is not left-padded, or some left-padded one (a run starts only where an
+// entry may begin); then the records as in the token blob, except that a
+// record's length word carries the entry's padding flags in bits 30 and 31;
+// two zero words end the blob.
+#define MC_PAD_LEFT 1u
+#define MC_PAD_RIGHT 2u
+#define MC_PAD_BOTH 3u
+#define MC_RECORD_FLAGS_SHIFT 30
+#define MC_RECORD_LEN_MASK ((1u << MC_RECORD_FLAGS_SHIFT) - 1u)
+#define MC_BYTE_STARTS_FREE 1u    // begins an entry that is not left-padded
+#define MC_BYTE_STARTS_PADDED 2u  // begins a left-padded entry (needs ' ' before)
+#define MC_BYTE_IS_SPACE 4u       // class MC_SPACE: its spaced byte is ' '
+#define MC_BYTE_IS_PUNCT 8u       // class MC_PUNCT: its spaced bytes are " v "
+#define MC_BYTE_HEADER_WORDS 65
+#define MC_BYTES_SEED 0x4f1bbcdcbfa53e0bull
+
+// Continuation bytes announced by a UTF-8 lead byte (0 for ASCII and for any
+// byte that cannot lead a character).
+MC_FN int mc_utf8_tail(mc_u8 b) {
+  if (b < 0xC0) return 0;
+  if (b < 0xE0) return 1;
+  if (b < 0xF0) return 2;
+  return b < 0xF8 ? 3 : 0;
+}
+
+MC_FN mc_u64 mc_fnv_byte(mc_u64 h, mc_u8 b) { return (h ^ (mc_u64)b) * MC_FNV_PRIME; }
+
+// Table key of a byte prefix from its running FNV-1a hash.
+MC_FN mc_u64 mc_byte_key(mc_u64 fnv) { return mc_fmix64(fnv ^ MC_BYTES_SEED); }
+
+// The table of MC_BYTE_* flags, one byte per byte value (byte blob words 1..64).
+MC_FN const mc_u8* mc_byte_flag_table(const mc_i32* byte_blob) {
+  return (const mc_u8*)(byte_blob + 1);
+}
+
+// The MC_BYTE_STARTS_* flags that let an entry begin at a spaced byte, given
+// whether a space precedes it (0 or 1): any, or only MC_BYTE_STARTS_FREE.
+MC_FN mc_u32 mc_starts_mask(mc_u32 after_space) {
+  return MC_BYTE_STARTS_FREE | (after_space * MC_BYTE_STARTS_PADDED);
+}
+
+// spacing(text) read byte by byte, never built. A plain value: copying it
+// forks the stream.
+struct McSpacedCursor {
+  const mc_u8* text;
+  mc_i64 n;
+  mc_i64 i;  // the text byte being read; -1 and n: spacing()'s outer spaces
+  int part;  // for a wrapped punctuation c, which byte of " c " comes next
+};
+
+// The cursor at byte `part` of text byte i's spaced form (i = -1 and i = n:
+// spacing()'s outer spaces).
+MC_FN McSpacedCursor mc_spaced_at(const mc_u8* text, mc_i64 n, mc_i64 i, int part) {
+  McSpacedCursor c;
+  c.text = text;
+  c.n = n;
+  c.i = i;
+  c.part = part;
+  return c;
+}
+
+// The next byte of spacing(text), or -1 past its end.
+MC_FN int mc_spaced_next(McSpacedCursor* c) {
+  const mc_i64 i = c->i;
+  if (i < 0 || i == c->n) {
+    ++c->i;
+    return ' ';
+  }
+  if (i > c->n) return -1;
+  const mc_u8 b = c->text[i];
+  const int cls = mc_byte_class(b);
+  if (cls == MC_PUNCT) {
+    const int part = c->part;
+    c->part = part == 2 ? 0 : part + 1;
+    c->i += part == 2;
+    return part == 1 ? (int)b : ' ';
+  }
+  ++c->i;
+  return cls == MC_SPACE ? ' ' : (int)b;
+}
+
+// Reads one character of spacing(text) into the FNV-1a hash *h; returns its
+// byte count, or 0 when spacing(text) ends first.
+MC_FN int mc_spaced_char(McSpacedCursor* c, mc_u64* h) {
+  int b = mc_spaced_next(c);
+  if (b < 0) return 0;
+  const int width = 1 + mc_utf8_tail((mc_u8)b);
+  for (int k = 1;; ++k) {
+    *h = mc_fnv_byte(*h, (mc_u8)b);
+    if (k == width) return width;
+    b = mc_spaced_next(c);
+    if (b < 0) return 0;
+  }
+}
+
+// Whether the next `len` bytes of spacing(text) from `c` are e[0..len).
+MC_FN int mc_spaced_equal(McSpacedCursor c, const mc_u8* e, mc_i64 len) {
+  for (mc_i64 k = 0; k < len; ++k)
+    if (mc_spaced_next(&c) != (int)e[k]) return 0;
+  return 1;
+}
+
 // ------------------------------------------------------------- signature ---
 // Bump when the table, filter or record layout changes in a way the values
 // below do not show.
-#define MC_INDEX_LAYOUT 1
+#define MC_INDEX_LAYOUT 2
 
 // A value that changes with every byte class, hash function and layout
 // constant a built index depends on. The index builder stores it; the CPU
@@ -219,6 +344,9 @@ MC_FN mc_u64 mc_index_signature() {
   const mc_u8 probe[8] = {'m', 'e', 't', 'a', 'c', 'l', 'i', 'p'};
   for (int len = 0; len <= 8; ++len) h = mc_ngram_extend(h, mc_token_hash(probe, len));
   h ^= mc_filter_word(h, 0xffffffull) ^ mc_filter_bits(h);
+  for (int b = 0xBF; b <= 0xFF; b += 8) h = h * 31u + (mc_u64)mc_utf8_tail((mc_u8)b);
+  h = mc_byte_key(mc_fnv_byte(h, 'w')) ^ ((mc_u64)MC_RECORD_FLAGS_SHIFT << 48) ^
+      ((mc_u64)MC_BYTE_HEADER_WORDS << 52);
   h ^= ((mc_u64)MC_INDEX_LAYOUT << 56) ^ ((mc_u64)MC_FILTER_SLOTS_PER_WORD << 40) ^
        ((mc_u64)MC_SLOT_PAYLOAD_BITS << 32) ^ mc_slot_pack(h, 12345u, MC_SLOT_ENTRY);
   return mc_fmix64(h);

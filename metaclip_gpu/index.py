@@ -6,8 +6,15 @@ soon as no entry can extend it); `blob` holds, per slot, the ids and UTF-8 bytes
 entries that end there, against which every candidate is verified byte by byte.
 After the table come the words of a small Bloom filter over the multi-token keys.
 `entry_offsets`/`entry_chars` keep the entries themselves (for reports, not for the kernels).
+
+Padding (`metaclip_gpu.metadata`): "spaced" pads every entry with a space on both sides
+(MetaCLIP 1); "worldwide" follows MetaCLIP 2's ``get_spaced_metadata``. Entries padded on both
+sides go to the token table above; the others to `byte_slots`/`byte_blob`, a table of the same
+layout keyed by the hash of each character prefix of the entry's bytes, matched on the bytes of
+``spacing(text)`` (kernels/tokens.cuh). A "spaced" index has an empty byte table.
+
 The index is built by the compiled builder in under a second for 500k entries and cached on
-disk, keyed by the metadata file's SHA-256.
+disk, keyed by the metadata file's SHA-256 and the padding.
 """
 
 from __future__ import annotations
@@ -17,18 +24,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.metadata import content_digest, parse_metadata
+from metaclip_gpu.metadata import Padding, content_digest, padding_flags, parse_metadata
 
-INDEX_FORMAT = 6
+INDEX_FORMAT = 7
 MAX_LOAD = 0.5
 _FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
-_ARRAYS = ("slots", "blob", "entry_offsets", "entry_chars")
+_ARRAYS = ("slots", "blob", "byte_slots", "byte_blob", "entry_offsets", "entry_chars")
 
 
 def build_signature() -> int:
@@ -57,6 +65,10 @@ class IndexStats:
     n_merged: int  # keys sharing a slot through a 32-bit fingerprint collision
     max_tokens: int  # most tokens in one entry
     table_slots: int
+    padding: Padding  # "spaced" or "worldwide" (metaclip_gpu.metadata)
+    n_byte_entries: int  # matchable entries with an unpadded side (the byte table)
+    n_byte_keys: int  # distinct byte keys (those entries and their character prefixes)
+    byte_table_slots: int
     build_seconds: float
     digest: str  # SHA-256 of the metadata source, "" when built from a list
     signature: int  # mc_index_signature() of the code that built it (kernels/tokens.cuh)
@@ -68,6 +80,8 @@ class MetadataIndex:
 
     slots: np.ndarray  # uint64 [table_slots], then the multi-token filter's words
     blob: np.ndarray  # int32 verification records (kernels/tokens.cuh)
+    byte_slots: np.ndarray  # uint64 [byte_table_slots]: the byte-level entries' table
+    byte_blob: np.ndarray  # int32: its header (longest entry, first-byte bitmaps), records
     entry_offsets: np.ndarray  # int64 [n_entries + 1]
     entry_chars: np.ndarray  # uint8
     stats: IndexStats
@@ -75,6 +89,10 @@ class MetadataIndex:
     @property
     def mask(self) -> int:
         return self.stats.table_slots - 1
+
+    @property
+    def byte_mask(self) -> int:
+        return self.stats.byte_table_slots - 1
 
     def __len__(self) -> int:
         return self.stats.n_entries
@@ -97,47 +115,67 @@ class MetadataIndex:
     # ------------------------------------------------------------------ build
     @classmethod
     def from_entries(
-        cls, entries: list[str], *, digest: str = "", cache: bool = False
+        cls,
+        entries: list[str],
+        *,
+        padding: Padding = "spaced",
+        digest: str = "",
+        cache: bool = False,
     ) -> MetadataIndex:
-        """Builds the index for a list of entry strings (not cached unless `cache`)."""
+        """Builds the index for a list of entry strings (not cached unless `cache`).
+
+        `padding`: "spaced" (every entry padded with a space on both sides, MetaCLIP 1) or
+        "worldwide" (MetaCLIP 2's per-side padding, `metaclip_gpu.metadata.worldwide_padding`).
+        """
         if cache:
             digest = digest or content_digest(json.dumps(entries).encode("utf-8"))
-            return cls._cached(digest, lambda: entries)
-        return cls._build(entries, digest)
+            return cls._cached(digest, padding, lambda: entries)
+        return cls._build(entries, padding, digest)
 
     @classmethod
-    def load(cls, path: str | Path, *, cache: bool | str | Path = True) -> MetadataIndex:
+    def load(
+        cls, path: str | Path, *, padding: Padding = "spaced", cache: bool | str | Path = True
+    ) -> MetadataIndex:
         """The index of a metadata file (JSON list or one entry per line).
 
-        `cache=True` uses `default_cache_dir()`, a path names another cache directory, `False`
-        always rebuilds. The cache key is the file's SHA-256 plus the index format version.
+        `padding` as in `from_entries`. `cache=True` uses `default_cache_dir()`, a path names
+        another cache directory, `False` always rebuilds. The cache key is the file's SHA-256,
+        the padding and the index format version.
         """
         path = Path(path)
         raw = path.read_bytes()
         digest = content_digest(raw)
         if cache is False:
-            return cls._build(parse_metadata(raw, str(path)), digest)
+            return cls._build(parse_metadata(raw, str(path)), padding, digest)
         cache_dir = default_cache_dir() if cache is True else Path(cache)
-        return cls._cached(digest, lambda: parse_metadata(raw, str(path)), cache_dir)
+        return cls._cached(digest, padding, lambda: parse_metadata(raw, str(path)), cache_dir)
 
     @classmethod
-    def _cached(cls, digest: str, entries_fn, cache_dir: Path | None = None) -> MetadataIndex:
+    def _cached(
+        cls,
+        digest: str,
+        padding: Padding,
+        entries_fn: Callable[[], list[str]],
+        cache_dir: Path | None = None,
+    ) -> MetadataIndex:
         cache_dir = cache_dir or default_cache_dir()
-        where = cache_dir / f"index-v{INDEX_FORMAT}-{build_signature():016x}-{digest[:40]}"
+        name = f"index-v{INDEX_FORMAT}-{build_signature():016x}-{padding}-{digest[:40]}"
+        where = cache_dir / name
         if (where / "stats.json").exists():
             try:
                 return cls._read(where)
             except (OSError, ValueError, KeyError):
                 pass  # unreadable cache entry: rebuild it below
-        index = cls._build(entries_fn(), digest)
+        index = cls._build(entries_fn(), padding, digest)
         index._write(where)
         return index
 
     @classmethod
-    def _build(cls, entries: list[str], digest: str) -> MetadataIndex:
+    def _build(cls, entries: list[str], padding: Padding, digest: str) -> MetadataIndex:
         from metaclip_gpu._native import ffi, lib
 
         started = time.perf_counter()
+        pad = padding_flags(entries, padding)  # raises on an unknown padding
         array = pa.array(entries, type=pa.large_string())
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1)
         data = array.buffers()[2]
@@ -147,6 +185,7 @@ class MetadataIndex:
         built = lib.mc_index_build(
             ffi.from_buffer("uint8_t[]", chars),
             ffi.from_buffer("int64_t[]", offsets),
+            ffi.from_buffer("uint8_t[]", pad if len(pad) else np.zeros(1, np.uint8)),
             len(entries),
             MAX_LOAD,
         )
@@ -156,12 +195,18 @@ class MetadataIndex:
                 "verification records exceed 2**29 words (about 2 GiB of entry text)"
             )
         try:
-            info = ffi.new("int64_t[6]")
+            info = ffi.new("int64_t[10]")
             lib.mc_index_info(built, info)
             slots = np.empty(info[0], dtype=np.uint64)
             blob = np.empty(info[1], dtype=np.int32)
+            byte_slots = np.empty(info[6], dtype=np.uint64)
+            byte_blob = np.empty(info[7], dtype=np.int32)
             lib.mc_index_export(
-                built, ffi.from_buffer("uint64_t[]", slots), ffi.from_buffer("int32_t[]", blob)
+                built,
+                ffi.from_buffer("uint64_t[]", slots),
+                ffi.from_buffer("int32_t[]", blob),
+                ffi.from_buffer("uint64_t[]", byte_slots),
+                ffi.from_buffer("int32_t[]", byte_blob),
             )
         finally:
             lib.mc_index_free(built)
@@ -172,11 +217,15 @@ class MetadataIndex:
             n_merged=int(info[4]),
             max_tokens=int(info[5]),
             table_slots=int(info[0]) * _FILTER_SLOTS_PER_WORD // (_FILTER_SLOTS_PER_WORD + 1),
+            padding=padding,
+            n_byte_entries=int(info[9]),
+            n_byte_keys=int(info[8]),
+            byte_table_slots=int(info[6]),
             build_seconds=time.perf_counter() - started,
             digest=digest,
             signature=build_signature(),
         )
-        return cls(slots, blob, offsets, chars, stats)
+        return cls(slots, blob, byte_slots, byte_blob, offsets, chars, stats)
 
     # ------------------------------------------------------------------ cache
     def _write(self, where: Path) -> None:

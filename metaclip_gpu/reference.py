@@ -6,11 +6,15 @@ rule, independent of the kernels' token/hash approach:
 - `spacing` is MetaCLIP's text normalisation: ``" " + text + " "``, then every ``,`` ``.``
   ``;`` ``:`` ``?`` ``!`` `````` ` `````` becomes ``" c "``, then every tab, newline and carriage
   return becomes one space.
-- `reference_match` is the literal loop: entry ``e`` (id ``i``) matches a text when
-  ``" " + e + " "`` is a substring of ``spacing(text)``.
-- `FastOracle` gives the same answers quickly: a spaced entry starts and ends with a space, so
-  it occurs in the spaced text iff it equals the slice between two space bytes of the spaced
-  text; every such slice (up to the longest spaced entry) is looked up in a dict.
+- `reference_match` is the literal loop: entry ``e`` (id ``i``) matches a text when its spaced
+  form is a substring of ``spacing(text)``. The spaced form is ``" " + e + " "`` ("spaced"
+  padding, MetaCLIP 1) or, with ``padding="worldwide"``, MetaCLIP 2's ``get_spaced_metadata``
+  form (`worldwide_spaced_entries`): no space on a side whose end character is CJK-or-similar
+  or punctuation.
+- `FastOracle` gives the same answers quickly: a spaced entry that starts and ends with a space
+  occurs in the spaced text iff it equals the slice between two space bytes of the spaced text;
+  every such slice (up to the longest spaced entry) is looked up in a dict. The other spaced
+  entries (worldwide padding only) are tested with the literal ``in``.
 
 Texts are ``str`` (matched on their UTF-8 bytes, which gives the same answers as matching the
 ``str``), ``bytes`` (possibly invalid UTF-8, matched byte for byte against the UTF-8 entries)
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, overload
+
+from metaclip_gpu.metadata import Padding, is_cjk_or_similar
 
 PUNCTS_TO_WRAP: tuple[str, ...] = (",", ".", ";", ":", "?", "!", "`")
 """Characters that `spacing` wraps in spaces (``c`` -> ``" c "``), in MetaCLIP's order."""
@@ -62,19 +68,49 @@ def spacing(text: str | bytes) -> str | bytes:
     return spaced
 
 
-def reference_match(text: str | bytes | None, entries: Sequence[str]) -> list[int]:
-    """Ids ``i`` (ascending) whose ``" " + entries[i] + " "`` is a substring of ``spacing(text)``.
+def worldwide_spaced_entries(entries: Iterable[str]) -> list[str]:
+    """MetaCLIP 2's ``get_spaced_metadata``: each entry with a space added on each side whose
+    end character is not `is_cjk_or_similar`.
+
+    The empty entry, on which the reference fails (it reads ``entry[0]``), gets both spaces, as
+    in "spaced" padding.
+    """
+    spaced = []
+    for entry in entries:
+        if not entry:
+            spaced.append("  ")
+            continue
+        padded = entry if is_cjk_or_similar(entry[0]) else f" {entry}"
+        spaced.append(padded if is_cjk_or_similar(padded[-1]) else f"{padded} ")
+    return spaced
+
+
+def spaced_entries(entries: Iterable[str], padding: Padding = "spaced") -> list[str]:
+    """The spaced form of each entry under `padding` ("spaced" or "worldwide")."""
+    if padding == "spaced":
+        return [f" {entry} " for entry in entries]
+    if padding == "worldwide":
+        return worldwide_spaced_entries(entries)
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def reference_match(
+    text: str | bytes | None, entries: Sequence[str], *, padding: Padding = "spaced"
+) -> list[int]:
+    """Ids ``i`` (ascending) whose spaced ``entries[i]`` (`spaced_entries`) is a substring of
+    ``spacing(text)``.
 
     The literal loop of MetaCLIP's pure-Python matcher (every duplicate keeps its own id).
     ``None`` matches nothing. For a ``bytes`` text the entries are UTF-8 encoded.
     """
     if text is None:
         return []
+    keys = spaced_entries(entries, padding)
     if isinstance(text, bytes | bytearray | memoryview):
         spaced_bytes = spacing(bytes(text))
-        return [i for i, entry in enumerate(entries) if f" {entry} ".encode() in spaced_bytes]
+        return [i for i, key in enumerate(keys) if key.encode() in spaced_bytes]
     spaced = spacing(text)
-    return [i for i, entry in enumerate(entries) if f" {entry} " in spaced]
+    return [i for i, key in enumerate(keys) if key in spaced]
 
 
 def _text_bytes(text: str | bytes | bytearray | memoryview) -> bytes:
@@ -86,26 +122,31 @@ def _text_bytes(text: str | bytes | bytearray | memoryview) -> bytes:
 class FastOracle:
     """Exact matching by dict look-up of every space-to-space slice of the spaced text.
 
-    Equivalent to `reference_match`: the spaced entry ``" " + e + " "`` begins and ends with a
-    space byte, so it is a substring of ``spacing(text)`` iff it equals
+    Equivalent to `reference_match`: a spaced entry that begins and ends with a space byte (all
+    of them with "spaced" padding) is a substring of ``spacing(text)`` iff it equals
     ``spacing(text)[p : q + 1]`` for some space positions ``p < q``; and it cannot be longer than
-    the longest spaced entry. Shares nothing with the kernels' token hashing.
+    the longest spaced entry. The spaced entries with an unpadded side (worldwide padding) are
+    tested literally. Shares nothing with the kernels' token and byte hashing.
     """
 
-    def __init__(self, entries: Iterable[str]) -> None:
+    def __init__(self, entries: Iterable[str], padding: Padding = "spaced") -> None:
         """Index ``entries`` (ids are positions; duplicates keep all their ids)."""
         self._ids: dict[bytes, list[int]] = {}
+        self._loose: list[tuple[int, bytes]] = []  # spaced entries not bounded by spaces
         longest = 0
         count = 0
-        for entry_id, entry in enumerate(entries):
-            key = f" {entry} ".encode("utf-8", "surrogatepass")
+        for entry_id, spaced_entry in enumerate(spaced_entries(entries, padding)):
+            key = spaced_entry.encode("utf-8", "surrogatepass")
+            count += 1
+            if len(key) < 2 or key[0] != 0x20 or key[-1] != 0x20:
+                self._loose.append((entry_id, key))
+                continue
             self._ids.setdefault(key, []).append(entry_id)
             longest = max(longest, len(key))
-            count += 1
         self.n_entries: int = count
         """Number of entries indexed."""
         self.longest: int = longest
-        """Length in bytes of the longest spaced entry (0 when there are no entries)."""
+        """Length in bytes of the longest spaced entry bounded by spaces (0 when none)."""
 
     def __len__(self) -> int:
         return self.n_entries
@@ -126,6 +167,7 @@ class FastOracle:
                 ids = lookup.get(spaced[start : stop + 1])
                 if ids is not None:
                     found.update(ids)
+        found.update(entry_id for entry_id, key in self._loose if key in spaced)
         return sorted(found)
 
     def match_many(self, texts: Iterable[str | bytes | None] | Any) -> list[list[int]]:

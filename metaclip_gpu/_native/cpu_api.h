@@ -11,35 +11,47 @@ extern "C" {
 
 typedef struct McBuiltIndex McBuiltIndex;
 
-/* Builds the probe table for entries given as Arrow large_string buffers.
-   Returns NULL on allocation failure or when the index is too large. */
+/* Builds the probe tables for entries given as Arrow large_string buffers;
+   pad_flags[i] holds entry i's MC_PAD_LEFT | MC_PAD_RIGHT flags (tokens.cuh):
+   entries padded on both sides go to the token table, the others to the byte
+   table. Returns NULL on allocation failure or when the index is too large. */
 McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
-                             int64_t n_entries, double max_load);
-/* out[0] slots array length (table + filter words), out[1] verification blob words, out[2] distinct n-gram keys,
-   out[3] entries that can never match, out[4] keys merged by fingerprint,
-   out[5] most tokens in one entry. */
+                             const uint8_t* pad_flags, int64_t n_entries, double max_load);
+/* out[0] slots array length (table + filter words), out[1] verification blob
+   words, out[2] distinct n-gram keys, out[3] entries that can never match,
+   out[4] keys merged by fingerprint, out[5] most tokens in one entry,
+   out[6] byte-table slots, out[7] byte blob words, out[8] distinct byte keys,
+   out[9] byte-level entries (matchable ones). */
 void mc_index_info(const McBuiltIndex* index, int64_t* out);
 /* mc_index_signature() of kernels/tokens.cuh as this build computes it. */
 uint64_t mc_index_signature_host(void);
-void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob);
+void mc_index_export(const McBuiltIndex* index, uint64_t* slots, int32_t* blob,
+                     uint64_t* byte_slots, int32_t* byte_blob);
 void mc_index_free(McBuiltIndex* index);
 
 int mc_local_cap(void);
 int mc_max_threads(void);
 
-/* The three kernels, run on `n_threads` host threads. `offsets` holds int32
+/* The three kernels, run on `n_threads` host threads; the index arguments are
+   the token table, its mask and blob, then the byte table's (kernels/tokens.cuh). `offsets` holds int32
    or int64 values as `offsets_are_64` says; `valid` and `rows` may be NULL. */
 void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+                        const uint64_t* byte_slots, uint64_t byte_mask,
+                        const int32_t* byte_blob,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
                         int32_t* out_ids, int32_t* out_count, int n_threads);
 void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+                      const uint64_t* byte_slots, uint64_t byte_mask,
+                      const int32_t* byte_blob,
                       const uint8_t* chars, const void* offsets, int offsets_are_64,
                       const uint8_t* valid, int64_t valid_bit_offset,
                       const int64_t* rows, int64_t n_rows,
                       int64_t* out_count, int n_threads);
 void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+                     const uint64_t* byte_slots, uint64_t byte_mask,
+                     const int32_t* byte_blob,
                      const uint8_t* chars, const void* offsets, int offsets_are_64,
                      const uint8_t* valid, int64_t valid_bit_offset,
                      const int64_t* rows, int64_t n_rows,

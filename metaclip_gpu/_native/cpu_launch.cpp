@@ -33,23 +33,26 @@ extern "C" {
 int mc_local_cap(void) { return MC_LOCAL_CAP; }
 int mc_max_threads(void) { return omp_get_max_threads(); }
 
-#define MC_CPU_INDEX_ARGS slots, mask, blob
+// The index arguments of every kernel (match.cu's MC_INDEX_PARAMS).
+#define MC_CPU_INDEX_PARAMS                                  \
+  const uint64_t *slots, uint64_t mask, const int32_t *blob, \
+      const uint64_t *byte_slots, uint64_t byte_mask, const int32_t *byte_blob
 #define MC_CPU_DISPATCH(KERNEL, ...)                                                     \
   if (offsets_are_64) {                                                                  \
     const auto* off = static_cast<const int64_t*>(offsets);                              \
     launch(n_rows, n_threads, [&] {                                                      \
-      KERNEL<mc_i64>(MC_CPU_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,     \
+      KERNEL<mc_i64>(MC_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,           \
                      n_rows, __VA_ARGS__);                                               \
     });                                                                                  \
   } else {                                                                               \
     const auto* off = static_cast<const int32_t*>(offsets);                              \
     launch(n_rows, n_threads, [&] {                                                      \
-      KERNEL<mc_i32>(MC_CPU_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,     \
+      KERNEL<mc_i32>(MC_INDEX_ARGS, chars, off, valid, valid_bit_offset, rows,           \
                      n_rows, __VA_ARGS__);                                               \
     });                                                                                  \
   }
 
-void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+void mc_cpu_match_fixed(MC_CPU_INDEX_PARAMS,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
@@ -57,7 +60,7 @@ void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blo
   MC_CPU_DISPATCH(mc_match_fixed, out_ids, out_count)
 }
 
-void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+void mc_cpu_count_raw(MC_CPU_INDEX_PARAMS,
                       const uint8_t* chars, const void* offsets, int offsets_are_64,
                       const uint8_t* valid, int64_t valid_bit_offset,
                       const int64_t* rows, int64_t n_rows,
@@ -65,7 +68,7 @@ void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
   MC_CPU_DISPATCH(mc_count_raw, out_count)
 }
 
-void mc_cpu_fill_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
+void mc_cpu_fill_raw(MC_CPU_INDEX_PARAMS,
                      const uint8_t* chars, const void* offsets, int offsets_are_64,
                      const uint8_t* valid, int64_t valid_bit_offset,
                      const int64_t* rows, int64_t n_rows,

@@ -78,6 +78,9 @@ class CPUBackend:
                 ffi.from_buffer("uint64_t[]", index.slots),
                 index.mask,
                 ffi.from_buffer("int32_t[]", index.blob),
+                ffi.from_buffer("uint64_t[]", index.byte_slots),
+                index.byte_mask,
+                ffi.from_buffer("int32_t[]", index.byte_blob),
             )
             cached = (index, ptrs)
             self._index_ptrs = {id(index): cached}

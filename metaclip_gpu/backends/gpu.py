@@ -89,6 +89,14 @@ def _check_signature(index: MetadataIndex) -> None:
         )
 
 
+def _table_to_device(slots: np.ndarray, mask: int, blob: np.ndarray) -> tuple[Any, Any, Any]:
+    """One probe table's kernel arguments: (slots, mask, blob), its arrays on the device."""
+    blob = np.ascontiguousarray(blob, dtype=np.int32)
+    blob_dev = cupy.asarray(blob) if blob.size else cupy.zeros(1, dtype=np.int32)
+    slots_dev = cupy.asarray(np.ascontiguousarray(slots, dtype=np.uint64))
+    return slots_dev, np.uint64(mask), blob_dev
+
+
 # ---------------------------------------------------------------------- texts ---
 @dataclass(frozen=True)
 class DeviceTextBatch:
@@ -269,14 +277,16 @@ class GPUBackend:
                 yield arrow_to_device(chunk.slice(start, batch_rows))
 
     def _index_args(self, index: MetadataIndex) -> tuple[Any, ...]:
-        """(slots, mask, blob) on the current device, uploaded once per index and device."""
+        """(slots, mask, blob, byte_slots, byte_mask, byte_blob) on the current device,
+        uploaded once per index and device."""
         device = cupy.cuda.runtime.getDevice()
         if self._index is None or self._index[0] is not index or self._index[1] != device:
             _check_signature(index)
-            slots = cupy.asarray(np.ascontiguousarray(index.slots, dtype=np.uint64))
-            blob = np.ascontiguousarray(index.blob, dtype=np.int32)
-            blob_dev = cupy.asarray(blob) if blob.size else cupy.zeros(1, dtype=np.int32)
-            self._index = (index, device, (slots, np.uint64(index.mask), blob_dev))
+            args = (
+                *_table_to_device(index.slots, index.mask, index.blob),
+                *_table_to_device(index.byte_slots, index.byte_mask, index.byte_blob),
+            )
+            self._index = (index, device, args)
         return self._index[2]
 
     def _text_args(self, batch: DeviceTextBatch, rows: Any) -> tuple[tuple[Any, ...], int]:
