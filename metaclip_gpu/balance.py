@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from metaclip_gpu.arrays import array_module
+from metaclip_gpu.arrays import array_module, to_host
 
 U64_MASK = (1 << 64) - 1
 SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
@@ -155,9 +155,70 @@ def keep_masks(
     masks: dict[float, Any] = {}
     for t in ts:
         p = keep_probability(counts, t)
-        hits = draws < p[entry_ids]
-        masks[t] = _segment_sums(xp, offsets, hits) > 0
+        masks[t] = _segment_sums(xp, offsets, draws < p[entry_ids]) > 0
     return masks
+
+
+def keep_mask_from_probs(
+    offsets: Any, entry_ids: Any, text_keys: Any, pair_probs: Any, seed: int
+) -> Any:
+    """`keep_mask` with the keep probability of every (text, entry) pair given directly.
+
+    For pools whose texts draw ``p`` from different arrays (MetaCLIP 2: one per language):
+    text ``i`` is kept iff ``u(seed, text_keys[i], e) < pair_probs[j]`` for one of its pairs
+    ``j`` (entry ``e = entry_ids[j]``). The same draws as `keep_masks`.
+    """
+    xp = array_module(offsets, entry_ids, text_keys, pair_probs)
+    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    draws = csr_uniform_draws(offsets, entry_ids, text_keys, seed)
+    return _segment_sums(xp, offsets, draws < xp.asarray(pair_probs)) > 0
+
+
+def keep_chances(offsets: Any, pair_probs: Any) -> Any:
+    """Each text's chance to be kept, ``1 - prod(1 - p)`` over its pairs: float64 ``[n]``.
+
+    Exactly 1 for a text with a pair of ``p >= 1``, 0 for a text with no pair; otherwise
+    ``-expm1(sum log1p(-p))`` (no cancellation). The reference's per-sample probability
+    (MetaCLIP 2 ``curate()``).
+    """
+    xp = array_module(offsets, pair_probs)
+    offsets = xp.asarray(offsets).astype(xp.int64, copy=False)
+    probs = xp.asarray(pair_probs, dtype=xp.float64)
+    return _chances(xp, offsets, _pair_owner(xp, offsets, len(probs)), probs)
+
+
+def t_to_p(counts: Any, t: float) -> float:
+    """The tail share of threshold `t`: the fraction of all matches held by entries whose
+    count is below `t` (MetaCLIP 2 ``t_to_p``: ``counts[counts < t].sum() / counts.sum()``).
+
+    Raises ValueError when `counts` sums to 0 (no matches: no share to keep).
+    """
+    c = _host_counts(counts)
+    total = c.sum()
+    if not total > 0:
+        raise ValueError("t_to_p: the counts are all 0 (no matches)")
+    return float(c[c < t].sum() / total)
+
+
+def p_to_t(counts: Any, p: float) -> float:
+    """The threshold whose tail share is closest to `p` (MetaCLIP 2 ``p_to_t``): the counts
+    sorted ascending, their running share of the total, and the count where that share is
+    nearest `p` (the first such on a tie). It can be 0 when zero counts are nearest, which
+    keeps nothing of that language, as in the reference.
+
+    Raises ValueError when `counts` is empty or sums to 0.
+    """
+    c = np.sort(_host_counts(counts))
+    total = c.sum()
+    if not total > 0:
+        raise ValueError("p_to_t: the counts are all 0 (no matches)")
+    share = np.cumsum(c) / total
+    return float(c[int(np.abs(share - float(p)).argmin())])
+
+
+def _host_counts(counts: Any) -> np.ndarray:
+    """Counts as a host uint64 array (exact sums, as the reference's uint64 arrays)."""
+    return np.asarray(to_host(counts)).astype(np.uint64, copy=False)
 
 
 # --- expected size and solving for t ----------------------------------------------------------
@@ -317,13 +378,18 @@ def _segment_sums(xp: Any, offsets: Any, values: Any) -> Any:
 
 def _expected_from_pairs(xp: Any, offsets: Any, owner: Any, pair_counts: Any, t: float) -> float:
     """`expected_kept` from the per-pair counts (float64) and owners, for one ``t``."""
-    n_texts = len(offsets) - 1
     if len(pair_counts) == 0:
         return 0.0
-    p = t / xp.maximum(pair_counts, t)
+    return float(_chances(xp, offsets, owner, t / xp.maximum(pair_counts, t)).sum())
+
+
+def _chances(xp: Any, offsets: Any, owner: Any, p: Any) -> Any:
+    """Per text ``1 - prod(1 - p)`` over its pairs (`keep_chances`), from the pair owners."""
+    n_texts = len(offsets) - 1
+    if len(p) == 0:
+        return xp.zeros(n_texts, dtype=xp.float64)
     sure = p >= 1.0
     log_miss = xp.log1p(-xp.where(sure, 0.0, p))  # 0 for the sure entries: no log(0)
     sum_log_miss = xp.bincount(owner, weights=log_miss, minlength=n_texts)
     any_sure = _segment_sums(xp, offsets, sure) > 0
-    per_text = xp.where(any_sure, 1.0, -xp.expm1(sum_log_miss))
-    return float(per_text.sum())
+    return xp.where(any_sure, 1.0, -xp.expm1(sum_log_miss))
