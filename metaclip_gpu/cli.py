@@ -26,6 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from metaclip_gpu import __version__
+from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
@@ -482,16 +483,72 @@ def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -
     table.add_column("texts", justify="right")
     for t in ts:
         table.add_column(f"keep p, t = {t:,.6g}", justify="right")
-    for row in top.to_pylist():
-        if not row["count"]:
-            break
-        keep = [f"{min(1.0, t / row['count']):.3f}" for t in ts]
-        table.add_row(str(row["entry_id"]), repr(row["entry"]), f"{row['count']:,}", *keep)
+    top = top.filter(pc.greater(top.column("count"), 0))
+    top_counts = top.column("count").to_numpy()
+    keep = [keep_probability(top_counts, t) for t in ts]
+    for i, row in enumerate(top.to_pylist()):
+        probs = [f"{p[i]:.3f}" for p in keep]
+        table.add_row(str(row["entry_id"]), repr(row["entry"]), f"{row['count']:,}", *probs)
     console.print(table)
 
 
+def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title="metaclip-gpu curate --worldwide", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row(
+        "shards", f"{summary['shards']:,} ({summary['shards_matched_this_run']:,} matched this run)"
+    )
+    table.add_row("texts read", f"{summary['texts_read']:,}")
+    skipped = summary["skipped"]
+    table.add_row(
+        "rows skipped",
+        ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
+    )
+    table.add_row(
+        f"unknown language ({summary['unknown_language_policy']})",
+        f"{summary['unknown_language']:,}",
+    )
+    for bad in summary["shards_unreadable"]:
+        table.add_row("unreadable shard", f"{bad['shard']}: {bad['error']}")
+    for f in summary["ts"]:
+        table.add_row(
+            f"t_en = {f['t']:,.6g}",
+            f"tail share p = {f['tail_share']:.4f}; {f['samples']:,} images with a matched "
+            f"text, {f['kept']:,} kept (expected {f['expected_kept']:,.1f})",
+        )
+    seconds = summary["seconds"]
+    table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    for label, path in summary["outputs"]["curated"].items():
+        table.add_row(f"curated shards ({label})", path)
+    table.add_row("entry probabilities", summary["outputs"]["entry_probs"])
+    table.add_row("summary", summary["outputs"]["summary"])
+    console.print(table)
+
+    labels = list(summary["outputs"]["curated"])
+    per_lang = Table(title="per language", title_justify="left")
+    for name in ("language", "texts", "matched", "images"):
+        per_lang.add_column(name, justify="left" if name == "language" else "right")
+    for label in labels:
+        per_lang.add_column(f"t ({label})", justify="right")
+        per_lang.add_column(f"kept ({label})", justify="right")
+    for lang, f in summary["languages"].items():
+        cells = [lang, f"{f['texts']:,}", f"{f['matched']:,}", f"{f['samples']:,}"]
+        for label in labels:
+            t = f["t"][label]
+            cells += ["-" if t is None else f"{t:,.6g}", f"{f['kept'][label]:,}"]
+        per_lang.add_row(*cells)
+    console.print(per_lang)
+
+
 @main.command()
-@METADATA_OPTION
+@click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="JSON list of strings, or one entry per line; with --worldwide a directory of "
+    "<lang>.json files or one JSON object {lang: [entries]}.",
+)
 @INPUT_SHARDS_OPTION
 @click.option(
     "--output",
@@ -536,6 +593,26 @@ def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -
     is_flag=True,
     help="Do not write OUTPUT/report/ (index.html and PNGs; `metaclip-gpu report` does later).",
 )
+@click.option(
+    "--worldwide",
+    is_flag=True,
+    help="MetaCLIP 2: per-language metadata, counts and t (--t is then t_en, default "
+    "170000), one text per image.",
+)
+@click.option("--lang-column", default=None, help="--worldwide: [first of lang, language, lid].")
+@click.option(
+    "--image-column",
+    default=None,
+    help="--worldwide: rows with the same value are one image's alt-texts [the key column].",
+)
+@click.option(
+    "--unknown-language",
+    type=click.Choice(["skip", "other"]),
+    default="skip",
+    show_default=True,
+    help="--worldwide: texts of a language without metadata are skipped (and counted) or "
+    "matched against the 'other' metadata.",
+)
 def curate(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -552,13 +629,25 @@ def curate(
     scheduler_address: str | None,
     rmm_pool_size: str | None,
     no_report: bool,
+    worldwide: bool,
+    lang_column: str | None,
+    image_column: str | None,
+    unknown_language: str,
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
     the report (OUTPUT/report/index.html)."""
     from metaclip_gpu.cluster import close_client, make_client
     from metaclip_gpu.curate import run_curate
 
-    _check_ts(ts, target_size)
+    if worldwide:
+        if target_size is not None:
+            raise click.UsageError("--target-size is not available with --worldwide")
+    else:
+        _check_ts(ts, target_size)
+        if lang_column or image_column or unknown_language != "skip":
+            raise click.UsageError(
+                "--lang-column, --image-column and --unknown-language need --worldwide"
+            )
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")
     if rmm_pool_size is not None and not (cluster and backend == "gpu"):
@@ -577,23 +666,44 @@ def curate(
     except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
         raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
     try:
-        summary = run_curate(
-            shards,
-            metadata,
-            output,
-            options=_read_options(text_column, key_column),
-            ts=list(ts),
-            target_size=target_size,
-            seed=seed,
-            backend=backend,
-            threads=threads,
-            client=client,
-        )
-    except (MetadataError, RuntimeError, ValueError) as err:  # e.g. --backend gpu, no GPU
+        if worldwide:
+            from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
+
+            summary = run_worldwide(
+                shards,
+                metadata,
+                output,
+                options=_read_options(text_column, key_column),
+                t_en=list(ts) or [DEFAULT_T_EN],
+                seed=seed,
+                lang_column=lang_column,
+                image_column=image_column,
+                unknown=unknown_language,  # type: ignore[arg-type]
+                backend=backend,
+                threads=threads,
+                client=client,
+            )
+        else:
+            summary = run_curate(
+                shards,
+                metadata,
+                output,
+                options=_read_options(text_column, key_column),
+                ts=list(ts),
+                target_size=target_size,
+                seed=seed,
+                backend=backend,
+                threads=threads,
+                client=client,
+            )
+    except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
         raise click.ClickException(str(err)) from err
     finally:
         close_client(client)
-    _print_curate_summary(console, summary)
+    if worldwide:
+        _print_worldwide_summary(console, summary)
+    else:
+        _print_curate_summary(console, summary)
     if not no_report:
         _write_report(console, output, required=False)
 

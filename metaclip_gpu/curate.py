@@ -99,16 +99,18 @@ class KeyedChunk:
     entry_ids: np.ndarray  # int32, flat
     entry_lists: pa.Array  # list<int32> [n], the same ids as an Arrow column
     keys: np.ndarray  # uint64 [n]
+    extra: dict[str, pa.Array] = field(default_factory=dict)  # other match-file columns
 
 
 class _MatchRows:
-    """Reads a match file's ``row`` and ``entry_ids`` sequentially, `take(n)` rows at a time."""
+    """Reads a match file's ``row``, ``entry_ids`` and `extra` columns sequentially, `take(n)`
+    rows at a time."""
 
-    def __init__(self, path: Path, batch_rows: int) -> None:
+    def __init__(self, path: Path, batch_rows: int, extra: Sequence[str] = ()) -> None:
         self.path = path
         self.file = pq.ParquetFile(path)
         self.batches = self.file.iter_batches(
-            batch_size=max(batch_rows, 1024), columns=["row", "entry_ids"]
+            batch_size=max(batch_rows, 1024), columns=["row", "entry_ids", *extra]
         )
         self.pending: pa.Table | None = None
 
@@ -149,15 +151,19 @@ def csr_of(entry_lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
 
 def iter_keyed_matches(
-    shard: Shard, match_file: str | os.PathLike[str], options: ReadOptions | None = None
+    shard: Shard,
+    match_file: str | os.PathLike[str],
+    options: ReadOptions | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[KeyedChunk]:
-    """Each chunk of `shard` with its rows of `match_file`, aligned and checked, and its keys.
+    """Each chunk of `shard` with its rows of `match_file`, aligned and checked, and its keys
+    (and the match file's `extra` columns, e.g. a worldwide run's ``lang``).
 
     Raises `read.ShardError` when the shard cannot be read and RuntimeError when the match
     file does not line up with the shard (a changed input: rerun the match stage).
     """
     options = options or ReadOptions()
-    rows = _MatchRows(Path(match_file), options.batch_rows)
+    rows = _MatchRows(Path(match_file), options.batch_rows, extra)
     try:
         for chunk in read_shard(shard, options):
             n = chunk.num_rows
@@ -176,7 +182,8 @@ def iter_keyed_matches(
                 lists = lists.cast(ENTRY_IDS_TYPE)
             offsets, ids = csr_of(lists)
             keys = text_keys(chunk.table, chunk.first_row)
-            yield KeyedChunk(chunk, offsets, ids, lists, keys)
+            columns = {name: matched.column(name).combine_chunks() for name in extra}
+            yield KeyedChunk(chunk, offsets, ids, lists, keys, columns)
         if rows.remaining():
             raise RuntimeError(
                 f"{match_file}: match file has more rows than shard {shard.name}; "
@@ -214,7 +221,7 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
     return table.filter(pa.array(mask, pa.bool_()))
 
 
-def _write_parquet(table: pa.Table, final: Path) -> None:
+def write_parquet(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(table, tmp)
@@ -273,13 +280,13 @@ def _xp(backend: str) -> Any:
 
 
 # ---------------------------------------------------------------------- balance stage
-def _shards(spec: Any) -> list[Shard]:
+def shard_list(spec: Any) -> list[Shard]:
     if isinstance(spec, Sequence) and spec and all(isinstance(s, Shard) for s in spec):
         return list(spec)
     return find_shards(spec)
 
 
-def _match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
+def match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
     """Each shard's up-to-date match record; RuntimeError naming the shards without one."""
     manifest = Manifest.load(out_dir)
     stale = [s.name for s in shards if not manifest.is_done(s)]
@@ -380,7 +387,7 @@ def balance_shard(
         else:  # a shard with no rows
             table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
         figures.kept[t] = table.num_rows
-        _write_parquet(table, outputs[t])
+        write_parquet(table, outputs[t])
     return figures
 
 
@@ -463,8 +470,8 @@ def run_balance(
     """
     options = options or ReadOptions()
     out_dir = Path(out_dir)
-    shards = _shards(shards_spec)
-    records = _match_records(out_dir, shards)
+    shards = shard_list(shards_spec)
+    records = match_records(out_dir, shards)
     counts_path = out_dir / COUNTS_NPY
     if not counts_path.is_file():
         raise FileNotFoundError(f"{counts_path}: no counts; run the count stage first")
@@ -639,7 +646,7 @@ def run_curate(
     """
     options = options or ReadOptions()
     out_dir = Path(out_dir)
-    shards = _shards(shards_spec)
+    shards = shard_list(shards_spec)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
 

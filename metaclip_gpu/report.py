@@ -4,12 +4,15 @@ Sections: the run (texts read, share matched, ...), the curated size per t (expe
 actual), the entry distribution (MetaCLIP's cumulative-count figure and a log-log
 rank/count plot, before and after balancing), the head entries with their keep
 probabilities, per-stage times, skipped rows and, for a worldwide (MetaCLIP 2) run whose
-summary has ``languages``, a table and one cumulative figure per language::
+summary has ``languages`` (`metaclip_gpu.worldwide`), a table and one cumulative figure per
+language::
 
-    "languages": {"<lang>": {"texts": int, "matched": int, "kept": {"<t label>": int},
-                             "t": float, "entry_counts": "<that language's .npy>"}}
+    "languages": {"<lang>": {"texts": int, "matched": int, "kept": {"<t_en label>": int},
+                             "t": {"<t_en label>": float | None},
+                             "entry_counts": "<that language's .npy>"}}
 
-(a relative ``entry_counts`` path is taken from the run folder).
+(a relative ``entry_counts`` path is taken from the run folder). In a worldwide run the
+run-wide distribution and head-entry sections show English, whose t is t_en.
 
 Every number on the page is read from ``summary.json`` or the run's entry counts
 (``entry_counts.npy``; the entry strings from ``entry_counts.parquet``). What is derived
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import SUMMARY_NAME, t_label
+from metaclip_gpu.languages import ENGLISH
 from metaclip_gpu.plots import (
     NO_BALANCING,
     Curve,
@@ -70,7 +74,7 @@ class Language:
     name: str
     texts: int
     matched: int
-    t: float
+    t: dict[str, float | None]  # per t_en label; None: no match in this language
     kept: dict[str, int]
     image: str
 
@@ -126,11 +130,28 @@ def language_section(
             name, figures["texts"], figures["matched"], figures["t"], figures["kept"], image
         )
         title = f"{name}: {lang.texts:,} texts, {lang.matched:,} matched ({lang.matched_share:.2%})"
-        curves = [Curve(None, NO_BALANCING), Curve(lang.t, t_label(lang.t))]
+        curves = [Curve(None, NO_BALANCING)]
+        curves += [
+            Curve(t, f"{label}: t = {t:,.6g}") for label, t in lang.t.items() if t is not None
+        ]
         save_png(cumulative_figure(counts, curves, title), out / image)
         rows.append(lang)
     labels = list(dict.fromkeys(label for lang in rows for label in lang.kept))
     return rows, labels
+
+
+def _overall_counts(run_dir: Path, summary: Mapping[str, Any]) -> tuple[np.ndarray, Any]:
+    """The counts and entry strings the run-wide sections show: the run's, or for a worldwide
+    run English's (the language whose t is t_en; each language has its own section)."""
+    if not summary.get("worldwide"):
+        entries = pq.read_table(run_dir / COUNTS_PARQUET, columns=["entry"]).column("entry")
+        return load_entry_counts(run_dir / COUNTS_NPY), entries
+    path = Path(summary["languages"][ENGLISH]["entry_counts"])
+    counts = load_entry_counts(path if path.is_absolute() else run_dir / path)
+    table = pq.read_table(
+        run_dir / COUNTS_PARQUET, columns=["entry"], filters=[("lang", "==", ENGLISH)]
+    )
+    return counts, table.column("entry")
 
 
 def _environment() -> jinja2.Environment:
@@ -154,7 +175,7 @@ def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS)
     entry counts (replacing an earlier report's PNGs); returns the HTML file's path."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
-    counts = load_entry_counts(run_dir / COUNTS_NPY)
+    counts, entries = _overall_counts(run_dir, summary)
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
@@ -170,7 +191,6 @@ def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS)
     )
     save_png(rank_count_figure(counts, curves, f"Entry count by rank: {heading}"), out / RANK_PNG)
 
-    entries = pq.read_table(run_dir / COUNTS_PARQUET, columns=["entry"]).column("entry")
     head = head_entries(counts, entries, [f["t"] for f in per_t], head_rows)
     languages, language_labels = (
         language_section(run_dir, summary["languages"], out)

@@ -48,12 +48,14 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
+from metaclip_gpu.languages import LanguageIndexes
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
 from metaclip_gpu.match import match
 from metaclip_gpu.read import (
     ReadOptions,
     Shard,
     ShardChunk,
+    ShardError,
     ShardReport,
     find_shards,
     iter_shard_checked,
@@ -62,6 +64,7 @@ from metaclip_gpu.read import (
 MATCHES_DIR = "matches"
 COUNTS_NPY = "entry_counts.npy"
 COUNTS_PARQUET = "entry_counts.parquet"
+LOADED = (MetadataIndex, LanguageIndexes)  # a loaded index, not a metadata path
 DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
 OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
 _TMP_RE = re.compile(r"\.tmp-(\d+)$")
@@ -88,13 +91,18 @@ def output_name(shard_name: str) -> str:
     return f"{safe[:150]}-{digest}.parquet"
 
 
-def stage_config(index: MetadataIndex, options: ReadOptions) -> str:
+def stage_config(index: MetadataIndex | LanguageIndexes, options: ReadOptions) -> str:
     """What, besides the input file, decides a shard's match output: the metadata (its digest;
-    "" for an index built from a list, then only its length) and the options that pick the
-    text/key columns and parse lines. A record with another config is redone."""
+    "" for an index built from a list, then only its length; per-language metadata: all their
+    digests, the language column and what happens to unknown languages) and the options that
+    pick the text/key columns and parse lines. A record with another config is redone."""
+    if isinstance(index, LanguageIndexes):
+        metadata: Any = [index.digest, index.lang_column, index.unknown]
+    else:
+        metadata = [index.stats.digest, index.stats.padding]
     payload = {
         "version": OUTPUT_VERSION,
-        "metadata": index.stats.digest,
+        "metadata": metadata,
         "n_entries": len(index),
         "text_column": options.text_column,
         "key_column": options.key_column,
@@ -106,11 +114,17 @@ def stage_config(index: MetadataIndex, options: ReadOptions) -> str:
 
 # ---------------------------------------------------------------------- match, one shard
 def _chunk_table(
-    chunk: ShardChunk, index: MetadataIndex, backend: str, threads: int | None
+    chunk: ShardChunk, index: MetadataIndex | LanguageIndexes, backend: str, threads: int | None
 ) -> pa.Table:
     n = chunk.num_rows
-    result = match(chunk.table.column("text"), index, backend=backend, threads=threads)
-    entry_ids = result.to_arrow()
+    lang: pa.Array | None = None
+    if isinstance(index, LanguageIndexes):
+        codes = index.row_codes(chunk.table, chunk.shard.path)
+        entry_ids = index.match_rows(chunk.table.column("text"), codes, backend, threads)
+        lang = index.names_of(codes)
+    else:
+        result = match(chunk.table.column("text"), index, backend=backend, threads=threads)
+        entry_ids = result.to_arrow()
     if entry_ids.type != ENTRY_IDS_TYPE:  # large_list only past 2**31 ids in one chunk
         entry_ids = entry_ids.cast(ENTRY_IDS_TYPE)
     shard = pa.DictionaryArray.from_arrays(
@@ -123,6 +137,8 @@ def _chunk_table(
     if "key" in chunk.table.column_names:
         key = chunk.table.column("key")
         columns["key"] = key.cast(pa.string()) if pa.types.is_null(key.type) else key
+    if lang is not None:
+        columns["lang"] = lang
     columns["entry_ids"] = entry_ids
     return pa.table(columns)
 
@@ -154,7 +170,7 @@ def _fsync_dir(path: Path) -> None:
 
 def match_shard(
     shard: Shard,
-    index: MetadataIndex,
+    index: MetadataIndex | LanguageIndexes,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions | None = None,
@@ -190,7 +206,7 @@ def match_shard(
 
 def match_shard_output(
     shard: Shard,
-    index: MetadataIndex,
+    index: MetadataIndex | LanguageIndexes,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions,
@@ -219,7 +235,11 @@ def match_shard_output(
                 for chunk in iter_shard_checked(shard, options, report):
                     if chunk.num_rows == 0:
                         continue
-                    table = _chunk_table(chunk, index, backend, threads)
+                    try:
+                        table = _chunk_table(chunk, index, backend, threads)
+                    except ShardError as err:  # e.g. a worldwide shard without languages
+                        report.error = str(err)
+                        break
                     if on_rows is not None:
                         on_rows(chunk.num_rows)
                     if writer is None:
@@ -322,7 +342,7 @@ def _progress(enabled: bool):  # -> rich.progress.Progress
 
 def run_match(
     shards_spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Sequence[Shard],
-    metadata_path: str | os.PathLike[str] | MetadataIndex,
+    metadata_path: str | os.PathLike[str] | MetadataIndex | LanguageIndexes,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions | None = None,
@@ -339,7 +359,8 @@ def run_match(
     again (its report, rebuilt from the record, has ``reused=True``); a shard whose record is
     missing, stale (input or config changed) or whose output is missing or unreadable is
     redone. Shards recorded as unreadable are retried only with `retry_errors`. Reports come
-    in shard order. `metadata_path` may also be a loaded `MetadataIndex`.
+    in shard order. `metadata_path` may also be a loaded `MetadataIndex` or, for worldwide
+    curation, a `languages.LanguageIndexes` (then the output has a ``lang`` column).
 
     `client`: a `distributed.Client` (`metaclip_gpu.cluster.make_client`): the shards to redo
     run as tasks on its workers (`match_shard_output`), each worker loading the index from the
@@ -353,7 +374,7 @@ def run_match(
         shards = list(shards_spec)  # type: ignore[arg-type]
     else:
         shards = find_shards(shards_spec)  # type: ignore[arg-type]
-    if isinstance(metadata_path, MetadataIndex):
+    if isinstance(metadata_path, LOADED):
         index = metadata_path
     elif client is not None:
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -369,7 +390,7 @@ def run_match(
         return _run_match_dask(
             client,
             shards,
-            metadata_path if isinstance(metadata_path, MetadataIndex) else Path(metadata_path),
+            metadata_path if isinstance(metadata_path, LOADED) else Path(metadata_path),
             cache_dir,
             out_dir,
             manifest,
@@ -415,7 +436,7 @@ def run_match(
 
 def _match_task(
     shard: Shard,
-    metadata: Path | MetadataIndex,
+    metadata: Path | MetadataIndex | LanguageIndexes,
     cache_dir: Path | None,
     out_dir: Path,
     *,
@@ -427,7 +448,7 @@ def _match_task(
     """One shard's match on a dask worker (the index from the worker's cache of the file)."""
     from metaclip_gpu.cluster import worker_index, worker_threads
 
-    index = metadata if isinstance(metadata, MetadataIndex) else worker_index(metadata, cache_dir)
+    index = metadata if isinstance(metadata, LOADED) else worker_index(metadata, cache_dir)
     return match_shard_output(
         shard,
         index,
@@ -442,7 +463,7 @@ def _match_task(
 def _run_match_dask(
     client: Any,
     shards: list[Shard],
-    metadata: Path | MetadataIndex,
+    metadata: Path | MetadataIndex | LanguageIndexes,
     cache_dir: Path | None,
     out_dir: Path,
     manifest: Manifest,
@@ -470,7 +491,7 @@ def _run_match_dask(
         rows = sum(r.rows for r in reports.values())
         bar.update(task, advance=len(reports), rows=rows)
         if todo:
-            if isinstance(metadata, MetadataIndex):
+            if isinstance(metadata, LOADED):
                 metadata = client.scatter(metadata, broadcast=True)
             futures = [
                 client.submit(

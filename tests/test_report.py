@@ -17,7 +17,7 @@ from PIL import Image
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.count import counts_table, load_entry_counts, save_entry_counts
+from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import SUMMARY_NAME, run_curate, t_label
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.report import INDEX_NAME, REPORT_DIR, write_report
@@ -116,52 +116,6 @@ def test_head_entries_come_from_the_counts(cc3m_run) -> None:
     assert row.group(1) == f"{int(counts[top]):,}"
     for t, p in zip(TS, row.groups()[1:], strict=True):
         assert p == f"{t / max(int(counts[top]), t):.4g}"
-
-
-# ---------------------------------------------------------------------- worldwide
-def make_worldwide_run(run: Path) -> dict:
-    """A hand-made worldwide run: 4 entries, global counts, two languages' counts files."""
-    entries = ["a", "b", "c", "d"]
-    save_entry_counts(np.array([50, 5, 0, 12], dtype=np.uint64), run / COUNTS_NPY)
-    pq.write_table(counts_table(load_entry_counts(run / COUNTS_NPY), entries), run / COUNTS_PARQUET)
-    (run / "languages").mkdir()
-    save_entry_counts(np.array([40, 3, 0, 10], dtype=np.uint64), run / "languages" / "en.npy")
-    zh = save_entry_counts(np.array([10, 2, 0, 2], dtype=np.uint64), run / "languages" / "zh.npy")
-    ts = [{"t": 10.0, "solved": False, "texts": 70, "matched": 60, "kept": 31,
-           "expected_kept": 30.5, "head_entries": 2, "head_entry_share": 2 / 3,
-           "head_match_share": 62 / 67, "output": str(run / "curated" / "t=10")}]  # fmt: skip
-    summary = {
-        "shards": 2, "shards_unreadable": [{"shard": "bad.tsv", "error": "truncated"}],
-        "texts_read": 70, "skipped": {"empty text": 3}, "null_texts": 1, "matched": 60,
-        "metadata_entries": 4, "distinct_entries_matched": 3, "seed": 0, "backend": "cpu",
-        "ts": ts, "seconds": {"match": 0.5, "total": 1.0},
-        "languages": {
-            "en": {"texts": 50, "matched": 45, "kept": {"t=10": 20}, "t": 10.0,
-                   "entry_counts": "languages/en.npy"},
-            "zh-Hans": {"texts": 20, "matched": 15, "kept": {"t=10": 11}, "t": 4.5,
-                        "entry_counts": str(zh)},  # an absolute path
-        },
-    }  # fmt: skip
-    (run / SUMMARY_NAME).write_text(json.dumps(summary))
-    return summary
-
-
-def test_a_worldwide_run_has_a_section_per_language(tmp_path) -> None:
-    summary = make_worldwide_run(tmp_path)
-    html = write_report(tmp_path).read_text(encoding="utf-8")
-    headings = re.findall(r"<h2[^>]*>([^<]*)</h2>", html)
-    assert headings == [*SECTIONS, "Languages"]
-    for name, figures in summary["languages"].items():
-        assert f"<h3>{name}</h3>" in html
-        assert shown(html, f"texts-{name}") == f"{figures['texts']:,}"
-        assert shown(html, f"matched-{name}") == f"{figures['matched']:,}"
-        assert shown(html, f"kept-{name}-t=10") == f"{figures['kept']['t=10']:,}"
-    assert "<td>empty text</td>" in html and "truncated" in html  # skipped rows, bad shard
-    images = images_of(html, tmp_path / REPORT_DIR)
-    assert len(images) == 4  # cumulative, rank/count, one per language
-    texts = [check_png(path) for path in images[2:]]
-    assert "en: 50 texts, 45 matched (90.00%)" in texts[0]
-    assert "zh-Hans: 20 texts, 15 matched (75.00%)" in texts[1] and "t=4.5" in texts[1]
 
 
 # ---------------------------------------------------------------------- CLI
