@@ -247,7 +247,7 @@ MC_FN int mc_byte_run(const McIndex& ix, const McSpacedCursor& start, int after_
 // wrapped punctuation c the three bytes " c ", and spacing() adds a ' ' at
 // each end. A run starts at spaced byte `part` of text byte i (mc_spaced_at).
 template <typename Sink>
-MC_FN void mc_scan_bytes(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
+MC_OUTLINED_FN void mc_scan_bytes(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& sink) {
   const mc_u8* MC_RESTRICT flags = mc_byte_flag_table(ix.byte_blob);
   const mc_u32 space = flags[' '];
   if ((space & MC_BYTE_STARTS_FREE) && !mc_byte_run(ix, mc_spaced_at(text, n, -1, 0), 0, sink))

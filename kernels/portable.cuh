@@ -18,6 +18,7 @@ typedef long long mc_i64;
 typedef unsigned long long mc_u64;
 #define MC_FN __device__ __forceinline__
 #define MC_METHOD __device__ __forceinline__
+#define MC_OUTLINED_FN __device__ __forceinline__
 #define MC_KERNEL extern "C" __global__
 #define MC_RESTRICT __restrict__
 
@@ -33,6 +34,9 @@ typedef int64_t mc_i64;
 typedef uint64_t mc_u64;
 #define MC_FN static inline
 #define MC_METHOD inline
+// A function the host compiler keeps out of line, so that inlining it does not
+// change how the code around its call is compiled (the GPU inlines it all).
+#define MC_OUTLINED_FN static __attribute__((noinline))
 #define MC_KERNEL static inline
 #define MC_RESTRICT __restrict__
 

@@ -81,7 +81,7 @@ class MetadataIndex:
     slots: np.ndarray  # uint64 [table_slots], then the multi-token filter's words
     blob: np.ndarray  # int32 verification records (kernels/tokens.cuh)
     byte_slots: np.ndarray  # uint64 [byte_table_slots]: the byte-level entries' table
-    byte_blob: np.ndarray  # int32: its header (longest entry, first-byte bitmaps), records
+    byte_blob: np.ndarray  # int32: header (longest entry, per-byte flags), then the records
     entry_offsets: np.ndarray  # int64 [n_entries + 1]
     entry_chars: np.ndarray  # uint8
     stats: IndexStats

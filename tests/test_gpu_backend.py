@@ -189,6 +189,34 @@ def test_to_cudf_list_round_trip(gpu, index, texts, cpu_result) -> None:
     assert to_cudf_list(match([], index, backend=gpu)).to_arrow().to_pylist() == []
 
 
+# ------------------------------------------------------- worldwide padding ---
+WORLDWIDE_ENTRIES = ["中国", "中", "东京", "\uff0c", ",", "Hello世界", "ไทย", "dr.", "dog", ""]
+WORLDWIDE_ENTRIES += ["中国", *(chr(0x4E00 + 3 * k) for k in range(40))]  # > 32 ids in a text
+
+
+def _worldwide_texts() -> list[str | None]:
+    rng = random.Random(5)
+    pieces = [*WORLDWIDE_ENTRIES[:9], "x", " ", "  ", ".", "\u3002", "ภาษา", "dr", "\t"]
+    texts: list[str | None] = [
+        "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 16))) for _ in range(400)
+    ]
+    texts[3] = None
+    texts[4] = "".join(WORLDWIDE_ENTRIES[11:])  # the count/fill overflow path
+    return texts
+
+
+@pytest.mark.parametrize("batch_rows", [1 << 16, 29])
+def test_worldwide_index(gpu, batch_rows: int) -> None:
+    index = MetadataIndex.from_entries(WORLDWIDE_ENTRIES, padding="worldwide")
+    assert index.stats.n_byte_entries > 0
+    texts = _worldwide_texts()
+    cpu = _cpu(texts, index)
+    assert len(cpu.ids_of(4)) > gpu.local_cap
+    assert_same(match(texts, index, backend=gpu, batch_rows=batch_rows), cpu)
+    raw = pa.array([t.encode()[:-1] if t else t for t in texts], type=pa.large_binary())
+    assert_same(match(raw, index, backend=gpu, batch_rows=batch_rows), _cpu(raw, index))
+
+
 # ------------------------------------------------------------------ real data ---
 @pytest.mark.slow
 def test_cc3m_gpu_equals_cpu(gpu, cc3m_texts: list[str], metadata_500k: list[str]) -> None:

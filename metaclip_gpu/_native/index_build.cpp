@@ -8,7 +8,7 @@
 //
 // Byte table: every matchable entry with an unpadded side contributes the
 // byte keys of its proper character prefixes (MC_SLOT_PREFIX) and of itself
-// (MC_SLOT_ENTRY), and its first byte to one of the blob's first-byte bitmaps.
+// (MC_SLOT_ENTRY), and its first byte to the blob's per-byte start flags.
 #include <algorithm>
 #include <cstring>
 #include <cstdint>
