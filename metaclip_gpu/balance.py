@@ -151,11 +151,20 @@ def keep_masks(
     xp = array_module(offsets, entry_ids, text_keys, counts)
     offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
     counts = xp.asarray(counts)
-    draws = csr_uniform_draws(offsets, entry_ids, text_keys, seed)
+    keys = xp.asarray(text_keys)
+    # A text with an entry of count <= t keeps p = 1 there, and u < 1: it is kept whatever
+    # its draws. Sure at the smallest t means sure at every t, so only the other matched
+    # texts (few, past the smallest t) need draws.
+    sure = _segment_sums(xp, offsets, counts[entry_ids] <= min(ts)) > 0
+    undecided = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
+    sub_offsets, sub_ids = _csr_rows(xp, offsets, entry_ids, undecided)
+    draws = csr_uniform_draws(sub_offsets, sub_ids, keys[undecided], seed)
     masks: dict[float, Any] = {}
     for t in ts:
         p = keep_probability(counts, t)
-        masks[t] = _segment_sums(xp, offsets, draws < p[entry_ids]) > 0
+        mask = sure.copy()
+        mask[undecided] = _segment_sums(xp, sub_offsets, draws < p[sub_ids]) > 0
+        masks[t] = mask
     return masks
 
 
@@ -369,6 +378,16 @@ def _pair_owner(xp: Any, offsets: Any, n_pairs: int) -> Any:
     return xp.cumsum(starts, dtype=xp.int64)
 
 
+def _csr_rows(xp: Any, offsets: Any, entry_ids: Any, rows: Any) -> tuple[Any, Any]:
+    """The sub-CSR of the texts `rows` (ascending): (int64 offsets, their entry ids)."""
+    lengths = offsets[1:][rows] - offsets[:-1][rows]
+    sub_offsets = xp.zeros(len(rows) + 1, dtype=xp.int64)
+    xp.cumsum(lengths, out=sub_offsets[1:])
+    owner = _pair_owner(xp, sub_offsets, int(sub_offsets[-1]))
+    within = xp.arange(len(owner), dtype=xp.int64) - sub_offsets[:-1][owner]
+    return sub_offsets, entry_ids[offsets[:-1][rows][owner] + within]
+
+
 def _segment_sums(xp: Any, offsets: Any, values: Any) -> Any:
     """Per-text integer sums of `values` (bool or int), int64 ``[n_texts]``, exact."""
     csum = xp.zeros(len(values) + 1, dtype=xp.int64)
@@ -388,8 +407,7 @@ def _chances(xp: Any, offsets: Any, owner: Any, p: Any) -> Any:
     n_texts = len(offsets) - 1
     if len(p) == 0:
         return xp.zeros(n_texts, dtype=xp.float64)
-    sure = p >= 1.0
-    log_miss = xp.log1p(-xp.where(sure, 0.0, p))  # 0 for the sure entries: no log(0)
-    sum_log_miss = xp.bincount(owner, weights=log_miss, minlength=n_texts)
-    any_sure = _segment_sums(xp, offsets, sure) > 0
+    any_sure = _segment_sums(xp, offsets, p >= 1.0) > 0  # those texts: exactly 1
+    rest = (~any_sure)[owner]  # the log-sum only over the other texts' pairs (all p < 1)
+    sum_log_miss = xp.bincount(owner[rest], weights=xp.log1p(-p[rest]), minlength=n_texts)
     return xp.where(any_sure, 1.0, -xp.expm1(sum_log_miss))

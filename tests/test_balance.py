@@ -245,6 +245,15 @@ def test_keep_masks_several_t_from_one_pass() -> None:
     assert list(masks) == ts
     for t in ts:
         np.testing.assert_array_equal(masks[t], keep_mask(offsets, ids, keys, counts, t, seed=3))
+        p = keep_probability(counts, t).tolist()
+        want = [
+            any(
+                py_draw(3, int(keys[i]), e) < p[e]
+                for e in ids[offsets[i] : offsets[i + 1]].tolist()
+            )
+            for i in range(4000)
+        ]
+        assert masks[t].tolist() == want  # the texts only sure at a larger t included
     sizes = [int(masks[t].sum()) for t in ts]
     assert sizes == sorted(sizes)
     for small, large in itertools.pairwise(ts):
