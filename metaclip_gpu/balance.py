@@ -141,6 +141,11 @@ def keep_masks(
 ) -> dict[float, Any]:
     """`keep_mask` for several thresholds from one matching pass: ``{t: mask}``.
 
+    `text_keys`: one key per text, or a function of text indices (ascending, an array of
+    `offsets`' module) returning those texts' keys, called once for the texts whose draws
+    matter (a text with an entry of ``count <= min(ts)`` is kept whatever its draws), so
+    costly keys are hashed only for them.
+
     The draws depend only on ``(seed, key, entry)``, not on ``t``, so they are computed once
     and compared with each ``t``'s keep probabilities. For ``t1 <= t2`` the kept set of ``t1``
     is a subset of that of ``t2``.
@@ -151,14 +156,14 @@ def keep_masks(
     xp = array_module(offsets, entry_ids, text_keys, counts)
     offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
     counts = xp.asarray(counts)
-    keys = xp.asarray(text_keys)
     # A text with an entry of count <= t keeps p = 1 there, and u < 1: it is kept whatever
     # its draws. Sure at the smallest t means sure at every t, so only the other matched
     # texts (few, past the smallest t) need draws.
     sure = _segment_sums(xp, offsets, counts[entry_ids] <= min(ts)) > 0
     undecided = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
     sub_offsets, sub_ids = _csr_rows(xp, offsets, entry_ids, undecided)
-    draws = csr_uniform_draws(sub_offsets, sub_ids, keys[undecided], seed)
+    keys = text_keys(undecided) if callable(text_keys) else xp.asarray(text_keys)[undecided]
+    draws = csr_uniform_draws(sub_offsets, sub_ids, keys, seed)
     masks: dict[float, Any] = {}
     for t in ts:
         p = keep_probability(counts, t)

@@ -36,6 +36,7 @@ texts on one machine; the dask step will reduce it per partition.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -53,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metaclip_gpu.arrays import to_host
 from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
@@ -92,14 +94,25 @@ def curated_dir(out_dir: str | os.PathLike[str], t: float) -> Path:
 # ---------------------------------------------------------------------- aligned reading
 @dataclass
 class KeyedChunk:
-    """One chunk of a shard with its match list and text keys, row for row."""
+    """One chunk of a shard with its match list and, on demand, its text keys (hashing
+    strings costs; balancing needs the keys of few rows, `keys_of`)."""
 
     chunk: ShardChunk
     offsets: np.ndarray  # int64 [n + 1]
     entry_ids: np.ndarray  # int32, flat
     entry_lists: pa.Array  # list<int32> [n], the same ids as an Arrow column
-    keys: np.ndarray  # uint64 [n]
     extra: dict[str, pa.Array] = field(default_factory=dict)  # other match-file columns
+
+    @functools.cached_property
+    def keys(self) -> np.ndarray:
+        """uint64 [n]: every row's text key (`keys.text_keys`)."""
+        return text_keys(self.chunk.table, self.chunk.first_row)
+
+    def keys_of(self, rows: Any) -> np.ndarray:
+        """The text keys of the chunk rows `rows` (NumPy or CuPy indices) only."""
+        rows = to_host(rows).astype(np.int64, copy=False)
+        table = self.chunk.table.take(pa.array(rows))
+        return text_keys(table, rows=self.chunk.first_row + rows)
 
 
 class _MatchRows:
@@ -181,9 +194,8 @@ def iter_keyed_matches(
             if lists.type != ENTRY_IDS_TYPE:
                 lists = lists.cast(ENTRY_IDS_TYPE)
             offsets, ids = csr_of(lists)
-            keys = text_keys(chunk.table, chunk.first_row)
             columns = {name: matched.column(name).combine_chunks() for name in extra}
-            yield KeyedChunk(chunk, offsets, ids, lists, keys, columns)
+            yield KeyedChunk(chunk, offsets, ids, lists, columns)
         if rows.remaining():
             raise RuntimeError(
                 f"{match_file}: match file has more rows than shard {shard.name}; "
@@ -368,7 +380,12 @@ def balance_shard(
         offsets, ids = keyed.offsets, keyed.entry_ids
         _add_stats(figures, offsets, ids, host_counts, ts)
         masks = keep_masks(
-            xp.asarray(offsets), xp.asarray(ids), xp.asarray(keyed.keys), counts, ts, seed
+            xp.asarray(offsets),
+            xp.asarray(ids),
+            lambda rows, keyed=keyed: xp.asarray(keyed.keys_of(rows)),
+            counts,
+            ts,
+            seed,
         )
         for t in ts:
             mask = masks[t]

@@ -435,3 +435,25 @@ def test_numpy_and_cupy_agree_bit_for_bit() -> None:
         )
     target = expected_kept(offsets, ids, counts, 123.0)
     assert solve_t(g_offsets, g_ids, g_counts, target) == pytest.approx(123.0, rel=1e-6)
+
+
+def test_keys_as_a_function_are_asked_only_for_the_undecided_texts() -> None:
+    offsets, ids = zipf_pool(7, 3000, 80)
+    counts = entry_counts(ids, 80)
+    keys = text_keys(3000)
+    asked: list[np.ndarray] = []
+
+    def keys_of(rows: np.ndarray) -> np.ndarray:
+        asked.append(rows)
+        return keys[rows]
+
+    ts = [30.0, 300.0]
+    lazy = keep_masks(offsets, ids, keys_of, counts, ts, seed=5)
+    eager = keep_masks(offsets, ids, keys, counts, ts, seed=5)
+    for t in ts:
+        np.testing.assert_array_equal(lazy[t], eager[t])
+    [rows] = asked
+    tail = np.flatnonzero(counts <= 30)
+    decided = np.array([np.isin(ids[a:b], tail).any() for a, b in itertools.pairwise(offsets)])
+    np.testing.assert_array_equal(rows, np.flatnonzero((np.diff(offsets) > 0) & ~decided))
+    assert 0 < len(rows) < 3000
