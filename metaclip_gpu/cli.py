@@ -1,12 +1,12 @@
-"""The ``metaclip-gpu`` command line: ``demo``, ``match``, ``build-index``, ``curate``, ``balance``,
-``report``.
+"""The ``metaclip-gpu`` command line.
 
-``metaclip-gpu demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end;
-``metaclip-gpu match`` runs it on your own metadata and texts (TSV, JSONL or Parquet) and can
-write the matched entry ids to Parquet; ``metaclip-gpu build-index`` compiles and caches the
-index of a metadata file; ``metaclip-gpu curate`` runs the sharded pipeline (match -> count ->
-balance, `metaclip_gpu.curate`) and ``metaclip-gpu balance`` its last stage alone;
-``metaclip-gpu report`` writes the HTML report of a curate run (`metaclip_gpu.report`).
+``demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end; ``curate``
+runs the sharded pipeline (match -> count -> balance, `metaclip_gpu.curate`; ``--worldwide``:
+MetaCLIP 2's, `metaclip_gpu.worldwide`) and writes the report; ``match`` (with an output
+directory), ``count`` and ``balance`` run its stages one at a time, and ``match`` with one
+file shows (and can write) that file's matches; ``report`` (re)writes a run's report;
+``build-index`` compiles and caches the index of a metadata file; ``build-metadata`` makes a
+metadata file from WordNet, corpus n-grams and titles.
 """
 
 from __future__ import annotations
@@ -44,6 +44,36 @@ METADATA_OPTION = click.option(
 BACKEND_OPTION = click.option("--backend", default="auto", show_default=True, type=BACKENDS)
 THREADS_OPTION = click.option(
     "--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]"
+)
+INPUT_SHARDS_OPTION = click.option(
+    "--input",
+    "input_spec",
+    required=True,
+    multiple=True,
+    help="Shards: a directory, a glob (quote it) or a file; repeat for several. Parquet, "
+    "JSONL, TSV (headerless caption, url), CSV or WebDataset .tar.",
+)
+T_OPTION = click.option(
+    "--t",
+    "ts",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several.",
+)
+TARGET_OPTION = click.option(
+    "--target-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Also solve for the t whose expected kept size is this many texts.",
+)
+SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int)
+TEXT_COLUMN_OPTION = click.option(
+    "--text-column", default=None, help="Text column [first of caption, text, alt, ...]."
+)
+KEY_COLUMN_OPTION = click.option(
+    "--key-column",
+    default=None,
+    help="Stable id column for the draws [first of key, url, id, ...; else text hash + row].",
 )
 
 
@@ -268,37 +298,49 @@ def demo(
 @METADATA_OPTION
 @click.option(
     "--input",
-    "input_path",
+    "input_spec",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A shard: TSV (headerless caption, url), CSV, JSONL, Parquet or WebDataset .tar.",
+    multiple=True,
+    help="Shards: a file, a directory or a glob (quote it); repeat for several. TSV "
+    "(headerless caption, url), CSV, JSONL, Parquet or WebDataset .tar.",
 )
 @click.option(
     "--text-column",
-    default="caption",
-    show_default=True,
-    help="The text column of a JSONL or Parquet input (a TSV's text is its first column).",
+    default=None,
+    help="The text column [caption; with an --output directory: first of caption, text, "
+    "alt, ...]. A headerless TSV's text is its first column.",
 )
+@KEY_COLUMN_OPTION
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Write a Parquet file with columns text and entry_ids (list<int32>).",
+    help="A .parquet file: one input's texts and entry_ids. A directory: the curate "
+    "pipeline's match stage alone (matches/ + manifest, resumable), for `count` and "
+    "`balance` to go on from.",
 )
 @BACKEND_OPTION
 @THREADS_OPTION
 def match_cmd(
     metadata: Path,
-    input_path: Path,
-    text_column: str,
+    input_spec: tuple[str, ...],
+    text_column: str | None,
+    key_column: str | None,
     output: Path | None,
     backend: str,
     threads: int | None,
 ) -> None:
-    """Matches the texts of INPUT against METADATA and reports (and optionally writes) the ids."""
+    """Matches the texts of INPUT against METADATA: reports the ids (and writes them to a
+    .parquet file), or runs the match stage of `curate` into an output directory."""
     console = _console()
+    if output is not None and output.suffix != ".parquet":
+        _match_stage(console, metadata, input_spec, output, text_column, key_column, backend)
+        return
+    if key_column is not None:
+        raise click.UsageError("--key-column needs an --output directory (the match stage)")
+    [input_path] = _single_file(input_spec)
     with _step(console, f"reading {input_path.name}"):
-        texts = read_texts(input_path, text_column)
+        texts = read_texts(input_path, text_column or "caption")
     index, build_seconds = _load_index(console, metadata, True)
     res, match_seconds = _run_match(console, texts, index, backend, threads)
     _summary(
@@ -320,6 +362,79 @@ def match_cmd(
             output.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, output)
         console.print(f"wrote {len(table):,} rows (text, entry_ids) to {output}")
+
+
+def _single_file(input_spec: tuple[str, ...]) -> list[Path]:
+    paths = [Path(p) for p in input_spec]
+    if len(paths) != 1 or not paths[0].is_file():
+        raise click.BadParameter(
+            "give one existing file, or an --output directory to match many shards",
+            param_hint="'--input'",
+        )
+    return paths
+
+
+def _match_stage(
+    console: Console,
+    metadata: Path,
+    input_spec: tuple[str, ...],
+    output: Path,
+    text_column: str | None,
+    key_column: str | None,
+    backend: str,
+) -> None:
+    from metaclip_gpu.stages import run_match
+
+    shards = _shards_or_fail(input_spec)
+    try:
+        reports = run_match(
+            shards, metadata, output, options=_read_options(text_column, key_column),
+            backend=backend,
+        )  # fmt: skip
+    except (MetadataError, RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    table = Table(title="metaclip-gpu match (stage)", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row("shards", f"{len(reports):,}")
+    table.add_row("texts read", f"{sum(r.rows for r in reports):,}")
+    for r in reports:
+        if r.error:
+            table.add_row("unreadable shard", f"{r.shard.name}: {r.error}")
+    table.add_row("matches", str(output / "matches"))
+    console.print(table)
+    console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
+
+
+@main.command()
+@click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The metadata the match stage used.",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match stage.",
+)
+def count(metadata: Path, output: Path) -> None:
+    """Counts the match stage's outputs: entry_counts.npy and entry_counts.parquet (stage alone)."""
+    from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET, run_count
+
+    console = _console()
+    try:
+        counts = run_count(output, metadata)
+    except (MetadataError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    table = Table(title="metaclip-gpu count", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row("distinct entries matched", f"{int((counts > 0).sum()):,} of {len(counts):,}")
+    table.add_row("(text, entry) matches", f"{int(counts.sum(dtype=np.uint64)):,}")
+    table.add_row("entry counts", f"{output / COUNTS_NPY}, {output / COUNTS_PARQUET}")
+    console.print(table)
 
 
 @main.command(name="build-index")
@@ -360,36 +475,6 @@ def build_index(metadata: Path, cache_dir: Path | None) -> None:
 
 
 # ---------------------------------------------------------------------- curate / balance
-INPUT_SHARDS_OPTION = click.option(
-    "--input",
-    "input_spec",
-    required=True,
-    multiple=True,
-    help="Shards: a directory, a glob (quote it) or a file; repeat for several. Parquet, "
-    "JSONL, TSV (headerless caption, url), CSV or WebDataset .tar.",
-)
-T_OPTION = click.option(
-    "--t",
-    "ts",
-    multiple=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several.",
-)
-TARGET_OPTION = click.option(
-    "--target-size",
-    type=click.IntRange(1),
-    default=None,
-    help="Also solve for the t whose expected kept size is this many texts.",
-)
-SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int)
-TEXT_COLUMN_OPTION = click.option(
-    "--text-column", default=None, help="Text column [first of caption, text, alt, ...]."
-)
-KEY_COLUMN_OPTION = click.option(
-    "--key-column",
-    default=None,
-    help="Stable id column for the draws [first of key, url, id, ...; else text hash + row].",
-)
 
 
 def _read_options(text_column: str | None, key_column: str | None) -> ReadOptions:

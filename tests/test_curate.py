@@ -253,6 +253,37 @@ def test_cli_curate_end_to_end(cc3m_path, metadata_500k_path, tmp_path) -> None:
     assert not_matched.exit_code != 0 and "match" in not_matched.output
 
 
+def test_cli_match_count_balance_one_stage_at_a_time_equal_curate(
+    cc3m_path, metadata_500k_path, tmp_path
+) -> None:
+    split_lines(cc3m_path, tmp_path / "shards", 3, limit=3000)
+    runner = CliRunner(env={"COLUMNS": "400"})
+    shards, meta = str(tmp_path / "shards"), str(metadata_500k_path)
+    whole, staged = tmp_path / "whole", tmp_path / "staged"
+    curated = runner.invoke(
+        main, ["curate", "--metadata", meta, "--input", shards, "--output", str(whole),
+               "--t", "20", "--no-report"],
+    )  # fmt: skip
+    assert curated.exit_code == 0, curated.output
+    steps = [
+        ["match", "--metadata", meta, "--input", shards, "--output", str(staged)],
+        ["count", "--metadata", meta, "--output", str(staged)],
+        ["balance", "--input", shards, "--output", str(staged), "--t", "20"],
+    ]
+    for step in steps:
+        result = runner.invoke(main, step)
+        assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(
+        np.load(staged / "entry_counts.npy"), np.load(whole / "entry_counts.npy")
+    )
+    for name in sorted(p.name for p in curated_dir(whole, 20).glob("*.parquet")):
+        assert pq.read_table(curated_dir(staged, 20) / name).equals(
+            pq.read_table(curated_dir(whole, 20) / name)
+        )
+    one_file = runner.invoke(main, ["match", "--metadata", meta, "--input", shards])
+    assert one_file.exit_code != 0 and "--output directory" in one_file.output
+
+
 def test_without_a_key_column_the_text_and_row_fallback_is_used(cc3m_path, tmp_path) -> None:
     """Caption-only shards: stable across reruns and batch sizes (not across splits)."""
     lines = cc3m_path.read_bytes().split(b"\n")[:1500]
