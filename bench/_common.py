@@ -6,6 +6,7 @@ import os
 import platform
 import resource
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -71,3 +72,15 @@ def read_cc3m_rows(path: Path) -> tuple[list[str], list[str]]:
         captions.append(caption)
         urls.append(url)
     return captions, urls
+
+
+def build_automaton(spaced_keys: Iterable[str]):
+    """MetaCLIP's matcher: a pyahocorasick automaton over the spaced entries (``" " + e + " "``
+    for MetaCLIP 1, ``get_spaced_metadata`` for MetaCLIP 2), each key's value ``(id, key)``."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for idx, key in enumerate(spaced_keys):
+        automaton.add_word(key, (idx, key))
+    automaton.make_automaton()
+    return automaton

@@ -46,6 +46,7 @@ from _common import (
     CC3M_FILE,
     METADATA_FILE,
     available_cores,
+    build_automaton,
     cpu_model,
     find_data_dir,
     missing_data_message,
@@ -56,7 +57,7 @@ from _common import (
 from metaclip_gpu import MetadataIndex
 from metaclip_gpu.curate import run_curate
 from metaclip_gpu.metadata import load_metadata
-from metaclip_gpu.reference import spacing
+from metaclip_gpu.reference import spaced_entries, spacing
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_curate.json"
 
@@ -79,14 +80,6 @@ def write_shards(data_dir: Path, out: Path, copies: int, n_shards: int) -> int:
 
 
 # ----------------------------------------------------------------------------- reference style
-def build_automaton(entries: list[str]):
-    import ahocorasick
-
-    automaton = ahocorasick.Automaton()
-    for idx, key in enumerate(entries):
-        automaton.add_word(f" {key} ", (idx, key))
-    automaton.make_automaton()
-    return automaton
 
 
 def reference_curate(shards: list[Path], automaton, n_entries: int, t: float, out: Path):
@@ -215,7 +208,7 @@ def run(args, console: Console, metadata: Path, data_dir: Path, scratch: Path) -
 
     entries = load_metadata(metadata)
     started = time.perf_counter()
-    automaton = build_automaton(entries)
+    automaton = build_automaton(spaced_entries(entries))
     automaton_s = time.perf_counter() - started
     ref_seconds, ref_counts, ref_kept = reference_curate(
         shards, automaton, len(entries), args.t, scratch / "reference"

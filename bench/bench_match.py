@@ -55,6 +55,7 @@ from _common import (  # noqa: E402  (bench/_common.py, beside this script)
     METADATA_FILE,
     REPO_ROOT,
     available_cores,
+    build_automaton,
     cpu_model,
     find_data_dir,
     missing_data_message,
@@ -65,18 +66,9 @@ from _common import (  # noqa: E402  (bench/_common.py, beside this script)
 
 from metaclip_gpu import MetadataIndex, match  # noqa: E402
 from metaclip_gpu.metadata import load_metadata  # noqa: E402
-from metaclip_gpu.reference import spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
-
+from metaclip_gpu.reference import spaced_entries, spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
 
 # ----------------------------------------------------------------------------- MetaCLIP's path
-def build_automaton(entries: list[str]):
-    import ahocorasick
-
-    automaton = ahocorasick.Automaton()
-    for idx, key in enumerate(entries):
-        automaton.add_word(f" {key} ", (idx, key))
-    automaton.make_automaton()
-    return automaton
 
 
 def aho_match(automaton, texts: list[str]) -> list[list[int]]:
@@ -311,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ------------------------------------------------------------------ pyahocorasick
     started = time.perf_counter()
-    automaton = build_automaton(entries)
+    automaton = build_automaton(spaced_entries(entries))
     aho_build_s = time.perf_counter() - started
     phase("automaton built")
     console.print(f"pyahocorasick automaton build: {aho_build_s:.2f} s; matching {aho_n:,} texts")

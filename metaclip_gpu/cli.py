@@ -511,8 +511,9 @@ def _balance_rows(table: Table, per_t: list[dict[str, Any]]) -> None:
         )
 
 
-def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title="metaclip-gpu curate", show_header=False, title_justify="left")
+def _read_table(title: str, summary: dict[str, Any]) -> Table:
+    """A two-column figures table opened with the summary's reading figures (`read_figures`)."""
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value")
     table.add_row(
@@ -524,6 +525,11 @@ def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
         "rows skipped",
         ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
     )
+    return table
+
+
+def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = _read_table("metaclip-gpu curate", summary)
     table.add_row("null texts", f"{summary['null_texts']:,}")
     for bad in summary["shards_unreadable"]:
         table.add_row("unreadable shard", f"{bad['shard']}: {bad['error']}")
@@ -578,18 +584,7 @@ def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -
 
 
 def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title="metaclip-gpu curate --worldwide", show_header=False, title_justify="left")
-    table.add_column("figure", style="bold")
-    table.add_column("value")
-    table.add_row(
-        "shards", f"{summary['shards']:,} ({summary['shards_matched_this_run']:,} matched this run)"
-    )
-    table.add_row("texts read", f"{summary['texts_read']:,}")
-    skipped = summary["skipped"]
-    table.add_row(
-        "rows skipped",
-        ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
-    )
+    table = _read_table("metaclip-gpu curate --worldwide", summary)
     table.add_row(
         f"unknown language ({summary['unknown_language_policy']})",
         f"{summary['unknown_language']:,}",

@@ -634,6 +634,25 @@ def _balance_dask(
 
 
 # ---------------------------------------------------------------------- the whole pipeline
+def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, Any]:
+    """The summary's figures of the match stage's reading: shards (unreadable ones with their
+    error, those matched by this run), texts read, rows skipped by reason, null texts."""
+    skipped: Counter[str] = Counter()
+    for report in reports:
+        skipped.update(report.skipped)
+    return {
+        "input": [str(s.path) for s in shards],
+        "shards": len(shards),
+        "shards_unreadable": [
+            {"shard": r.shard.name, "error": r.error} for r in reports if r.error
+        ],
+        "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
+        "texts_read": sum(r.rows for r in reports),
+        "skipped": dict(sorted(skipped.items())),
+        "null_texts": sum(r.null_texts for r in reports),
+    }
+
+
 def run_curate(
     shards_spec: Any,
     metadata_path: str | os.PathLike[str] | MetadataIndex,
@@ -710,18 +729,8 @@ def run_curate(
     seconds["balance"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
 
-    skipped: Counter[str] = Counter()
-    for report in reports:
-        skipped.update(report.skipped)
-    unreadable = [{"shard": r.shard.name, "error": r.error} for r in reports if r.error]
     summary: dict[str, Any] = {
-        "input": [str(s.path) for s in shards],
-        "shards": len(shards),
-        "shards_unreadable": unreadable,
-        "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
-        "texts_read": sum(r.rows for r in reports),
-        "skipped": dict(sorted(skipped.items())),
-        "null_texts": sum(r.null_texts for r in reports),
+        **read_figures(shards, reports),
         "matched": balance["ts"][0]["matched"],
         "metadata_entries": len(index),
         "distinct_entries_matched": balance["distinct_entries_matched"],

@@ -41,7 +41,6 @@ import math
 import os
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +67,7 @@ from metaclip_gpu.curate import (
     curated_table,
     iter_keyed_matches,
     match_records,
+    read_figures,
     shard_list,
     t_label,
     write_parquet,
@@ -469,9 +469,6 @@ def _summary(
     seed: int,
     backend: str,
 ) -> dict[str, Any]:
-    skipped: Counter[str] = Counter()
-    for report in reports:
-        skipped.update(report.skipped)
     languages: dict[str, Any] = {}
     for lang in langs.languages:
         per_shard = [f.languages[lang] for f in shard_figures if lang in f.languages]
@@ -526,15 +523,7 @@ def _summary(
     ]
     return {
         "worldwide": True,
-        "input": [str(s.path) for s in shards],
-        "shards": len(shards),
-        "shards_unreadable": [
-            {"shard": r.shard.name, "error": r.error} for r in reports if r.error
-        ],
-        "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
-        "texts_read": sum(r.rows for r in reports),
-        "skipped": dict(sorted(skipped.items())),
-        "null_texts": sum(r.null_texts for r in reports),
+        **read_figures(shards, reports),
         "unknown_language": sum(f.unknown_language for f in shard_figures),
         "unknown_language_policy": langs.unknown,
         "matched": ts[0]["matched"],
