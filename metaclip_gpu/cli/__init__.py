@@ -1,0 +1,32 @@
+"""The ``metaclip-gpu`` command line.
+
+``demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end; ``curate``
+runs the sharded pipeline (match -> count -> balance, `metaclip_gpu.curate`; ``--worldwide``:
+MetaCLIP 2's, `metaclip_gpu.worldwide`) and writes the report; ``match`` (with an output
+directory), ``count`` and ``balance`` run its stages one at a time, and ``match`` with one
+file shows (and can write) that file's matches; ``report`` (re)writes a run's report;
+``build-index`` compiles and caches the index of a metadata file; ``build-metadata`` makes a
+metadata file from WordNet, corpus n-grams and titles.
+"""
+
+from __future__ import annotations
+
+import click
+
+from metaclip_gpu import __version__
+from metaclip_gpu.cli.building import build_metadata_cmd
+from metaclip_gpu.cli.curating import balance, curate, demo, report
+from metaclip_gpu.cli.matching import build_index, count, match_cmd
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="metaclip-gpu")
+def main() -> None:
+    """MetaCLIP data curation: metadata sub-string matching, counting and balancing, on the
+    GPU or the CPU."""
+
+
+for command in (demo, curate, match_cmd, count, balance, report, build_index, build_metadata_cmd):
+    main.add_command(command)

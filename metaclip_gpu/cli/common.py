@@ -1,0 +1,100 @@
+"""What the commands share: options, the console, reading options and the input shards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from metaclip_gpu.read import ReadOptions
+
+BACKENDS = click.Choice(["auto", "cpu", "gpu"])
+
+# Options shared by several commands.
+METADATA_OPTION = click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of strings, or one entry per line.",
+)
+BACKEND_OPTION = click.option("--backend", default="auto", show_default=True, type=BACKENDS)
+THREADS_OPTION = click.option(
+    "--threads", default=None, type=click.IntRange(1), help="CPU threads [all cores]"
+)
+INPUT_SHARDS_OPTION = click.option(
+    "--input",
+    "input_spec",
+    required=True,
+    multiple=True,
+    help="Shards: a directory, a glob (quote it) or a file; repeat for several. Parquet, "
+    "JSONL, TSV (headerless caption, url), CSV or WebDataset .tar.",
+)
+T_OPTION = click.option(
+    "--t",
+    "ts",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several.",
+)
+TARGET_OPTION = click.option(
+    "--target-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Also solve for the t whose expected kept size is this many texts.",
+)
+SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int)
+TEXT_COLUMN_OPTION = click.option(
+    "--text-column", default=None, help="Text column [first of caption, text, alt, ...]."
+)
+KEY_COLUMN_OPTION = click.option(
+    "--key-column",
+    default=None,
+    help="Stable id column for the draws [first of key, url, id, ...; else text hash + row].",
+)
+
+
+def make_console() -> Console:
+    """A console on the current stdout (rich reads ``sys.stdout`` when printing)."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=120)
+    return console
+
+
+@contextmanager
+def step(console: Console, description: str) -> Iterator[None]:
+    """A transient spinner with the elapsed time while a long step runs."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
+
+
+def read_options(text_column: str | None, key_column: str | None) -> ReadOptions:
+    return ReadOptions(text_column=text_column, key_column=key_column)
+
+
+def check_ts(ts: tuple[float, ...], target_size: int | None) -> None:
+    if not ts and target_size is None:
+        raise click.UsageError("give --t (one or more) or --target-size")
+
+
+def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
+    from metaclip_gpu.read import find_shards
+
+    try:
+        return find_shards(list(input_spec))
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="'--input'") from err

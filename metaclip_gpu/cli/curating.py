@@ -1,0 +1,474 @@
+"""``demo``, ``curate`` (and ``--worldwide``), ``balance``, ``report``: the pipeline's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from metaclip_gpu.balance import keep_probability
+from metaclip_gpu.cli.common import (
+    BACKEND_OPTION,
+    INPUT_SHARDS_OPTION,
+    KEY_COLUMN_OPTION,
+    SEED_OPTION,
+    T_OPTION,
+    TARGET_OPTION,
+    TEXT_COLUMN_OPTION,
+    THREADS_OPTION,
+    check_ts,
+    make_console,
+    read_options,
+    shards_or_fail,
+    step,
+)
+from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.read import ShardError
+
+
+@click.command()
+@click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
+@click.option("--shards", "n_shards", default=8, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--output",
+    default=Path("demo-run"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the synthetic input (input/) and the curate run's outputs go.",
+)
+@click.option(
+    "--t",
+    "ts",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=(100.0, 1000.0),
+    show_default=True,
+    help="Balancing threshold(s).",
+)
+@BACKEND_OPTION
+@THREADS_OPTION
+@click.option("--seed", default=0, show_default=True, type=int)
+def demo(
+    n_texts: int,
+    n_shards: int,
+    output: Path,
+    ts: tuple[float, ...],
+    backend: str,
+    threads: int | None,
+    seed: int,
+) -> None:
+    """Curates a SYNTHETIC pool end to end (no files needed): the `curate` command's run."""
+    from metaclip_gpu.curate import run_curate
+
+    console = make_console()
+    try:
+        from metaclip_gpu.synthetic import write_pool
+
+        with step(console, f"writing {n_texts:,} synthetic alt-texts in {n_shards} shards"):
+            metadata_path, shards_dir = write_pool(output / "input", n_texts, n_shards, seed)
+    except ImportError as err:
+        raise click.ClickException(str(err)) from err
+    console.print(
+        "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
+        f"wordfreq package (metaclip_gpu.synthetic), not real data: {output / 'input'}"
+    )
+    try:
+        summary = run_curate(
+            shards_dir,
+            metadata_path,
+            output,
+            ts=list(ts),
+            seed=seed,
+            backend=backend,
+            threads=threads,
+        )
+    except (MetadataError, RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    _print_curate_summary(console, summary)
+    _write_report(console, output, required=False)
+    console.print(
+        "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
+        "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
+    )
+
+
+def _balance_rows(table: Table, per_t: list[dict[str, Any]]) -> None:
+    for f in per_t:
+        label = f"t = {f['t']:,.6g}" + (" (solved)" if f.get("solved") else "")
+        matched = f["matched"]
+        kept_share = f["kept"] / matched if matched else 0.0
+        table.add_row(
+            f"kept, {label}",
+            f"{f['kept']:,} ({kept_share:.1%} of matched; expected {f['expected_kept']:,.1f})",
+        )
+        table.add_row(
+            f"  head entries (count > t), {label}",
+            f"{f['head_entries']:,} ({f['head_entry_share']:.1%} of matched entries, "
+            f"{f['head_match_share']:.1%} of matches)",
+        )
+
+
+def _read_table(title: str, summary: dict[str, Any]) -> Table:
+    """A two-column figures table opened with the summary's reading figures (`read_figures`)."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    table.add_row(
+        "shards", f"{summary['shards']:,} ({summary['shards_matched_this_run']:,} matched this run)"
+    )
+    table.add_row("texts read", f"{summary['texts_read']:,}")
+    skipped = summary["skipped"]
+    table.add_row(
+        "rows skipped",
+        ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
+    )
+    return table
+
+
+def _print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = _read_table("metaclip-gpu curate", summary)
+    table.add_row("null texts", f"{summary['null_texts']:,}")
+    for bad in summary["shards_unreadable"]:
+        table.add_row("unreadable shard", f"{bad['shard']}: {bad['error']}")
+    texts = summary["texts_read"]
+    share = summary["matched"] / texts if texts else 0.0
+    table.add_row("matched texts", f"{summary['matched']:,} ({share:.1%})")
+    table.add_row(
+        "distinct entries matched",
+        f"{summary['distinct_entries_matched']:,} of {summary['metadata_entries']:,}",
+    )
+    _balance_rows(table, summary["ts"])
+    seconds = summary["seconds"]
+    table.add_row(
+        "seconds",
+        ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()),
+    )
+    if summary["shards_matched_this_run"] and seconds.get("match", 0) > 0:
+        table.add_row("read + match rate", f"{texts / seconds['match']:,.0f} texts/s")
+    outputs = summary["outputs"]
+    table.add_row("matches", outputs["matches"])
+    table.add_row(
+        "entry counts", f"{outputs['entry_counts_npy']}, {outputs['entry_counts_parquet']}"
+    )
+    for label, path in outputs["curated"].items():
+        table.add_row(f"curated shards ({label})", path)
+    table.add_row("summary", outputs["summary"])
+    console.print(table)
+    _print_top_entries(console, summary)
+
+
+def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -> None:
+    """The `n` most matched entries (from ``entry_counts.parquet``) and their keep chance."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts = pq.read_table(summary["outputs"]["entry_counts_parquet"])
+    top = counts.take(pc.select_k_unstable(counts, n, [("count", "descending")]))
+    ts = [f["t"] for f in summary["ts"]]
+    table = Table(title="most matched entries", title_justify="left")
+    table.add_column("entry id", justify="right")
+    table.add_column("entry")
+    table.add_column("texts", justify="right")
+    for t in ts:
+        table.add_column(f"keep p, t = {t:,.6g}", justify="right")
+    top = top.filter(pc.greater(top.column("count"), 0))
+    top_counts = top.column("count").to_numpy()
+    keep = [keep_probability(top_counts, t) for t in ts]
+    for i, row in enumerate(top.to_pylist()):
+        probs = [f"{p[i]:.3f}" for p in keep]
+        table.add_row(str(row["entry_id"]), repr(row["entry"]), f"{row['count']:,}", *probs)
+    console.print(table)
+
+
+def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = _read_table("metaclip-gpu curate --worldwide", summary)
+    table.add_row(
+        f"unknown language ({summary['unknown_language_policy']})",
+        f"{summary['unknown_language']:,}",
+    )
+    for bad in summary["shards_unreadable"]:
+        table.add_row("unreadable shard", f"{bad['shard']}: {bad['error']}")
+    for f in summary["ts"]:
+        table.add_row(
+            f"t_en = {f['t']:,.6g}",
+            f"tail share p = {f['tail_share']:.4f}; {f['samples']:,} images with a matched "
+            f"text, {f['kept']:,} kept (expected {f['expected_kept']:,.1f})",
+        )
+    seconds = summary["seconds"]
+    table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    for label, path in summary["outputs"]["curated"].items():
+        table.add_row(f"curated shards ({label})", path)
+    table.add_row("entry probabilities", summary["outputs"]["entry_probs"])
+    table.add_row("summary", summary["outputs"]["summary"])
+    console.print(table)
+
+    labels = list(summary["outputs"]["curated"])
+    per_lang = Table(title="per language", title_justify="left")
+    for name in ("language", "texts", "matched", "images"):
+        per_lang.add_column(name, justify="left" if name == "language" else "right")
+    for label in labels:
+        per_lang.add_column(f"t ({label})", justify="right")
+        per_lang.add_column(f"kept ({label})", justify="right")
+    for lang, f in summary["languages"].items():
+        cells = [lang, f"{f['texts']:,}", f"{f['matched']:,}", f"{f['samples']:,}"]
+        for label in labels:
+            t = f["t"][label]
+            cells += ["-" if t is None else f"{t:,.6g}", f"{f['kept'][label]:,}"]
+        per_lang.add_row(*cells)
+    console.print(per_lang)
+
+
+@click.command()
+@click.option(
+    "--metadata",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="JSON list of strings, or one entry per line; with --worldwide a directory of "
+    "<lang>.json files or one JSON object {lang: [entries]}.",
+)
+@INPUT_SHARDS_OPTION
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
+)
+@T_OPTION
+@TARGET_OPTION
+@SEED_OPTION
+@TEXT_COLUMN_OPTION
+@KEY_COLUMN_OPTION
+@BACKEND_OPTION
+@THREADS_OPTION
+@click.option(
+    "--cluster",
+    type=click.Choice(["local"]),
+    default=None,
+    help="Run the per-shard work on a dask cluster started here: distributed.LocalCluster "
+    "on CPU, dask_cuda.LocalCUDACluster (one worker per GPU) with --backend gpu.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Workers of --cluster local [CPU: dask's default; GPU: one per GPU]. Each worker "
+    "matches with --threads threads [1].",
+)
+@click.option(
+    "--scheduler-address",
+    default=None,
+    help="Join a running dask cluster (tcp://host:8786), e.g. `dask scheduler` plus "
+    "`dask worker`/`dask cuda worker` on each node; paths must be shared.",
+)
+@click.option(
+    "--rmm-pool-size",
+    default=None,
+    help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
+)
+@click.option(
+    "--no-report",
+    is_flag=True,
+    help="Do not write OUTPUT/report/ (index.html and PNGs; `metaclip-gpu report` does later).",
+)
+@click.option(
+    "--worldwide",
+    is_flag=True,
+    help="MetaCLIP 2: per-language metadata, counts and t (--t is then t_en, default "
+    "170000), one text per image.",
+)
+@click.option("--lang-column", default=None, help="--worldwide: [first of lang, language, lid].")
+@click.option(
+    "--image-column",
+    default=None,
+    help="--worldwide: rows with the same value are one image's alt-texts [the key column].",
+)
+@click.option(
+    "--unknown-language",
+    type=click.Choice(["skip", "other"]),
+    default="skip",
+    show_default=True,
+    help="--worldwide: texts of a language without metadata are skipped (and counted) or "
+    "matched against the 'other' metadata.",
+)
+def curate(
+    metadata: Path,
+    input_spec: tuple[str, ...],
+    output: Path,
+    ts: tuple[float, ...],
+    target_size: int | None,
+    seed: int,
+    text_column: str | None,
+    key_column: str | None,
+    backend: str,
+    threads: int | None,
+    cluster: str | None,
+    workers: int | None,
+    scheduler_address: str | None,
+    rmm_pool_size: str | None,
+    no_report: bool,
+    worldwide: bool,
+    lang_column: str | None,
+    image_column: str | None,
+    unknown_language: str,
+) -> None:
+    """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
+    the report (OUTPUT/report/index.html)."""
+    from metaclip_gpu.cluster import close_client, make_client
+    from metaclip_gpu.curate import run_curate
+
+    if worldwide:
+        if target_size is not None:
+            raise click.UsageError("--target-size is not available with --worldwide")
+    else:
+        check_ts(ts, target_size)
+        if lang_column or image_column or unknown_language != "skip":
+            raise click.UsageError(
+                "--lang-column, --image-column and --unknown-language need --worldwide"
+            )
+    if cluster and scheduler_address:
+        raise click.UsageError("give --cluster or --scheduler-address, not both")
+    if rmm_pool_size is not None and not (cluster and backend == "gpu"):
+        raise click.UsageError("--rmm-pool-size needs --cluster local --backend gpu")
+    console = make_console()
+    shards = shards_or_fail(input_spec)
+    try:
+        client = make_client(
+            cluster=cluster,
+            scheduler_address=scheduler_address,
+            workers=workers,
+            backend=backend,
+            threads_per_worker=threads or 1,
+            rmm_pool_size=rmm_pool_size,
+        )
+    except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
+        raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
+    try:
+        if worldwide:
+            from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
+
+            summary = run_worldwide(
+                shards,
+                metadata,
+                output,
+                options=read_options(text_column, key_column),
+                t_en=list(ts) or [DEFAULT_T_EN],
+                seed=seed,
+                lang_column=lang_column,
+                image_column=image_column,
+                unknown=unknown_language,  # type: ignore[arg-type]
+                backend=backend,
+                threads=threads,
+                client=client,
+            )
+        else:
+            summary = run_curate(
+                shards,
+                metadata,
+                output,
+                options=read_options(text_column, key_column),
+                ts=list(ts),
+                target_size=target_size,
+                seed=seed,
+                backend=backend,
+                threads=threads,
+                client=client,
+            )
+    except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
+        raise click.ClickException(str(err)) from err
+    finally:
+        close_client(client)
+    if worldwide:
+        _print_worldwide_summary(console, summary)
+    else:
+        _print_curate_summary(console, summary)
+    if not no_report:
+        _write_report(console, output, required=False)
+
+
+@click.command()
+@INPUT_SHARDS_OPTION
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match and count stages.",
+)
+@T_OPTION
+@TARGET_OPTION
+@SEED_OPTION
+@TEXT_COLUMN_OPTION
+@KEY_COLUMN_OPTION
+@BACKEND_OPTION
+def balance(
+    input_spec: tuple[str, ...],
+    output: Path,
+    ts: tuple[float, ...],
+    target_size: int | None,
+    seed: int,
+    text_column: str | None,
+    key_column: str | None,
+    backend: str,
+) -> None:
+    """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT."""
+    from metaclip_gpu.curate import run_balance
+
+    check_ts(ts, target_size)
+    console = make_console()
+    shards = shards_or_fail(input_spec)
+    try:
+        result = run_balance(
+            output,
+            shards,
+            options=read_options(text_column, key_column),
+            ts=list(ts),
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+        )
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    table = Table(title="metaclip-gpu balance", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    per_t = result["ts"]
+    table.add_row("texts", f"{per_t[0]['texts']:,}")
+    table.add_row("matched texts", f"{per_t[0]['matched']:,}")
+    table.add_row("distinct entries matched", f"{result['distinct_entries_matched']:,}")
+    _balance_rows(table, per_t)
+    for f in per_t:
+        table.add_row(f"curated shards ({f['t']:,.6g})", f["output"])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- report
+def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
+    """Writes the report of `run_dir` and prints where it is. Without matplotlib/jinja2 (the
+    ``report`` extra) this fails when `required`, else prints how to get the report later."""
+    try:
+        from metaclip_gpu.report import write_report
+    except ImportError as err:
+        hint = f"the report needs the 'report' extra ({err}): pip install 'metaclip-gpu[report]'"
+        if required:
+            raise click.ClickException(hint) from err
+        console.print(f"no report: {hint}, then metaclip-gpu report {run_dir}")
+        return
+    with step(console, "writing the report"):
+        index = write_report(run_dir)
+    console.print(f"report: {index}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""
+    from metaclip_gpu.curate import SUMMARY_NAME
+
+    if not (run_dir / SUMMARY_NAME).is_file():
+        raise click.BadParameter(
+            f"{run_dir / SUMMARY_NAME} not found: not the output folder of metaclip-gpu curate",
+            param_hint="'RUN_DIR'",
+        )
+    _write_report(make_console(), run_dir, required=True)
