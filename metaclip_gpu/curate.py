@@ -66,6 +66,7 @@ from metaclip_gpu.stages import (
     COUNTS_PARQUET,
     MATCHES_DIR,
     _progress,
+    delay_hook,
     output_name,
     run_count,
     run_match,
@@ -404,6 +405,7 @@ def balance_shard(
         else:  # a shard with no rows
             table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
         figures.kept[t] = table.num_rows
+        delay_hook()
         write_parquet(table, outputs[t])
     return figures
 

@@ -20,7 +20,8 @@ output, and the run goes on. Other exceptions (bugs, out of memory) propagate.
 
 Test hook: when the environment variable ``METACLIP_GPU_TEST_SHARD_DELAY`` holds a number of
 seconds, `match_shard` sleeps half of it before renaming its output and half after, before the
-manifest record, so a test can kill a run at the interesting moments. Unset in normal use.
+manifest record, and the balance stage half before writing each curated file, so a test can
+kill a run at the interesting moments. Unset in normal use.
 
 `count_matches` adds up `count.entry_counts` of each output's flattened ``entry_ids`` (only
 that column is read, one batch at a time); `run_count` saves ``entry_counts.npy`` (MetaCLIP's
@@ -153,7 +154,8 @@ def _empty_table() -> pa.Table:
     )
 
 
-def _test_delay() -> None:
+def delay_hook() -> None:
+    """Sleeps half of ``$METACLIP_GPU_TEST_SHARD_DELAY`` seconds when it is set (module doc)."""
     value = os.environ.get(DELAY_ENV)
     if value:
         time.sleep(float(value) / 2)
@@ -255,7 +257,7 @@ def match_shard_output(
             if report.error is None:
                 sink.flush()
                 os.fsync(sink.fileno())
-                _test_delay()
+                delay_hook()
                 os.replace(tmp, final)
                 renamed = True
                 _fsync_dir(matches_dir)
@@ -265,7 +267,7 @@ def match_shard_output(
     if report.error is not None:
         final.unlink(missing_ok=True)  # an output of an earlier version of this input
     else:
-        _test_delay()
+        delay_hook()
         report.output = final
     report.seconds = time.perf_counter() - start
     record = ShardRecord(

@@ -319,3 +319,48 @@ def test_gpu_balance_equals_cpu(base, tmp_path) -> None:
     run_balance(work, shards, ts=TS, seed=0, backend="gpu", progress=False)
     for t in TS:
         assert curated_rows(work, t) == curated_rows(out, t)
+
+
+# ---------------------------------------------------------------------- crash and resume
+def test_curate_killed_in_the_balance_stage_resumes_to_the_same_result(
+    base, metadata_500k_path: Path, tmp_path: Path
+) -> None:
+    """SIGKILL `curate` once the balance stage has written some curated files (the delay hook
+    holds each file 0.3 s), rerun it: the same curated set as the uninterrupted run, no
+    temporary file left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from metaclip_gpu.stages import DELAY_ENV
+
+    shards, clean, _ = base
+    killed = tmp_path / "killed"
+    code = (
+        "import sys; from metaclip_gpu.curate import run_curate; "
+        f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, seed=0, progress=False)"
+    )
+    env = {**os.environ, DELAY_ENV: "0.6"}  # match: 0.3 s before and after each rename
+    args = [sys.executable, "-c", code, str(shards), str(metadata_500k_path), str(killed)]
+    proc = subprocess.Popen(args, env=env)
+    first_t = curated_dir(killed, TS[0])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(first_t.glob("*.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    written = sum(len(list(curated_dir(killed, t).glob("*.parquet"))) for t in TS)
+    assert 1 <= written < 4 * len(TS)  # killed part-way through the balance stage
+
+    summary = curate(shards, metadata_500k_path, killed)
+    for t in TS:
+        assert curated_rows(killed, t) == curated_rows(clean, t)
+    assert [f["kept"] for f in summary["ts"]] == [len(curated_rows(clean, t)) for t in TS]
+    assert not [p for p in killed.rglob("*") if ".tmp-" in p.name]
