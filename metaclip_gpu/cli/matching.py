@@ -125,7 +125,7 @@ def _summary(
 # ---------------------------------------------------------------------- input files
 def read_texts(path: Path, text_column: str) -> pa.ChunkedArray:
     """The text column of one shard (TSV: headerless ``caption, url`` like CC3M; JSONL, Parquet,
-    CSV or a WebDataset tar: the `text_column`), read by the pipeline's reader (read.py)."""
+    CSV or a WebDataset tar: the `text_column`), read by the pipeline's reader."""
     try:
         table = read_table([path], ReadOptions(text_column=text_column))
     except ShardError as err:
