@@ -45,6 +45,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,11 @@ from metaclip_gpu.stages import (
     COUNTS_NPY,
     COUNTS_PARQUET,
     MATCHES_DIR,
+    SHARDS_IN_FLIGHT,
     _progress,
     delay_hook,
     output_name,
+    remove_stale_tmp,
     run_count,
     run_match,
 )
@@ -344,8 +347,10 @@ def _balance_digest(
 
 
 def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
-    """Creates the folder of one t; deletes its Parquet files when they are of another config."""
+    """Creates the folder of one t; deletes what a killed run left half-written there, and its
+    Parquet files when they are of another config."""
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(directory)
     config_path = directory / BALANCE_CONFIG
     try:
         old = json.loads(config_path.read_text())
@@ -514,39 +519,37 @@ def run_balance(
         digest = _balance_digest(seed, t, counts, records, options)
         _prepare_t_dir(directories[t], digest, seed, t)
 
-    shard_figures: list[ShardFigures] = []
-    with _progress(progress) as bar:
+    in_flight = SHARDS_IN_FLIGHT if xp is np else 1
+    with _progress(progress) as bar, ThreadPoolExecutor(in_flight) as pool:
         task = bar.add_task("balance", total=len(shards), rows=0)
-        rows = 0
         todo: list[tuple[Shard, Path, dict[float, Path]]] = []
         for shard in shards:
             record = records[shard.name]
             if record.output is None:  # unreadable at match time: nothing to curate
-                bar.update(task, advance=1, rows=rows)
+                bar.update(task, advance=1)
                 continue
-            match_file = out_dir / record.output
             outputs = {t: directories[t] / output_name(shard.name) for t in t_list}
-            if client is not None:
-                todo.append((shard, match_file, outputs))
-                continue
-            figures = _shard_figures(
-                shard,
-                match_file,
-                device_counts,
-                counts,
-                t_list,
-                seed,
-                outputs,
-                options=options,
-                xp=xp,
-            )
-            shard_figures.append(figures)
-            rows += figures.texts
-            bar.update(task, advance=1, rows=rows)
-        if todo:
+            todo.append((shard, out_dir / record.output, outputs))
+        if client is not None:
             shard_figures = _balance_dask(
                 client, todo, counts, t_list, seed, options, backend, bar, task
             )
+        else:  # in process: shards in order, two at once on the CPU (stages.SHARDS_IN_FLIGHT)
+            shard_figures = []
+            rows = 0
+
+            def one(item: tuple[Shard, Path, dict[float, Path]]) -> ShardFigures:
+                shard, match_file, outputs = item
+                return _shard_figures(
+                    shard, match_file, device_counts, counts, t_list, seed, outputs,
+                    options=options, xp=xp,
+                )  # fmt: skip
+
+            results = pool.map(one, todo)
+            for figures in results:
+                shard_figures.append(figures)
+                rows += figures.texts
+                bar.update(task, advance=1, rows=rows)
 
     matched_entries = counts > 0
     distinct = int(matched_entries.sum())

@@ -75,7 +75,14 @@ from metaclip_gpu.curate import (
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
 from metaclip_gpu.languages import ENGLISH, LanguageIndexes, UnknownLanguage
 from metaclip_gpu.read import ReadOptions, Shard, ShardError
-from metaclip_gpu.stages import COUNTS_PARQUET, MATCHES_DIR, _progress, output_name, run_match
+from metaclip_gpu.stages import (
+    COUNTS_PARQUET,
+    MATCHES_DIR,
+    _progress,
+    output_name,
+    remove_stale_tmp,
+    run_match,
+)
 
 COUNTS_DIR = "entry_counts"
 PROBS_DIR = "entry_probs"
@@ -415,6 +422,7 @@ def _balance_all(
     dirs = {t: out_dir / CURATED_DIR / t_en_label(t) for t in probs}
     for folder in dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(folder)
     todo = []
     for shard in shards:
         record = records[shard.name]
