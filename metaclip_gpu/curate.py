@@ -36,6 +36,7 @@ texts on one machine; the dask step will reduce it per partition.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -237,6 +238,13 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
     return table.filter(pa.array(mask, pa.bool_()))
 
 
+def write_json(path: Path, payload: Any) -> None:
+    """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def write_parquet(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
@@ -361,9 +369,7 @@ def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
     for path in directory.iterdir():
         if path.name.endswith(".parquet") or ".parquet.tmp-" in path.name:
             path.unlink(missing_ok=True)
-    tmp = config_path.with_name(f"{BALANCE_CONFIG}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"digest": digest, "seed": int(seed), "t": float(t)}, indent=1))
-    os.replace(tmp, config_path)
+    write_json(config_path, {"digest": digest, "seed": int(seed), "t": float(t)})
 
 
 def balance_shard(
@@ -639,6 +645,25 @@ def _balance_dask(
 
 
 # ---------------------------------------------------------------------- the whole pipeline
+class StageTimer:
+    """Wall seconds per stage of a run (`stage`), and with `finish` the total since creation."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+    def finish(self) -> dict[str, float]:
+        """Each stage's seconds and ``total``, rounded to milliseconds."""
+        seconds = {**self.seconds, "total": time.perf_counter() - self.started}
+        return {k: round(v, 3) for k, v in seconds.items()}
+
+
 def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, Any]:
     """The summary's figures of the match stage's reading: shards (unreadable ones with their
     error, those matched by this run), texts read, rows skipped by reason, null texts."""
@@ -688,51 +713,45 @@ def run_curate(
     options = options or ReadOptions()
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
-    started = time.perf_counter()
-    seconds: dict[str, float] = {}
+    timer = StageTimer()
 
-    t0 = time.perf_counter()
-    if isinstance(metadata_path, MetadataIndex):
-        index = metadata_path
-    elif client is not None:
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        index = MetadataIndex.load(metadata_path, cache=cache_dir)  # workers read this cache
-    else:
-        index = MetadataIndex.load(metadata_path)
-    seconds["index"] = time.perf_counter() - t0
+    with timer.stage("index"):
+        if isinstance(metadata_path, MetadataIndex):
+            index = metadata_path
+        elif client is not None:
+            cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+            index = MetadataIndex.load(metadata_path, cache=cache_dir)  # workers read this cache
+        else:
+            index = MetadataIndex.load(metadata_path)
 
-    t0 = time.perf_counter()
-    reports = run_match(
-        shards,
-        index if client is None or isinstance(metadata_path, MetadataIndex) else metadata_path,
-        out_dir,
-        options=options,
-        backend=backend,
-        threads=threads,
-        progress=progress,
-        client=client,
-        cache_dir=cache_dir,
-    )
-    seconds["match"] = time.perf_counter() - t0
+    with timer.stage("match"):
+        reports = run_match(
+            shards,
+            index if client is None or isinstance(metadata_path, MetadataIndex) else metadata_path,
+            out_dir,
+            options=options,
+            backend=backend,
+            threads=threads,
+            progress=progress,
+            client=client,
+            cache_dir=cache_dir,
+        )
 
-    t0 = time.perf_counter()
-    run_count(out_dir, index, client=client)
-    seconds["count"] = time.perf_counter() - t0
+    with timer.stage("count"):
+        run_count(out_dir, index, client=client)
 
-    t0 = time.perf_counter()
-    balance = run_balance(
-        out_dir,
-        shards,
-        options=options,
-        ts=ts,
-        target_size=target_size,
-        seed=seed,
-        backend=backend,
-        progress=progress,
-        client=client,
-    )
-    seconds["balance"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
+    with timer.stage("balance"):
+        balance = run_balance(
+            out_dir,
+            shards,
+            options=options,
+            ts=ts,
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+            progress=progress,
+            client=client,
+        )
 
     summary: dict[str, Any] = {
         **read_figures(shards, reports),
@@ -743,7 +762,7 @@ def run_curate(
         "target_size": target_size,
         "backend": backend,
         "ts": balance["ts"],
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "seconds": timer.finish(),
         "outputs": {
             "dir": str(out_dir),
             "matches": str(out_dir / MATCHES_DIR),
@@ -753,8 +772,5 @@ def run_curate(
             "summary": str(out_dir / SUMMARY_NAME),
         },
     }
-    final = out_dir / SUMMARY_NAME
-    tmp = final.with_name(f"{SUMMARY_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, final)
+    write_json(out_dir / SUMMARY_NAME, summary)
     return summary

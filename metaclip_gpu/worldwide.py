@@ -36,10 +36,8 @@ and ``summary.json`` with a ``languages`` section.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,12 +62,14 @@ from metaclip_gpu.curate import (
     CURATED_DIR,
     SUMMARY_NAME,
     KeyedChunk,
+    StageTimer,
     curated_table,
     iter_keyed_matches,
     match_records,
     read_figures,
     shard_list,
     t_label,
+    write_json,
     write_parquet,
 )
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
@@ -340,70 +340,64 @@ def run_worldwide(
     t_values = list(dict.fromkeys(float(t) for t in t_en))
     if not t_values or not all(t > 0 and math.isfinite(t) for t in t_values):
         raise ValueError(f"t_en must be positive finite numbers, got {list(t_en)!r}")
-    started = time.perf_counter()
-    seconds: dict[str, float] = {}
+    timer = StageTimer()
 
-    t0 = time.perf_counter()
-    langs = (
-        metadata_path
-        if isinstance(metadata_path, LanguageIndexes)
-        else LanguageIndexes.load(metadata_path, unknown=unknown, lang_column=lang_column)
-    )
-    seconds["index"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    reports = run_match(
-        shards,
-        langs,
-        out_dir,
-        options=options,
-        backend=backend,
-        threads=threads,
-        progress=progress,
-        client=client,
-    )
-    seconds["match"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    sizes = {lang: len(index) for lang, index in langs.indexes.items()}
-    counts = count_languages(out_dir, shards, sizes, client)
-    counts_dir = out_dir / COUNTS_DIR
-    counts_dir.mkdir(parents=True, exist_ok=True)
-    for lang, c in counts.items():
-        save_entry_counts(c, counts_dir / f"{lang}.npy")
-    tables = [
-        counts_table(c, langs.indexes[lang].entries).add_column(
-            0, "lang", pa.array([lang] * len(c), pa.string()).dictionary_encode()
+    with timer.stage("index"):
+        langs = (
+            metadata_path
+            if isinstance(metadata_path, LanguageIndexes)
+            else LanguageIndexes.load(metadata_path, unknown=unknown, lang_column=lang_column)
         )
-        for lang, c in counts.items()
-    ]
-    write_parquet(pa.concat_tables(tables), out_dir / COUNTS_PARQUET)
-    seconds["count"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    thresholds = [language_thresholds(counts, t) for t in t_values]
-    probs = {}
-    for th in thresholds:
-        probs[th.t_en] = th.probabilities(counts)
-        save_probabilities(out_dir, th, probs[th.t_en])
-    _write_json(
-        out_dir / THRESHOLDS_NAME,
-        {
-            t_en_label(th.t_en): {"tail_share": th.tail_share, "t": _finite(th.t)}
-            for th in thresholds
-        },
-    )
-    shard_figures = _balance_all(
-        out_dir, shards, langs, probs, seed, options, image_column, progress, client
-    )
-    seconds["balance"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
+    with timer.stage("match"):
+        reports = run_match(
+            shards,
+            langs,
+            out_dir,
+            options=options,
+            backend=backend,
+            threads=threads,
+            progress=progress,
+            client=client,
+        )
+
+    with timer.stage("count"):
+        sizes = {lang: len(index) for lang, index in langs.indexes.items()}
+        counts = count_languages(out_dir, shards, sizes, client)
+        counts_dir = out_dir / COUNTS_DIR
+        counts_dir.mkdir(parents=True, exist_ok=True)
+        for lang, c in counts.items():
+            save_entry_counts(c, counts_dir / f"{lang}.npy")
+        tables = [
+            counts_table(c, langs.indexes[lang].entries).add_column(
+                0, "lang", pa.array([lang] * len(c), pa.string()).dictionary_encode()
+            )
+            for lang, c in counts.items()
+        ]
+        write_parquet(pa.concat_tables(tables), out_dir / COUNTS_PARQUET)
+
+    with timer.stage("balance"):
+        thresholds = [language_thresholds(counts, t) for t in t_values]
+        probs = {}
+        for th in thresholds:
+            probs[th.t_en] = th.probabilities(counts)
+            save_probabilities(out_dir, th, probs[th.t_en])
+        write_json(
+            out_dir / THRESHOLDS_NAME,
+            {
+                t_en_label(th.t_en): {"tail_share": th.tail_share, "t": _finite(th.t)}
+                for th in thresholds
+            },
+        )
+        shard_figures = _balance_all(
+            out_dir, shards, langs, probs, seed, options, image_column, progress, client
+        )
 
     summary = _summary(
         out_dir, shards, reports, langs, counts, thresholds, shard_figures, seed, backend
     )
-    summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    _write_json(out_dir / SUMMARY_NAME, summary)
+    summary["seconds"] = timer.finish()
+    write_json(out_dir / SUMMARY_NAME, summary)
     return summary
 
 
@@ -562,9 +556,3 @@ def _finite_value(value: float) -> float | None:
 
 def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: _finite_value(v) for k, v in values.items()}
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
