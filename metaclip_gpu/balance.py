@@ -160,16 +160,11 @@ def keep_masks(
     # its draws. Sure at the smallest t means sure at every t, so only the other matched
     # texts (few, past the smallest t) need draws.
     sure = _segment_sums(xp, offsets, counts[entry_ids] <= min(ts)) > 0
-    undecided = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
-    sub_offsets, sub_ids = _csr_rows(xp, offsets, entry_ids, undecided)
-    keys = text_keys(undecided) if callable(text_keys) else xp.asarray(text_keys)[undecided]
-    draws = csr_uniform_draws(sub_offsets, sub_ids, keys, seed)
+    undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     masks: dict[float, Any] = {}
     for t in ts:
         p = keep_probability(counts, t)
-        mask = sure.copy()
-        mask[undecided] = _segment_sums(xp, sub_offsets, draws < p[sub_ids]) > 0
-        masks[t] = mask
+        masks[t] = undecided.mask(sure, p[undecided.entry_ids])
     return masks
 
 
@@ -184,8 +179,42 @@ def keep_mask_from_probs(
     """
     xp = array_module(offsets, entry_ids, text_keys, pair_probs)
     offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
-    draws = csr_uniform_draws(offsets, entry_ids, text_keys, seed)
-    return _segment_sums(xp, offsets, draws < xp.asarray(pair_probs)) > 0
+    pair_probs = xp.asarray(pair_probs)
+    sure = _segment_sums(xp, offsets, pair_probs >= 1.0) > 0  # kept whatever the draws
+    undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
+    return undecided.mask(sure, pair_probs[undecided.positions])
+
+
+@dataclass(frozen=True)
+class _Undecided:
+    """The matched texts no sure pair decides (`rows`), as a sub-CSR (`offsets`, the flat
+    `positions` of their pairs, their `entry_ids`) with the draws of those pairs."""
+
+    rows: Any
+    offsets: Any
+    positions: Any
+    entry_ids: Any
+    draws: Any
+
+    @classmethod
+    def draw(
+        cls, xp: Any, offsets: Any, entry_ids: Any, sure: Any, text_keys: Any, seed: int
+    ) -> _Undecided:
+        """`text_keys`: an array of every text's key, or a function of `rows` giving theirs."""
+        rows = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
+        sub_offsets, positions = _csr_rows(xp, offsets, rows)
+        ids = entry_ids[positions]
+        keys = text_keys(rows) if callable(text_keys) else xp.asarray(text_keys)[rows]
+        return cls(
+            rows, sub_offsets, positions, ids, csr_uniform_draws(sub_offsets, ids, keys, seed)
+        )
+
+    def mask(self, sure: Any, probs: Any) -> Any:
+        """Kept texts: the sure ones, and the undecided ones with a draw below its `probs`."""
+        xp = array_module(sure, probs)
+        mask = sure.copy()
+        mask[self.rows] = _segment_sums(xp, self.offsets, self.draws < probs) > 0
+        return mask
 
 
 def keep_chances(offsets: Any, pair_probs: Any) -> Any:
@@ -383,14 +412,14 @@ def _pair_owner(xp: Any, offsets: Any, n_pairs: int) -> Any:
     return xp.cumsum(starts, dtype=xp.int64)
 
 
-def _csr_rows(xp: Any, offsets: Any, entry_ids: Any, rows: Any) -> tuple[Any, Any]:
-    """The sub-CSR of the texts `rows` (ascending): (int64 offsets, their entry ids)."""
+def _csr_rows(xp: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
+    """The sub-CSR of the texts `rows` (ascending): (int64 offsets, flat pair positions)."""
     lengths = offsets[1:][rows] - offsets[:-1][rows]
     sub_offsets = xp.zeros(len(rows) + 1, dtype=xp.int64)
     xp.cumsum(lengths, out=sub_offsets[1:])
     owner = _pair_owner(xp, sub_offsets, int(sub_offsets[-1]))
     within = xp.arange(len(owner), dtype=xp.int64) - sub_offsets[:-1][owner]
-    return sub_offsets, entry_ids[offsets[:-1][rows][owner] + within]
+    return sub_offsets, offsets[:-1][rows][owner] + within
 
 
 def _segment_sums(xp: Any, offsets: Any, values: Any) -> Any:

@@ -11,7 +11,9 @@ import pytest
 from metaclip_gpu.balance import (
     csr_uniform_draws,
     expected_kept,
+    keep_chances,
     keep_mask,
+    keep_mask_from_probs,
     keep_masks,
     keep_probability,
     solve_t,
@@ -457,3 +459,19 @@ def test_keys_as_a_function_are_asked_only_for_the_undecided_texts() -> None:
     decided = np.array([np.isin(ids[a:b], tail).any() for a, b in itertools.pairwise(offsets)])
     np.testing.assert_array_equal(rows, np.flatnonzero((np.diff(offsets) > 0) & ~decided))
     assert 0 < len(rows) < 3000
+
+
+def test_pair_probability_form_equals_the_count_form() -> None:
+    """Per-pair probabilities (worldwide: one array per language) give the same mask as the
+    counts they come from, and the same chances as the expected size sums."""
+    offsets, ids = zipf_pool(9, 3000, 70)
+    counts = entry_counts(ids, 70)
+    keys = text_keys(3000)
+    for t in (15.0, 150.0):
+        pair_probs = keep_probability(counts, t)[ids]
+        np.testing.assert_array_equal(
+            keep_mask_from_probs(offsets, ids, keys, pair_probs, seed=4),
+            keep_mask(offsets, ids, keys, counts, t, seed=4),
+        )
+        chances = keep_chances(offsets, pair_probs)
+        assert math.isclose(chances.sum(), expected_kept(offsets, ids, counts, t), rel_tol=1e-12)
