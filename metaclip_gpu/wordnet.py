@@ -1,4 +1,14 @@
-"""WordNet lemmas for the metadata: every lemma name of every synset, ``_`` read as space.
+"""WordNet strings for the metadata, by one of two rules (`WORDNET_RULES`).
+
+- ``synset-names`` (MetaCLIP 1's English rule, `read_synset_names`): one string per synset, its
+  canonical name as nltk forms it, ``ss.name()`` up to the first ``.`` with ``_`` read as space.
+  nltk names a synset after its FIRST lemma, lower-cased, so this is that lemma lower-cased and
+  cut at its first ``.`` (``St._Louis`` gives ``st``, ``.22`` gives ``""``, which the metadata
+  filters then drop). The result equals
+  ``{ss.name().split(".")[0].replace("_", " ") for ss in wn.all_synsets()}``.
+- ``lemmas`` (MetaCLIP 2's rule for other languages, `read_lemmas`): every lemma name of every
+  synset, case kept (``Einstein``, as nltk's ``Synset.lemma_names()``), ``_`` read as space:
+  ``{name.replace("_", " ") for s in wn.all_synsets() for name in s.lemma_names()}``.
 
 Read from the WordNet 3.0 database files ``data.noun``, ``data.verb``, ``data.adj`` and
 ``data.adv`` (Princeton's ``dict/`` folder, Debian's ``wordnet-base`` in /usr/share/wordnet,
@@ -6,9 +16,7 @@ or nltk's ``wordnet`` corpus, which holds the same files). A data line is
 ``synset_offset lex_filenum ss_type w_cnt word lex_id [word lex_id...] p_cnt ...`` with
 ``w_cnt`` two hex digits; lines starting with two spaces are the licence header. An
 adjective's word may end in a syntactic marker ``(a)``, ``(p)`` or ``(ip)``, which is not part
-of the lemma (nltk drops it too). Lemmas keep their case (``Einstein``), as nltk's
-``Synset.lemma_names()`` do: matching is case-sensitive. The result equals
-``{name.replace("_", " ") for s in wn.all_synsets() for name in s.lemma_names()}``.
+of the lemma (nltk drops it too).
 
 `find_wordnet` picks the files: nltk's corpus when nltk is installed and has it, else the
 Debian folder (or ``$WNSEARCHDIR``, WordNet's own variable for it); `WordNetNotFound` names
@@ -20,12 +28,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 DATA_FILES: tuple[str, ...] = ("data.noun", "data.verb", "data.adj", "data.adv")
+WORDNET_RULES: tuple[str, ...] = ("synset-names", "lemmas")
 DEBIAN_DIR = Path("/usr/share/wordnet")
 _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
@@ -67,14 +76,39 @@ def parse_data_lines(lines: Iterable[str], source: str) -> Iterator[list[str]]:
         yield [_ADJ_MARKER.sub("", word).replace("_", " ") for word in words]
 
 
+def _read_synsets(source: WordNetSource) -> Iterator[list[str]]:
+    for name in DATA_FILES:
+        with source.open(name) as handle:
+            yield from parse_data_lines(handle, f"{source.location}/{name}")
+
+
+def synset_name(lemmas: Sequence[str]) -> str:
+    """A synset's name as MetaCLIP 1 takes it: nltk's ``ss.name()`` (the first lemma, lower
+    case, then ``.pos.NN``) up to its first ``.``, ``_`` as space (already so in `lemmas`)."""
+    return lemmas[0].lower().split(".", 1)[0]
+
+
 def read_lemmas(source: WordNetSource) -> Counter[str]:
     """Each lemma of the database and the number of synsets it names."""
     synsets: Counter[str] = Counter()
-    for name in DATA_FILES:
-        with source.open(name) as handle:
-            for lemmas in parse_data_lines(handle, f"{source.location}/{name}"):
-                synsets.update(set(lemmas))
+    for lemmas in _read_synsets(source):
+        synsets.update(set(lemmas))
     return synsets
+
+
+def read_synset_names(source: WordNetSource) -> Counter[str]:
+    """Each synset name (`synset_name`) and the number of synsets that have it."""
+    return Counter(synset_name(lemmas) for lemmas in _read_synsets(source))
+
+
+def read_wordnet(source: WordNetSource, rule: str) -> Counter[str]:
+    """The strings WordNet gives under `rule` (one of `WORDNET_RULES`), each with the number
+    of synsets that give it."""
+    if rule == "synset-names":
+        return read_synset_names(source)
+    if rule == "lemmas":
+        return read_lemmas(source)
+    raise ValueError(f"unknown WordNet rule {rule!r}: expected one of {', '.join(WORDNET_RULES)}")
 
 
 def _folder_source(folder: Path) -> WordNetSource:
