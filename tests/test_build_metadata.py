@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from wordnet_fixture import LEMMAS, SYNSET_NAMES, write_wordnet
+from wordnet_fixture import LEMMAS, OMW_LEMMAS, SYNSET_NAMES, write_omw, write_wordnet
 
 from metaclip_gpu import MetadataIndex, match
 from metaclip_gpu.build_metadata import (
@@ -208,6 +208,21 @@ def test_build_metadata_lemmas_rule_with_metaclip2_filters(tmp_path: Path) -> No
     assert {row["rule"] for row in rows} == {"lemmas"}
     with pytest.raises(ValueError, match="unknown WordNet rule"):
         build_metadata(out, wordnet=source, wordnet_rule="all")
+
+
+def test_cli_omw_file_gets_the_lemmas_rule(tmp_path: Path) -> None:
+    """Another language (MetaCLIP 2): its Open Multilingual Wordnet lemmas, numbers first."""
+    omw = write_omw(tmp_path / "wn-data-jpn.tab")
+    out = tmp_path / "ja" / "metadata.json"
+    args = ["build-metadata", "--out", str(out), "--wordnet", str(omw), "--filters", "metaclip2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "wordnet [lemmas]" in result.output
+    assert json.loads(out.read_text()) == [str(i) for i in range(100)] + sorted(OMW_LEMMAS)
+    build = json.loads(pq.read_table(provenance_path(out)).schema.metadata[BUILD_KEY])
+    assert build["sources"]["wordnet"]["origin"] == f"omw:{omw}"
+    result = CliRunner().invoke(main, [*args, "--wordnet-rule", "synset-names"])
+    assert result.exit_code != 0 and "gives lemma names only" in result.output
 
 
 def test_cli_named_errors(tmp_path: Path) -> None:

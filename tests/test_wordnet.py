@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from wordnet_fixture import LEMMAS, SYNSET_NAMES, write_wordnet
+from wordnet_fixture import LEMMAS, OMW_LEMMAS, OMW_LINES, SYNSET_NAMES, write_omw, write_wordnet
 
 from metaclip_gpu.wordnet import (
     DATA_FILES,
@@ -16,8 +16,10 @@ from metaclip_gpu.wordnet import (
     WordNetError,
     WordNetNotFound,
     find_wordnet,
+    omw_language,
     parse_data_lines,
     read_lemmas,
+    read_omw_lemmas,
     read_synset_names,
     read_wordnet,
     synset_name,
@@ -61,6 +63,30 @@ def test_fixture_synset_names(tmp_path: Path) -> None:
 )
 def test_synset_name_is_nltks_name_up_to_the_first_dot(lemmas: list[str], name: str) -> None:
     assert synset_name(lemmas) == name
+
+
+def test_omw_lemmas(tmp_path: Path) -> None:
+    """Another language's wordnet: every lemma row of its language, as MetaCLIP 2 takes it."""
+    source = find_wordnet(write_omw(tmp_path / "wn-data-jpn.tab"))
+    assert (source.kind, omw_language(Path(source.location))) == ("omw", "jpn")
+    assert dict(read_wordnet(source, "lemmas")) == OMW_LEMMAS
+    with pytest.raises(ValueError, match=r"wn-data-jpn\.tab: an Open Multilingual .* lemma names"):
+        read_wordnet(source, "synset-names")
+    # the language from the header when the name does not say; every language when neither
+    renamed = find_wordnet(write_omw(tmp_path / "japanese.tab"))
+    assert omw_language(Path(renamed.location)) == "jpn"
+    assert read_omw_lemmas(renamed) == OMW_LEMMAS
+    bare = tmp_path / "bare.tab"
+    bare.write_text("\n".join(OMW_LINES[1:]), encoding="utf-8")
+    assert omw_language(bare) is None
+    assert dict(read_omw_lemmas(find_wordnet(bare))) == {**OMW_LEMMAS, "chien": 1}
+
+
+def test_bad_omw_row_names_file_and_line(tmp_path: Path) -> None:
+    path = write_omw(tmp_path / "wn-data-jpn.tab")
+    path.write_text(path.read_text(encoding="utf-8") + "\n02084071-n\tjpn:lemma\n")
+    with pytest.raises(WordNetError, match=r"wn-data-jpn\.tab: line 13 is not 'offset-pos"):
+        read_omw_lemmas(find_wordnet(path))
 
 
 def test_bad_data_line_names_file_and_line(tmp_path: Path) -> None:
@@ -135,12 +161,8 @@ def _debian_synsets(folder: str) -> list[list[str]]:
     return synsets
 
 
-@pytest.mark.slow
-def test_debian_rules_equal_nltk_reader(tmp_path: Path, monkeypatch) -> None:
-    """Both rules against nltk's own WordNetCorpusReader over a copy of the Debian files, every
-    part of speech (~30 s: nltk parses every synset): `synset-names` is the reference's
-    ``{ss.name().split(".")[0].replace("_", " ") for ss in wn.all_synsets()}``, `lemmas`
-    every ``lemma_names()``."""
+def _nltk_reader(tmp_path: Path, monkeypatch) -> object:
+    """nltk's own WordNetCorpusReader over a copy of the Debian files (~3 s)."""
     nltk_data = pytest.importorskip("nltk.data")
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
@@ -159,7 +181,17 @@ def test_debian_rules_equal_nltk_reader(tmp_path: Path, monkeypatch) -> None:
             return None  # maps to nltk's downloadable 'wordnet' package, absent offline
 
     with pytest.warns(UserWarning, match="multilingual"):
-        reader = Reader(str(root), None)
+        return Reader(str(root), None)
+
+
+@pytest.mark.slow
+def test_debian_rules_equal_nltk_reader(tmp_path: Path, monkeypatch) -> None:
+    """Both rules against nltk's reader over the Debian files, every part of speech (~30 s:
+    nltk parses every synset): `synset-names` is the reference's
+    ``{ss.name().split(".")[0].replace("_", " ") for ss in wn.all_synsets()}``, `lemmas`
+    every ``lemma_names()``."""
+    reader = _nltk_reader(tmp_path, monkeypatch)
+    source = debian_dir()
     all_names: set[str] = set()
     for pos, name in (("n", "data.noun"), ("a", "data.adj"), ("v", "data.verb"), ("r", "data.adv")):
         expected_lemmas: set[str] = set()
@@ -174,3 +206,20 @@ def test_debian_rules_equal_nltk_reader(tmp_path: Path, monkeypatch) -> None:
         all_names |= expected_names
     assert set(read_synset_names(find_wordnet(source))) == all_names
     assert len(all_names) == 86_555
+
+
+def test_omw_lemmas_equal_nltk_reader(tmp_path: Path, monkeypatch) -> None:
+    """The OMW fixture through nltk's ``custom_lemmas``, then MetaCLIP 2's expression
+    ``{name.replace("_", " ").replace("+", "") for ss in wn.all_synsets(lang=lang) for name in
+    ss.lemma_names(lang)}``."""
+    reader = _nltk_reader(tmp_path, monkeypatch)
+    path = write_omw(tmp_path / "omw" / "wn-data-jpn.tab")
+    with path.open(encoding="utf-8") as handle:
+        reader.custom_lemmas(handle, "jpn")
+    reader.provenances["jpn"] = "test"  # all_synsets(lang=) lists only languages it knows
+    expected = {
+        name.replace("_", " ").replace("+", "")
+        for synset in reader.all_synsets(lang="jpn")
+        for name in synset.lemma_names("jpn")
+    }
+    assert set(read_omw_lemmas(find_wordnet(path))) == expected == set(OMW_LEMMAS)

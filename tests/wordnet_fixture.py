@@ -70,3 +70,28 @@ def write_wordnet(folder: Path) -> Path:
     for name, lines in DATA.items():
         (folder / name).write_text(HEADER + "".join(line + "\n" for line in lines))
     return folder
+
+
+# An Open Multilingual Wordnet tab file (OMW 1.4's format) over real WordNet 3.0 offsets.
+OMW_LINES = [
+    "# Japanese Wordnet\tjpn\thttp://compling.hss.ntu.edu.sg/wnja\tCC BY 3.0",
+    "02084071-n\tjpn:lemma\t犬",
+    "02084071-n\tjpn:lemma\tイヌ",
+    "02084071-n\tjpn:def\t家畜化された動物",  # a definition, not a lemma
+    "02084071-n\tfra:lemma\tchien",  # another language's row
+    "00001740-n\tjpn:lemma\t  実体 ",  # stripped
+    "00001740-n\tjpn:lemma\t犬",  # a second synset with the same name
+    "00001740-v\tjpn:lemma\t呼吸_する",  # "_" reads as a space
+    "00003553-a\tjpn:lemma\t新+興",  # "+" (Japanese and Chinese morpheme marks) is removed
+    "00001740-a\tjpn:lemma\tできる",
+    "00001740-a\tjpn:lemma\tできる",  # repeated row: one synset
+    "",
+]
+OMW_LEMMAS: dict[str, int] = {"犬": 2, "イヌ": 1, "実体": 1, "呼吸 する": 1, "新興": 1, "できる": 1}
+
+
+def write_omw(path: Path) -> Path:
+    """Writes the tiny OMW tab file at `path` (name it ``wn-data-jpn.tab``) and returns it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(OMW_LINES), encoding="utf-8")
+    return path

@@ -47,6 +47,12 @@ def _print_build_summary(console: Console, result: Any) -> None:
     console.print(table)
 
 
+def _resolve_rule(rule: str, wordnet: Any) -> str:
+    if rule != "auto":
+        return rule
+    return "lemmas" if wordnet is not None and wordnet.kind == "omw" else "synset-names"
+
+
 @click.command(name="build-metadata")
 @click.option(
     "--out",
@@ -60,15 +66,16 @@ def _print_build_summary(console: Console, result: Any) -> None:
     default="auto",
     show_default=True,
     help="WordNet: 'auto' (nltk's corpus, else /usr/share/wordnet), a folder with "
-    "WordNet's data.* files, or 'none'.",
+    "WordNet's data.* files, an Open Multilingual Wordnet wn-data-<lang>.tab file, or 'none'.",
 )
 @click.option(
     "--wordnet-rule",
-    type=click.Choice(["synset-names", "lemmas"]),
-    default="synset-names",
+    type=click.Choice(["auto", "synset-names", "lemmas"]),
+    default="auto",
     show_default=True,
     help="synset-names: one canonical name per synset (MetaCLIP 1, English); lemmas: every "
-    "lemma name (MetaCLIP 2's rule for other languages' wordnets).",
+    "lemma name (MetaCLIP 2's rule for other languages); auto: synset-names for WordNet 3.0, "
+    "lemmas for an OMW .tab file.",
 )
 @click.option(
     "--corpus",
@@ -202,7 +209,7 @@ def build_metadata_cmd(
         result = build_metadata(
             out,
             wordnet=wordnet,
-            wordnet_rule=wordnet_rule,
+            wordnet_rule=_resolve_rule(wordnet_rule, wordnet),
             corpus=corpus,
             corpus_origin=" ".join(corpus_spec),
             min_unigram_count=min_unigram_count,
