@@ -14,8 +14,8 @@ languages); an entry keeps the id of the first source that adds it:
    (MetaCLIP 2's code keeps PMI > 30; a PMI of exactly the threshold is kept here);
 5. ``title``: titles seen at least ``min_title_count`` times, most viewed first.
 
-The references keep their entries in a Python set (MetaCLIP 1 dumps ``list(set)``), whose order
-is arbitrary; here the order above, and within a source the order given, fixes every id.
+MetaCLIP 1 keeps its entries in a Python set and dumps ``list(set)``, whose order is arbitrary;
+here the order above, and within a source the order given, fixes every id.
 
 Filters (`FILTERS`), applied to each candidate: ``metaclip1`` (the default, MetaCLIP 1's
 ``forbidden = set(string.punctuation)``) drops the empty string and every single
