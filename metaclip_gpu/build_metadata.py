@@ -1,29 +1,45 @@
 """Building a MetaCLIP ``metadata.json`` from its sources, with a provenance file beside it.
 
-Sources, in MetaCLIP 2's order (``metaclip/metadata/build_metadata.py``); an entry keeps the
-id of the first source that adds it:
+Sources, in this order (MetaCLIP 1's ``metaclip/metaclip1/build_metadata.py``, which MetaCLIP 2
+reuses for English, and MetaCLIP 2's ``metaclip/metadata/build_metadata.py`` for other
+languages); an entry keeps the id of the first source that adds it:
 
-1. ``number``: "0" .. "99", only with ``numbers=True`` (MetaCLIP 2 adds them to every
-   language; MetaCLIP 1's English metadata lists no such source);
-2. ``wordnet``: every WordNet lemma (`metaclip_gpu.wordnet`), in sorted order, no cap;
+1. ``number``: "0" .. "99" (``numbers=True``, the default: both references start with them);
+2. ``wordnet``: WordNet by `wordnet_rule` (`metaclip_gpu.wordnet`): ``synset-names``, one
+   canonical name per synset (MetaCLIP 1, English), or ``lemmas``, every lemma name (MetaCLIP 2's
+   rule for the Open Multilingual Wordnet); in sorted order, no source cap;
 3. ``unigram``: corpus words seen at least ``min_unigram_count`` times (MetaCLIP 1: 100 in
    English Wikipedia), most frequent first;
 4. ``bigram``: corpus bigrams with PMI >= ``min_bigram_pmi`` (MetaCLIP 1: 30), highest first
    (MetaCLIP 2's code keeps PMI > 30; a PMI of exactly the threshold is kept here);
 5. ``title``: titles seen at least ``min_title_count`` times, most viewed first.
 
-Each candidate is stripped of surrounding whitespace, then dropped when it is empty, longer
-than `MAX_CHARS` characters or made only of punctuation (`metaclip_gpu.ngrams.PUNCTUATION`),
-and skipped when an earlier entry is the same string. A source's cap counts only the entries
-it adds: ``min(max_<source>, int(<source>_share * candidates))``, where candidates are those
-passing its threshold. MetaCLIP 2's caps are the defaults of `Caps` (251,465 unigrams,
-100,646 bigrams, 61,235 titles); it also capped unigrams at 10% and titles at 76% of their
-(unthresholded) lists: ``unigram_share=0.1``, ``title_share=0.76`` with thresholds of 1.
+MetaCLIP 1 keeps its entries in a Python set and dumps ``list(set)``, whose order is arbitrary;
+here the order above, and within a source the order given, fixes every id.
+
+Filters (`FILTERS`), applied to each candidate: ``metaclip1`` (the default, MetaCLIP 1's
+``forbidden = set(string.punctuation)``) drops the empty string and every single
+`string.punctuation` character, nothing else, and changes no candidate; ``metaclip2`` (MetaCLIP
+2's other languages) strips surrounding whitespace, then drops a candidate that is empty, longer
+than `MAX_CHARS` characters or made only of punctuation (`metaclip_gpu.ngrams.PUNCTUATION`:
+ASCII plus MetaCLIP 2's CJK marks). A candidate that is already an entry is a duplicate.
+
+Caps: the whole list stops at ``Caps.total`` entries (500,000, MetaCLIP's size; later candidates
+are counted as over the cap). A source's own cap counts only the entries it adds:
+``min(max_<source>, int(<source>_share * candidates))``, where candidates are those passing its
+threshold. MetaCLIP 2's caps are the defaults of `Caps` (251,465 unigrams, 100,646 bigrams,
+61,235 titles); it also capped unigrams at 10% and titles at 76% of their (unthresholded)
+lists: ``unigram_share=0.1``, ``title_share=0.76`` with thresholds of 1. MetaCLIP 1 had no
+source caps.
 
 The provenance file (`provenance_path`) has one row per entry: ``id``, ``entry``, ``source``
-(the one that added it), ``sources`` (every source whose candidates hold it, in order) and the
+(the one that added it), ``rule`` (how that source chose it: the WordNet rule, or the threshold
+that let it in), ``sources`` (every source whose candidates hold it, in order) and the
 statistics it has in them (``wordnet_synsets``, ``unigram_count``, ``bigram_count``,
-``bigram_pmi``, ``title_count``; null where a source does not hold it).
+``bigram_pmi``, ``title_count``; null where a source does not hold it). Its Parquet key-value
+metadata ``metaclip_gpu.build`` holds the build as JSON (`BUILD_KEY`): the filters, the total
+cap and, per source, its rule, origin (the WordNet folder, the corpus shards, the titles file)
+and figures.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,9 +59,11 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.ngrams import PUNCTUATION, SelectedNgrams, count_corpus, select_ngrams
 from metaclip_gpu.read import ReadOptions, Shard
-from metaclip_gpu.wordnet import WordNetSource, read_lemmas
+from metaclip_gpu.wordnet import WordNetSource, read_wordnet
 
 MAX_CHARS = 256
+FILTERS: tuple[str, ...] = ("metaclip1", "metaclip2")
+BUILD_KEY = b"metaclip_gpu.build"
 STAT_COLUMNS: dict[str, pa.DataType] = {
     "wordnet_synsets": pa.int64(),
     "unigram_count": pa.int64(),
@@ -67,6 +86,7 @@ class Caps:
     max_titles: int | None = 61_235
     unigram_share: float = 1.0
     title_share: float = 1.0
+    total: int | None = 500_000
 
     def of(self, source: str, candidates: int) -> int | None:
         limits = {
@@ -83,15 +103,19 @@ class Caps:
 
 @dataclass
 class SourceList:
-    """One source's candidates, best first, each with its statistics."""
+    """One source's candidates, best first, each with its statistics; `rule` says how the
+    source chose them and `origin` where they were read (both go to the provenance)."""
 
     name: str
     candidates: list[tuple[str, dict[str, Any]]]
+    rule: str = ""
+    origin: str = ""
 
 
 @dataclass
 class EntryRecord:
     source: str
+    rule: str
     sources: list[str]
     stats: dict[str, Any]
 
@@ -102,14 +126,30 @@ class SourceFigures:
     cap: int | None = None
     added: int = 0
     duplicates: int = 0
+    over_cap: int = 0  # new strings left out: the source's cap or the total was reached
     dropped: Counter[str] = field(default_factory=Counter)  # empty / too_long / punctuation
+    rule: str = ""
+    origin: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "origin": self.origin,
+            "candidates": self.candidates,
+            "cap": self.cap,
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "over_cap": self.over_cap,
+            "dropped": dict(sorted(self.dropped.items())),
+        }
 
 
 # ---------------------------------------------------------------------- sources
 def read_titles(path: str | os.PathLike[str]) -> Counter[str]:
     """Titles and their counts from ``title<TAB>count`` lines (or ``title count``: split at the
-    last space when a line has no tab); ``_`` reads as a space (Wikipedia's page names), a
-    title seen on several lines gets the sum; blank lines are skipped. A line without an
+    last space when a line has no tab); a title is stripped and ``_`` reads as a space
+    (Wikipedia's page names, as both references read them), a title seen on several lines gets
+    the sum; blank lines are skipped. A line without an
     integer count >= 0 raises `TitlesError`; a missing file raises `FileNotFoundError`."""
     titles: Counter[str] = Counter()
     with open(path, encoding="utf-8") as handle:
@@ -127,25 +167,38 @@ def read_titles(path: str | os.PathLike[str]) -> Counter[str]:
                     f"{path}: line {number} is not 'title<TAB>count' with a count >= 0: "
                     f"{line[:60]!r}"
                 )
-            titles[title.replace("_", " ")] += value
+            titles[title.strip().replace("_", " ")] += value
     return titles
 
 
-def title_source(titles: Counter[str], min_count: int) -> SourceList:
+def title_source(titles: Counter[str], min_count: int, origin: str = "") -> SourceList:
     """Titles seen at least `min_count` times (and more than 0), most seen first; titles with
     ':' are left out as MetaCLIP does (Wikipedia namespaces; ':' never matches inside an
     entry anyway)."""
     kept = [(t, n) for t, n in titles.items() if n >= max(min_count, 1) and ":" not in t]
     kept.sort(key=lambda item: (-item[1], item[0]))
-    return SourceList("title", [(t, {"title_count": n}) for t, n in kept])
+    rule = f"title_count >= {max(min_count, 1)}"
+    return SourceList("title", [(t, {"title_count": n}) for t, n in kept], rule, origin)
 
 
-def wordnet_source(source: WordNetSource) -> SourceList:
-    synsets = read_lemmas(source)
-    return SourceList("wordnet", [(m, {"wordnet_synsets": synsets[m]}) for m in sorted(synsets)])
+def wordnet_source(source: WordNetSource, rule: str = "synset-names") -> SourceList:
+    """WordNet's strings under `rule` (`metaclip_gpu.wordnet.WORDNET_RULES`), sorted."""
+    synsets = read_wordnet(source, rule)
+    return SourceList(
+        "wordnet",
+        [(m, {"wordnet_synsets": synsets[m]}) for m in sorted(synsets)],
+        rule,
+        f"{source.kind}:{source.location}",
+    )
 
 
-def ngram_sources(selected: SelectedNgrams) -> list[SourceList]:
+def ngram_sources(
+    selected: SelectedNgrams,
+    min_unigram_count: int | None = None,
+    min_bigram_pmi: float | None = None,
+    origin: str = "",
+) -> list[SourceList]:
+    """The corpus's sources; the thresholds it was selected with only name their rules."""
     uni = selected.unigrams.to_pydict()
     bi = selected.bigrams.to_pydict()
     return [
@@ -155,6 +208,8 @@ def ngram_sources(selected: SelectedNgrams) -> list[SourceList]:
                 (token, {"unigram_count": n})
                 for token, n in zip(uni["token"], uni["count"], strict=True)
             ],
+            "" if min_unigram_count is None else f"unigram_count >= {min_unigram_count}",
+            origin,
         ),
         SourceList(
             "bigram",
@@ -162,6 +217,8 @@ def ngram_sources(selected: SelectedNgrams) -> list[SourceList]:
                 (f"{w1} {w2}", {"bigram_count": n, "bigram_pmi": pmi})
                 for w1, w2, n, pmi in zip(bi["w1"], bi["w2"], bi["count"], bi["pmi"], strict=True)
             ],
+            "" if min_bigram_pmi is None else f"bigram_pmi >= {min_bigram_pmi:g}",
+            origin,
         ),
     ]
 
@@ -183,18 +240,30 @@ def count_corpus_ngrams(
 
 
 # ---------------------------------------------------------------------- assembly
-def _rejection(entry: str) -> str | None:
+_SINGLE_PUNCTUATION = frozenset(string.punctuation)
+
+
+def filter_candidate(raw: str, filters: str) -> tuple[str, str | None]:
+    """The entry a candidate gives under `filters` (`FILTERS`) and why it is dropped (None:
+    kept)."""
+    if filters == "metaclip1":
+        if not raw:
+            return raw, "empty"
+        return raw, "punctuation" if raw in _SINGLE_PUNCTUATION else None
+    if filters != "metaclip2":
+        raise ValueError(f"unknown filters {filters!r}: expected one of {', '.join(FILTERS)}")
+    entry = raw.strip()
     if not entry:
-        return "empty"
+        return entry, "empty"
     if len(entry) > MAX_CHARS:
-        return "too_long"
+        return entry, "too_long"
     if all(char in PUNCTUATION for char in entry):
-        return "punctuation"
-    return None
+        return entry, "punctuation"
+    return entry, None
 
 
 def assemble(
-    sources: Sequence[SourceList], caps: Caps | None = None
+    sources: Sequence[SourceList], caps: Caps | None = None, *, filters: str = "metaclip1"
 ) -> tuple[dict[str, EntryRecord], dict[str, SourceFigures]]:
     """The entries (insertion order = id) and each source's figures (see the module doc)."""
     caps = caps or Caps()
@@ -204,10 +273,11 @@ def assemble(
         fig = figures[source.name] = SourceFigures(
             candidates=len(source.candidates),
             cap=caps.of(source.name, len(source.candidates)),
+            rule=source.rule,
+            origin=source.origin,
         )
         for raw, stats in source.candidates:
-            entry = raw.strip()
-            reason = _rejection(entry)
+            entry, reason = filter_candidate(raw, filters)
             if reason is not None:
                 fig.dropped[reason] += 1
                 continue
@@ -217,8 +287,12 @@ def assemble(
                 if source.name not in known.sources:
                     known.sources.append(source.name)
                     known.stats.update(stats)
-            elif fig.cap is None or fig.added < fig.cap:
-                entries[entry] = EntryRecord(source.name, [source.name], dict(stats))
+            elif (fig.cap is not None and fig.added >= fig.cap) or (
+                caps.total is not None and len(entries) >= caps.total
+            ):
+                fig.over_cap += 1
+            else:
+                entries[entry] = EntryRecord(source.name, source.rule, [source.name], dict(stats))
                 fig.added += 1
     return entries, figures
 
@@ -229,8 +303,13 @@ def provenance_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.stem}.provenance.parquet")
 
 
-def write_metadata(out: str | os.PathLike[str], entries: dict[str, EntryRecord]) -> Path:
-    """Writes the JSON list and the provenance Parquet; returns the provenance path."""
+def write_metadata(
+    out: str | os.PathLike[str],
+    entries: dict[str, EntryRecord],
+    build: dict[str, Any] | None = None,
+) -> Path:
+    """Writes the JSON list and the provenance Parquet (with `build` as its ``BUILD_KEY``
+    metadata); returns the provenance path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -241,12 +320,14 @@ def write_metadata(out: str | os.PathLike[str], entries: dict[str, EntryRecord])
         "id": pa.array(range(len(records)), type=pa.int32()),
         "entry": pa.array(list(entries), type=pa.string()),
         "source": pa.array([r.source for r in records], type=pa.string()),
+        "rule": pa.array([r.rule for r in records], type=pa.string()),
         "sources": pa.array([r.sources for r in records], type=pa.list_(pa.string())),
     }
     for name, dtype in STAT_COLUMNS.items():
         columns[name] = pa.array([r.stats.get(name) for r in records], type=dtype)
     where = provenance_path(out)
-    pq.write_table(pa.table(columns), where)
+    metadata = {BUILD_KEY: json.dumps(build or {}, ensure_ascii=False).encode()}
+    pq.write_table(pa.table(columns, metadata=metadata), where)
     return where
 
 
@@ -263,24 +344,39 @@ def build_metadata(
     out: str | os.PathLike[str],
     *,
     wordnet: WordNetSource | None = None,
+    wordnet_rule: str = "synset-names",
     corpus: SelectedNgrams | None = None,
+    corpus_origin: str = "",
+    min_unigram_count: int | None = None,
+    min_bigram_pmi: float | None = None,
     titles: Counter[str] | None = None,
+    titles_origin: str = "",
     min_title_count: int = 1,
-    numbers: bool = False,
+    numbers: bool = True,
     caps: Caps | None = None,
+    filters: str = "metaclip1",
 ) -> BuildResult:
-    """Assembles the given sources (see the module doc) and writes `out` and its provenance."""
+    """Assembles the given sources (see the module doc) and writes `out` and its provenance.
+    `min_unigram_count` and `min_bigram_pmi` are the thresholds `corpus` was selected with (they
+    name the rules in the provenance); the ``*_origin`` strings say where a source was read."""
     sources: list[SourceList] = []
     if numbers:
-        sources.append(SourceList("number", [(str(i), {}) for i in range(100)]))
+        sources.append(SourceList("number", [(str(i), {}) for i in range(100)], "0..99"))
     if wordnet is not None:
-        sources.append(wordnet_source(wordnet))
+        sources.append(wordnet_source(wordnet, wordnet_rule))
     if corpus is not None:
-        sources.extend(ngram_sources(corpus))
+        sources.extend(ngram_sources(corpus, min_unigram_count, min_bigram_pmi, corpus_origin))
     if titles is not None:
-        sources.append(title_source(titles, min_title_count))
+        sources.append(title_source(titles, min_title_count, titles_origin))
     if not sources:
         raise ValueError("no metadata source: give WordNet, a corpus, titles or numbers")
-    entries, figures = assemble(sources, caps)
-    provenance = write_metadata(out, entries)
+    caps = caps or Caps()
+    entries, figures = assemble(sources, caps, filters=filters)
+    build = {
+        "filters": filters,
+        "total_cap": caps.total,
+        "entries": len(entries),
+        "sources": {name: fig.as_json() for name, fig in figures.items()},
+    }
+    provenance = write_metadata(out, entries, build)
     return BuildResult(len(entries), Path(out), provenance, figures, corpus)

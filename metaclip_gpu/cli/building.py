@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metaclip_gpu.cli.common import (
@@ -33,15 +34,23 @@ def _print_build_summary(console: Console, result: Any) -> None:
     for name, fig in result.figures.items():
         dropped = ", ".join(f"{why} {n:,}" for why, n in sorted(fig.dropped.items())) or "none"
         cap = "no cap" if fig.cap is None else f"cap {fig.cap:,}"
+        rule = f" [{fig.rule}]" if fig.rule else ""
         table.add_row(
-            name,
+            escape(f"{name}{rule}"),
             f"{fig.added:,} added of {fig.candidates:,} candidates ({cap}); "
-            f"{fig.duplicates:,} already present; dropped: {dropped}",
+            f"{fig.duplicates:,} already present; {fig.over_cap:,} over a cap; "
+            f"dropped: {dropped}",
         )
     table.add_row("entries", f"{result.entries:,}")
     table.add_row("metadata", str(result.metadata))
     table.add_row("provenance", str(result.provenance))
     console.print(table)
+
+
+def _resolve_rule(rule: str, wordnet: Any) -> str:
+    if rule != "auto":
+        return rule
+    return "lemmas" if wordnet is not None and wordnet.kind == "omw" else "synset-names"
 
 
 @click.command(name="build-metadata")
@@ -56,8 +65,17 @@ def _print_build_summary(console: Console, result: Any) -> None:
     "wordnet_spec",
     default="auto",
     show_default=True,
-    help="WordNet lemmas: 'auto' (nltk's corpus, else /usr/share/wordnet), a folder with "
-    "WordNet's data.* files, or 'none'.",
+    help="WordNet: 'auto' (nltk's corpus, else /usr/share/wordnet), a folder with "
+    "WordNet's data.* files, an Open Multilingual Wordnet wn-data-<lang>.tab file, or 'none'.",
+)
+@click.option(
+    "--wordnet-rule",
+    type=click.Choice(["auto", "synset-names", "lemmas"]),
+    default="auto",
+    show_default=True,
+    help="synset-names: one canonical name per synset (MetaCLIP 1, English); lemmas: every "
+    "lemma name (MetaCLIP 2's rule for other languages); auto: synset-names for WordNet 3.0, "
+    "lemmas for an OMW .tab file.",
 )
 @click.option(
     "--corpus",
@@ -75,7 +93,27 @@ def _print_build_summary(console: Console, result: Any) -> None:
     help="Titles with counts, one 'title<TAB>count' a line (e.g. Wikipedia page views).",
 )
 @click.option("--min-title-count", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--numbers/--no-numbers", default=False, help="Add '0'..'99' first (MetaCLIP 2).")
+@click.option(
+    "--numbers/--no-numbers",
+    default=True,
+    show_default=True,
+    help="Put '0'..'99' first (MetaCLIP 1 and 2 both do).",
+)
+@click.option(
+    "--filters",
+    type=click.Choice(["metaclip1", "metaclip2"]),
+    default="metaclip1",
+    show_default=True,
+    help="metaclip1: drop empty strings and single punctuation characters; metaclip2: strip, "
+    "then drop empty, over-256-character and punctuation-only strings.",
+)
+@click.option(
+    "--max-entries",
+    default=500_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="The list stops at this many entries (MetaCLIP: 500,000).",
+)
 @click.option("--max-unigrams", default=251_465, show_default=True, type=click.IntRange(0))
 @click.option("--max-bigrams", default=100_646, show_default=True, type=click.IntRange(0))
 @click.option("--max-titles", default=61_235, show_default=True, type=click.IntRange(0))
@@ -100,6 +138,7 @@ def _print_build_summary(console: Console, result: Any) -> None:
 def build_metadata_cmd(
     out: Path,
     wordnet_spec: str,
+    wordnet_rule: str,
     corpus_spec: tuple[str, ...],
     text_column: str | None,
     min_unigram_count: int,
@@ -107,6 +146,8 @@ def build_metadata_cmd(
     titles: Path | None,
     min_title_count: int,
     numbers: bool,
+    filters: str,
+    max_entries: int,
     max_unigrams: int,
     max_bigrams: int,
     max_titles: int,
@@ -163,16 +204,22 @@ def build_metadata_cmd(
             raise click.ClickException(str(err)) from err
         finally:
             close_client(client)
-    caps = Caps(max_unigrams, max_bigrams, max_titles, unigram_share, title_share)
+    caps = Caps(max_unigrams, max_bigrams, max_titles, unigram_share, title_share, max_entries)
     try:
         result = build_metadata(
             out,
             wordnet=wordnet,
+            wordnet_rule=_resolve_rule(wordnet_rule, wordnet),
             corpus=corpus,
+            corpus_origin=" ".join(corpus_spec),
+            min_unigram_count=min_unigram_count,
+            min_bigram_pmi=min_bigram_pmi,
             titles=title_counts,
+            titles_origin="" if titles is None else str(titles),
             min_title_count=min_title_count,
             numbers=numbers,
             caps=caps,
+            filters=filters,
         )
     except (WordNetError, ValueError) as err:
         raise click.ClickException(str(err)) from err
