@@ -4,6 +4,7 @@ filter (``curate --english-only``, metaclip_gpu.english_only)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -300,6 +301,9 @@ def test_cli_english_only_and_lid_model(tmp_path: Path) -> None:
     assert "not_english: 3" in result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["language_identifier"] == f"fasttext:lid.176.ftz:{model.stat().st_size}"
+    report = tmp_path / "o" / "report" / "index.html"
+    if report.is_file():  # the report extra is installed: the dropped texts are listed
+        assert re.search(r"not_english</td>\s*<td[^>]*>3<", report.read_text())
     worldwide = CliRunner().invoke(
         main, [*args, "--output", str(tmp_path / "w"), "--worldwide", "--english-only"]
     )
