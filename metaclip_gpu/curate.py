@@ -59,8 +59,10 @@ import pyarrow.parquet as pq
 from metaclip_gpu.arrays import to_host
 from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
 from metaclip_gpu.count import load_entry_counts
+from metaclip_gpu.english_only import EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
+from metaclip_gpu.lid import LidModel
 from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
 from metaclip_gpu.stages import (
@@ -697,8 +699,14 @@ def run_curate(
     progress: bool = True,
     client: Any = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    english_only: bool = False,
+    lid_model: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """match -> count -> balance into `out_dir`, each stage timed; writes ``summary.json``.
+
+    `english_only`: MetaCLIP 1's LID filter (`english_only.EnglishOnly`): only texts the
+    language identifier (`lid_model`, default the packaged fastText ``lid.176.ftz``) calls
+    English are matched; the others are counted in ``skipped`` as ``not_english``.
 
     `client`: a `distributed.Client` (`cluster.make_client`) to run each stage's per-shard
     tasks on (the result is the same as in process); `cache_dir`: the index cache the workers
@@ -724,10 +732,14 @@ def run_curate(
         else:
             index = MetadataIndex.load(metadata_path)
 
+    matcher: Any = index if client is None or isinstance(metadata_path, MetadataIndex) else None
+    if english_only:  # a loaded filter: broadcast to the workers with its index
+        matcher = EnglishOnly(index, LidModel(None if lid_model is None else str(lid_model)))
+        matcher.check_available()
     with timer.stage("match"):
         reports = run_match(
             shards,
-            index if client is None or isinstance(metadata_path, MetadataIndex) else metadata_path,
+            metadata_path if matcher is None else matcher,
             out_dir,
             options=options,
             backend=backend,
@@ -759,6 +771,8 @@ def run_curate(
         "metadata_entries": len(index),
         "distinct_entries_matched": balance["distinct_entries_matched"],
         "seed": int(seed),
+        "english_only": english_only,
+        "language_identifier": matcher.model.describe() if english_only else None,
         "target_size": target_size,
         "backend": backend,
         "ts": balance["ts"],

@@ -7,9 +7,11 @@ Every language gets its own `MetadataIndex` with MetaCLIP 2's per-side padding
 positions in that language's list.
 
 A text's language comes from its shard's language column (``--lang-column``; by default the
-first of `LANG_CANDIDATES` present); a shard without one is identified text by text with the
-``langid`` package when it is installed (`identify_languages`), else it is an unreadable shard
-whose error says a language column is needed. The match files record each row's language.
+first of `LANG_CANDIDATES` present); a shard without one is identified by fastText's
+``lid.176`` (`lid.identify`, batched per chunk; ``langid`` where fastText is not installed),
+its codes mapped to metadata languages by `lid.LID_TO_METADATA`; with no identifier it is an
+unreadable shard whose error says a language column is needed. The match files record each
+row's language, so a rerun never identifies again.
 
 A text whose language has no metadata (or a null language) goes, as the user chooses
 (`UnknownLanguage`), to the ``other`` metadata (MetaCLIP 2's bucket for languages without
@@ -33,6 +35,7 @@ import pyarrow.compute as pc
 
 from metaclip_gpu.arrays import to_host
 from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.lid import INSTALL_HINT, LidModel, identify, metadata_languages
 from metaclip_gpu.match import match
 from metaclip_gpu.metadata import MetadataError, parse_metadata
 from metaclip_gpu.read import ShardError
@@ -84,6 +87,7 @@ class LanguageIndexes:
     digest: str  # of every language's entries: the match stage's config
     unknown: UnknownLanguage = "skip"
     lang_column: str | None = None  # None: the first of LANG_CANDIDATES in each shard
+    lid: LidModel = field(default_factory=LidModel)  # for shards without a language column
     _codes: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +107,7 @@ class LanguageIndexes:
         *,
         unknown: UnknownLanguage = "skip",
         lang_column: str | None = None,
+        lid: LidModel | None = None,
     ) -> LanguageIndexes:
         """Loads the metadata of `path` (`load_language_metadata`), each language's index
         from the on-disk cache or built into it."""
@@ -116,7 +121,7 @@ class LanguageIndexes:
                 entries, padding="worldwide", digest=digests[lang], cache=True
             )
         digest = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
-        return cls(indexes, digest, unknown, lang_column)
+        return cls(indexes, digest, unknown, lang_column, lid or LidModel())
 
     @property
     def languages(self) -> list[str]:
@@ -137,18 +142,20 @@ class LanguageIndexes:
 
     def row_codes(self, table: pa.Table, where: str | Path) -> np.ndarray:
         """Each row's language code (`language_of`) from the language column of `table`, or
-        from a language identifier (`identify_languages`) when the shard has none."""
+        from the language identifier (`lid.identify`, its codes mapped by
+        `lid.LID_TO_METADATA`) when the shard has none."""
         column = self.find_column(table.column_names, where)
         if column is not None:
             return self.language_of(table.column(column))
-        identified = identify_languages(table.column("text"))
+        identified = identify(table.column("text"), self.lid)
         if identified is None:
             raise ShardError(
                 where,
                 f"no language column (looked for {', '.join(LANG_CANDIDATES)}) and no "
-                "language identifier installed: give --lang-column, or pip install langid",
+                f"language identifier installed: give --lang-column, or {INSTALL_HINT}; "
+                "or pip install langid",
             )
-        return self.language_of(identified)
+        return self.language_of(metadata_languages(identified))
 
     def language_of(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Each row's metadata language as an int code into `languages`, -1 when skipped."""
@@ -219,22 +226,3 @@ def _groups(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     for rows in np.split(order, bounds):
         if len(rows):
             yield int(codes[rows[0]]), rows
-
-
-def identify_languages(texts: pa.Array | pa.ChunkedArray) -> pa.Array | None:
-    """Each text's language by the ``langid`` package (ISO 639-1 codes, as MetaCLIP 2's
-    metadata names them), None when it is not installed. Slow (pure Python, about a
-    millisecond a text): for pools without a language column only."""
-    try:
-        import langid
-    except ImportError:
-        return None
-    values = texts.to_pylist()
-    codes = []
-    for value in values:
-        if value is None:
-            codes.append(None)
-            continue
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        codes.append(langid.classify(text)[0])
-    return pa.array(codes, pa.string())

@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
+from metaclip_gpu.english_only import NOT_ENGLISH, EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
@@ -67,7 +68,8 @@ from metaclip_gpu.read import (
 MATCHES_DIR = "matches"
 COUNTS_NPY = "entry_counts.npy"
 COUNTS_PARQUET = "entry_counts.parquet"
-LOADED = (MetadataIndex, LanguageIndexes)  # a loaded index, not a metadata path
+LOADED = (MetadataIndex, LanguageIndexes, EnglishOnly)  # a loaded index, not a metadata path
+MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
 # In process on the CPU, two shards are worked on at once, so one's reading and writing
 # (pyarrow, GIL released) overlap the other's matching: 1.4x on 2 cores. One on the GPU.
 SHARDS_IN_FLIGHT = 2
@@ -97,13 +99,16 @@ def output_name(shard_name: str) -> str:
     return f"{safe[:150]}-{digest}.parquet"
 
 
-def stage_config(index: MetadataIndex | LanguageIndexes, options: ReadOptions) -> str:
+def stage_config(index: MatchIndex, options: ReadOptions) -> str:
     """What, besides the input file, decides a shard's match output: the metadata (its digest;
     "" for an index built from a list, then only its length; per-language metadata: all their
-    digests, the language column and what happens to unknown languages) and the options that
-    pick the text/key columns and parse lines. A record with another config is redone."""
+    digests, the language column and what happens to unknown languages; the language
+    identifier, `lid.LidModel.describe`) and the options that pick the text/key columns and
+    parse lines. A record with another config is redone."""
     if isinstance(index, LanguageIndexes):
-        metadata: Any = [index.digest, index.lang_column, index.unknown]
+        metadata: Any = [index.digest, index.lang_column, index.unknown, index.lid.describe()]
+    elif isinstance(index, EnglishOnly):
+        metadata = index.config()
     else:
         metadata = [index.stats.digest, index.stats.padding]
     payload = {
@@ -120,16 +125,25 @@ def stage_config(index: MetadataIndex | LanguageIndexes, options: ReadOptions) -
 
 # ---------------------------------------------------------------------- match, one shard
 def _chunk_table(
-    chunk: ShardChunk, index: MetadataIndex | LanguageIndexes, backend: str, threads: int | None
+    chunk: ShardChunk,
+    index: MatchIndex,
+    backend: str,
+    threads: int | None,
+    report: ShardReport,
 ) -> pa.Table:
     n = chunk.num_rows
     lang: pa.Array | None = None
+    texts = chunk.table.column("text")
+    if isinstance(index, EnglishOnly):  # MetaCLIP 1's LID filter: other texts match nothing
+        texts, dropped = index.english_texts(texts, chunk.shard.path)
+        report.skipped[NOT_ENGLISH] += dropped
+        index = index.index
     if isinstance(index, LanguageIndexes):
         codes = index.row_codes(chunk.table, chunk.shard.path)
-        entry_ids = index.match_rows(chunk.table.column("text"), codes, backend, threads)
+        entry_ids = index.match_rows(texts, codes, backend, threads)
         lang = index.names_of(codes)
     else:
-        result = match(chunk.table.column("text"), index, backend=backend, threads=threads)
+        result = match(texts, index, backend=backend, threads=threads)
         entry_ids = result.to_arrow()
     if entry_ids.type != ENTRY_IDS_TYPE:  # large_list only past 2**31 ids in one chunk
         entry_ids = entry_ids.cast(ENTRY_IDS_TYPE)
@@ -177,7 +191,7 @@ def _fsync_dir(path: Path) -> None:
 
 def match_shard(
     shard: Shard,
-    index: MetadataIndex | LanguageIndexes,
+    index: MatchIndex,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions | None = None,
@@ -213,7 +227,7 @@ def match_shard(
 
 def match_shard_output(
     shard: Shard,
-    index: MetadataIndex | LanguageIndexes,
+    index: MatchIndex,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions,
@@ -243,7 +257,7 @@ def match_shard_output(
                     if chunk.num_rows == 0:
                         continue
                     try:
-                        table = _chunk_table(chunk, index, backend, threads)
+                        table = _chunk_table(chunk, index, backend, threads, report)
                     except ShardError as err:  # e.g. a worldwide shard without languages
                         report.error = str(err)
                         break
@@ -350,7 +364,7 @@ def _progress(enabled: bool):  # -> rich.progress.Progress
 
 def run_match(
     shards_spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Sequence[Shard],
-    metadata_path: str | os.PathLike[str] | MetadataIndex | LanguageIndexes,
+    metadata_path: str | os.PathLike[str] | MatchIndex,
     out_dir: str | os.PathLike[str],
     *,
     options: ReadOptions | None = None,
@@ -459,7 +473,7 @@ def run_match(
 
 def _match_task(
     shard: Shard,
-    metadata: Path | MetadataIndex | LanguageIndexes,
+    metadata: Path | MatchIndex,
     cache_dir: Path | None,
     out_dir: Path,
     *,
@@ -486,7 +500,7 @@ def _match_task(
 def _run_match_dask(
     client: Any,
     shards: list[Shard],
-    metadata: Path | MetadataIndex | LanguageIndexes,
+    metadata: Path | MatchIndex,
     cache_dir: Path | None,
     out_dir: Path,
     manifest: Manifest,

