@@ -269,7 +269,7 @@ class ShardFigures:
 
 def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
     """Texts, matched texts and expected kept per t of a match file (for a skipped shard)."""
-    figures = ShardFigures("")
+    figures = ShardFigures("", expected=dict.fromkeys(ts, 0.0))
     parquet = pq.ParquetFile(match_file)
     try:
         for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
@@ -384,7 +384,7 @@ def balance_shard(
     xp: Any = np,
 ) -> ShardFigures:
     """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
-    figures = ShardFigures(shard.name)
+    figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
     kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
     host_counts = counts.get() if hasattr(counts, "get") else np.asarray(counts)
     empty: pa.Table | None = None
