@@ -666,7 +666,8 @@ class StageTimer:
 
 def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, Any]:
     """The summary's figures of the match stage's reading: shards (unreadable ones with their
-    error, those matched by this run), texts read, rows skipped by reason, null texts."""
+    error, those matched by this run), texts read, rows skipped by reason (in all, and per
+    shard with the file and the first line numbers), null texts."""
     skipped: Counter[str] = Counter()
     for report in reports:
         skipped.update(report.skipped)
@@ -679,6 +680,16 @@ def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, A
         "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
         "texts_read": sum(r.rows for r in reports),
         "skipped": dict(sorted(skipped.items())),
+        "skipped_rows": [  # per shard with skipped rows: its file, reasons, first lines
+            {
+                "shard": r.shard.name,
+                "path": str(r.shard.path),
+                "skipped": dict(sorted(r.skipped.items())),
+                "lines": list(r.invalid_lines),
+            }
+            for r in reports
+            if r.skipped
+        ],
         "null_texts": sum(r.null_texts for r in reports),
     }
 

@@ -51,6 +51,7 @@ class ShardRecord:
     fingerprint: dict[str, int] = field(default_factory=dict)
     config: str = ""
     path: str = ""
+    invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)

@@ -75,6 +75,7 @@ DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
 OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
 _TMP_RE = re.compile(r"\.tmp-(\d+)$")
 ENTRY_IDS_TYPE = pa.list_(pa.int32())
+RECORDED_LINES = 20  # line numbers of a shard's skipped rows kept in its manifest record
 SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
@@ -286,6 +287,7 @@ def match_shard_output(
         fingerprint=input_fingerprint,
         config=config,
         path=str(shard.path),
+        invalid_lines=report.invalid_lines[:RECORDED_LINES],
     )
     return report, record
 
@@ -293,6 +295,7 @@ def match_shard_output(
 def _report_from_record(shard: Shard, record: ShardRecord, manifest: Manifest) -> MatchReport:
     report = MatchReport(shard, rows=record.rows, error=record.error, null_texts=record.null_texts)
     report.skipped.update(record.skipped)
+    report.invalid_lines = list(record.invalid_lines)
     report.output = manifest.output_path(record)
     report.seconds = record.seconds
     report.reused = True

@@ -42,10 +42,11 @@ def _from_python(texts: Any) -> pa.ChunkedArray:
         values = texts if isinstance(texts, Sequence) else list(texts)
         try:
             array = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Mixed str and bytes: match everything as bytes.
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            # Mixed str and bytes, or a str with a lone surrogate (no UTF-8 string): match
+            # everything as bytes, the surrogate as its 3 bytes (which no entry equals).
             array = pa.array(
-                [v.encode("utf-8") if isinstance(v, str) else v for v in values],
+                [v.encode("utf-8", "surrogatepass") if isinstance(v, str) else v for v in values],
                 type=pa.large_binary(),
             )
     if isinstance(array, pa.ChunkedArray):

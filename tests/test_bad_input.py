@@ -72,3 +72,59 @@ def test_zero_row_shards_next_to_good_ones_curate_the_good_rows(
         assert summary["texts_read"] == len(GOOD_TEXTS)
         assert summary["shards"] == 4 and summary["shards_unreadable"] == []
         assert summary["ts"][0]["kept"] == 3
+
+
+# ---------------------------------------------------------------------- item 2: lone surrogates
+def test_jsonl_row_with_a_lone_surrogate_is_skipped_and_counted(
+    tmp_path: Path, metadata: Path
+) -> None:
+    """``{"caption": "bad \\ud800 text"}`` is valid JSON but no UTF-8 string: it aborted the
+    whole run (exit 1, no file named). Now that row is skipped and counted with its line, the
+    rest of its shard and the other shards are curated, exit 0."""
+    root = tmp_path / "in"
+    write_good_shard(root)
+    lines = [
+        json.dumps({"caption": "a dog", "url": "j0"}),
+        '{"caption": "bad \\ud800 text dog", "url": "j1"}',
+        json.dumps({"caption": "red car", "url": "j2"}),
+        '{"caption": "fine", "url": "j3", "note": "\\udfff"}',  # in another field: same
+    ]
+    (root / "s.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    result = curate(metadata, root, out)
+    assert result.exit_code == 0, result.output
+    assert "lone_surrogate: 2" in result.output
+    assert curated_captions(out) == sorted(
+        [t for t in GOOD_TEXTS if t != "nothing here"] + ["a dog", "red car"]
+    )
+    summary = summary_of(out)
+    assert summary["texts_read"] == len(GOOD_TEXTS) + 2
+    assert summary["skipped"] == {"lone_surrogate": 2}
+    [bad] = summary["skipped_rows"]
+    assert bad["shard"] == "s.jsonl" and bad["path"] == str(root / "s.jsonl")
+    assert bad["skipped"] == {"lone_surrogate": 2} and bad["lines"] == [2, 4]
+
+
+def test_match_matches_a_str_with_a_lone_surrogate_as_bytes() -> None:
+    from metaclip_gpu import MetadataIndex, match
+
+    index = MetadataIndex.from_entries(ENTRIES)
+    result = match(["a dog \ud800 on the beach", "red car"], index, backend="cpu")
+    assert result.to_lists() == [[0, 2], [1]]
+
+
+def test_metadata_with_a_lone_surrogate_names_the_file_and_element(tmp_path: Path) -> None:
+    from metaclip_gpu import MetadataIndex
+    from metaclip_gpu.metadata import MetadataError
+
+    path = tmp_path / "meta.json"
+    path.write_text('["dog", "bad \\ud800 x", "red"]')
+    with pytest.raises(MetadataError, match=r"meta\.json: element 1 .*surrogate"):
+        MetadataIndex.load(path, cache=False)
+    with pytest.raises(MetadataError, match=r"element 1 .*surrogate"):
+        MetadataIndex.from_entries(["dog", "bad \ud800 x"])
+    result = CliRunner().invoke(
+        main, ["build-index", "--metadata", str(path), "--cache-dir", str(tmp_path / "c")]
+    )
+    assert result.exit_code == 1 and "element 1" in result.output
+    assert "Traceback" not in result.output

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metaclip_gpu.balance import keep_probability
@@ -27,6 +28,9 @@ from metaclip_gpu.cli.common import (
 )
 from metaclip_gpu.metadata import MetadataError
 from metaclip_gpu.read import ShardError
+
+SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
+SHOWN_LINES = 5  # their first line numbers
 
 
 @click.command()
@@ -125,6 +129,15 @@ def _read_table(title: str, summary: dict[str, Any]) -> Table:
         "rows skipped",
         ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
     )
+    per_shard = summary.get("skipped_rows", [])
+    for bad in per_shard[:SHOWN_SHARDS]:
+        lines = bad["lines"][:SHOWN_LINES]
+        where = f"; lines {', '.join(map(str, lines))}" if lines else ""
+        more = "..." if len(bad["lines"]) > len(lines) else ""
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in bad["skipped"].items())
+        table.add_row("  skipped in", escape(f"{bad['path']}: {reasons}{where}{more}"))
+    if len(per_shard) > SHOWN_SHARDS:
+        table.add_row("", f"... {len(per_shard) - SHOWN_SHARDS:,} more shards (summary.json)")
     return table
 
 

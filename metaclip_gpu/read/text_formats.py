@@ -140,8 +140,21 @@ def _json_lines_to_table(
         if not isinstance(obj, dict):
             chunker.skip("invalid_json", line=first_line + offset)
             continue
+        if not utf8_encodable(obj):
+            chunker.skip("lone_surrogate", line=first_line + offset)
+            continue
         rows.append(obj)
     return rows_to_table(rows, text_column)
+
+
+def utf8_encodable(obj: Any) -> bool:
+    """False when a string of a parsed JSON value (keys included) holds a lone surrogate
+    (``"\\ud800"`` is valid JSON but no UTF-8 string, so no Arrow string either)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _column_array(values: list[Any]) -> pa.Array:
