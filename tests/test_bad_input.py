@@ -128,3 +128,50 @@ def test_metadata_with_a_lone_surrogate_names_the_file_and_element(tmp_path: Pat
     )
     assert result.exit_code == 1 and "element 1" in result.output
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------- item 3: invalid UTF-8
+@pytest.mark.parametrize("fmt", ["tsv", "csv"])
+def test_one_invalid_utf8_row_loses_only_that_row(tmp_path: Path, fmt: str) -> None:
+    """One line with a byte that is not UTF-8 made the whole TSV/CSV shard unreadable. Now it
+    is skipped and counted as ``invalid_utf8`` with its line: 999 of 1,000 rows are read, the
+    rows after it keep their texts and keys."""
+    from metaclip_gpu.read import ReadOptions, find_shards, read_shard_checked
+
+    sep = "\t" if fmt == "tsv" else ","
+    head = [f"caption{sep}url"] if fmt == "csv" else []
+    lines = [f"dog number {i}{sep}http://x/{i}".encode() for i in range(1000)]
+    lines[500] = b"bad \xff\xfe dog" + sep.encode() + b"http://x/500"
+    lines[700] = b"wrong field count"  # a row pyarrow skips (its handler), before line 702
+    lines[800] = b"dog" + sep.encode() + b"http://x/\xc3"  # a bad byte in another column
+    path = tmp_path / f"s.{fmt}"
+    path.write_bytes(b"\n".join([h.encode() for h in head] + lines) + b"\n")
+    [shard] = find_shards(path)
+    # A small batch size, so rows after the bad ones come in other batches too.
+    chunks, report = read_shard_checked(shard, ReadOptions(batch_rows=64))
+    assert report.error is None and chunks is not None
+    assert report.rows == 997
+    assert report.skipped == {"invalid_utf8": 2, "invalid_row": 1}
+    offset = len(head) + 1  # line of lines[0]
+    assert sorted(report.invalid_lines) == [500 + offset, 700 + offset, 800 + offset]
+    texts = [t for c in chunks for t in c.table.column("text").to_pylist()]
+    keys = [k for c in chunks for k in c.table.column("key").to_pylist()]
+    kept = [i for i in range(1000) if i not in (500, 700, 800)]
+    assert texts == [f"dog number {i}" for i in kept]
+    assert keys == [f"http://x/{i}" for i in kept]
+    assert [c.first_row for c in chunks][:2] == [0, 64]
+
+
+def test_tsv_with_an_invalid_utf8_row_curates_the_rest(tmp_path: Path, metadata: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    rows = [f"{t}\thttp://x/{i}".encode() for i, t in enumerate(GOOD_TEXTS)]
+    rows.insert(1, b"a dog \xff\thttp://x/bad")
+    (root / "s.tsv").write_bytes(b"\n".join(rows) + b"\n")
+    out = tmp_path / "out"
+    result = curate(metadata, root, out)
+    assert result.exit_code == 0, result.output
+    assert curated_captions(out) == sorted(t for t in GOOD_TEXTS if t != "nothing here")
+    summary = summary_of(out)
+    assert summary["skipped"] == {"invalid_utf8": 1}
+    assert summary["skipped_rows"][0]["lines"] == [2]
