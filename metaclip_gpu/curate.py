@@ -62,6 +62,7 @@ from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
+from metaclip_gpu.outcome import run_outcome
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
 from metaclip_gpu.stages import (
     COUNTS_NPY,
@@ -667,18 +668,19 @@ class StageTimer:
 def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, Any]:
     """The summary's figures of the match stage's reading: shards (unreadable ones with their
     error, those matched by this run), texts read, rows skipped by reason (in all, and per
-    shard with the file and the first line numbers), null texts."""
+    shard with the file and the first line numbers), null texts, and the run's outcome
+    (`outcome.run_outcome`: exit code and last line)."""
     skipped: Counter[str] = Counter()
     for report in reports:
         skipped.update(report.skipped)
+    unreadable = [{"shard": r.shard.name, "error": r.error} for r in reports if r.error]
+    texts_read = sum(r.rows for r in reports)
     return {
         "input": [str(s.path) for s in shards],
         "shards": len(shards),
-        "shards_unreadable": [
-            {"shard": r.shard.name, "error": r.error} for r in reports if r.error
-        ],
+        "shards_unreadable": unreadable,
         "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
-        "texts_read": sum(r.rows for r in reports),
+        "texts_read": texts_read,
         "skipped": dict(sorted(skipped.items())),
         "skipped_rows": [  # per shard with skipped rows: its file, reasons, first lines
             {
@@ -691,6 +693,7 @@ def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, A
             if r.skipped
         ],
         "null_texts": sum(r.null_texts for r in reports),
+        "outcome": run_outcome(len(shards), texts_read, unreadable),
     }
 
 

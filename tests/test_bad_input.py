@@ -175,3 +175,63 @@ def test_tsv_with_an_invalid_utf8_row_curates_the_rest(tmp_path: Path, metadata:
     summary = summary_of(out)
     assert summary["skipped"] == {"invalid_utf8": 1}
     assert summary["skipped_rows"][0]["lines"] == [2]
+
+
+# ---------------------------------------------------------------------- item 4: exit codes
+def last_line(output: str) -> str:
+    return output.rstrip("\n").rsplit("\n", 1)[-1]
+
+
+def test_every_shard_unreadable_exits_nothing_read_with_one_line(
+    tmp_path: Path, metadata: Path
+) -> None:
+    from metaclip_gpu.outcome import EXIT_NOTHING_READ
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.parquet").write_bytes(b"garbage")
+    (root / "b.parquet").write_bytes(b"PAR1 not parquet")
+    out = tmp_path / "out"
+    result = curate(metadata, root, out)
+    assert result.exit_code == EXIT_NOTHING_READ == 4, result.output
+    assert "Traceback" not in result.output
+    line = last_line(result.output)
+    assert line.startswith("error: nothing read: all 2 shards are unreadable"), line
+    assert "a.parquet" in line
+    assert summary_of(out)["outcome"]["exit_code"] == EXIT_NOTHING_READ
+
+
+def test_some_shards_unreadable_exit_3_and_the_rest_is_curated(
+    tmp_path: Path, metadata: Path
+) -> None:
+    from metaclip_gpu.outcome import EXIT_SOME_UNREADABLE
+
+    root = tmp_path / "in"
+    write_good_shard(root)
+    (root / "a.parquet").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    result = curate(metadata, root, out)
+    assert result.exit_code == EXIT_SOME_UNREADABLE == 3, result.output
+    line = last_line(result.output)
+    assert line.startswith("warning: 1 of 2 shards could not be read"), line
+    assert curated_captions(out) == sorted(t for t in GOOD_TEXTS if t != "nothing here")
+    outcome = summary_of(out)["outcome"]
+    assert outcome["exit_code"] == 3 and outcome["status"] == "some_shards_unreadable"
+
+
+def test_all_read_exit_0_and_says_so_last(tmp_path: Path, metadata: Path) -> None:
+    root = tmp_path / "in"
+    write_good_shard(root)
+    result = curate(metadata, root, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert last_line(result.output).startswith("done: all 1 shards read")
+
+
+def test_match_stage_alone_has_the_same_exit_codes(tmp_path: Path, metadata: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.parquet").write_bytes(b"garbage")
+    args = ["match", "--metadata", str(metadata), "--input", str(root), "--output"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "out")])
+    assert result.exit_code == 4, result.output
+    assert last_line(result.output).startswith("error: nothing read")

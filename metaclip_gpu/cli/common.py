@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from metaclip_gpu.read import ReadOptions
@@ -98,3 +99,12 @@ def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
         return find_shards(list(input_spec))
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="'--input'") from err
+
+
+def finish(outcome: dict[str, Any]) -> None:
+    """Prints a run's `outcome.run_outcome` line last (stderr unless all went well) and
+    exits with its code."""
+    code = outcome["exit_code"]
+    Console(stderr=code != 0, highlight=False, soft_wrap=True).print(escape(outcome["message"]))
+    if code:
+        raise click.exceptions.Exit(code)

@@ -21,6 +21,7 @@ from metaclip_gpu.cli.common import (
     TEXT_COLUMN_OPTION,
     THREADS_OPTION,
     check_ts,
+    finish,
     make_console,
     read_options,
     shards_or_fail,
@@ -399,6 +400,7 @@ def curate(
         _print_curate_summary(console, summary)
     if not no_report:
         _write_report(console, output, required=False)
+    finish(summary["outcome"])
 
 
 @click.command()

@@ -17,6 +17,7 @@ from metaclip_gpu.cli.common import (
     KEY_COLUMN_OPTION,
     METADATA_OPTION,
     THREADS_OPTION,
+    finish,
     make_console,
     read_options,
     shards_or_fail,
@@ -25,6 +26,7 @@ from metaclip_gpu.cli.common import (
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.read import ReadOptions, ShardError, read_table
 
 
@@ -258,7 +260,14 @@ def _match_stage(
             table.add_row("unreadable shard", f"{r.shard.name}: {r.error}")
     table.add_row("matches", str(output / "matches"))
     console.print(table)
-    console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
+    outcome = run_outcome(
+        len(reports),
+        sum(r.rows for r in reports),
+        [{"shard": r.shard.name, "error": r.error} for r in reports if r.error],
+    )
+    if outcome["exit_code"] != EXIT_NOTHING_READ:
+        console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
+    finish(outcome)
 
 
 @click.command()
