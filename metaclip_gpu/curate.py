@@ -62,6 +62,7 @@ from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
+from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.outcome import run_outcome
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
 from metaclip_gpu.stages import (
@@ -242,14 +243,16 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
 def write_json(path: Path, payload: Any) -> None:
     """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    with with_path(tmp):
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
 def write_parquet(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp)
+        with with_path(tmp):
+            pq.write_table(table, tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -54,6 +54,7 @@ from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
 from metaclip_gpu.match import match
+from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import (
     ReadOptions,
     Shard,
@@ -236,7 +237,7 @@ def match_shard_output(
     tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
     report = MatchReport(shard)
     renamed = False
-    with open(tmp, "wb") as sink:
+    with with_path(tmp), open(tmp, "wb") as sink:
         try:
             writer: pq.ParquetWriter | None = None
             try:
@@ -618,7 +619,8 @@ def run_count(
     final = out_dir / COUNTS_PARQUET
     tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
     try:
-        pq.write_table(counts_table(counts, index.entries), tmp)
+        with with_path(tmp):
+            pq.write_table(counts_table(counts, index.entries), tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

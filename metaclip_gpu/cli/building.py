@@ -16,6 +16,7 @@ from metaclip_gpu.cli.common import (
     read_options,
     step,
 )
+from metaclip_gpu.cli.errors import Command
 
 
 def _print_build_summary(console: Console, result: Any) -> None:
@@ -44,7 +45,7 @@ def _print_build_summary(console: Console, result: Any) -> None:
     console.print(table)
 
 
-@click.command(name="build-metadata")
+@click.command(name="build-metadata", cls=Command)
 @click.option(
     "--out",
     required=True,

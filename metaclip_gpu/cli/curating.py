@@ -27,6 +27,7 @@ from metaclip_gpu.cli.common import (
     shards_or_fail,
     step,
 )
+from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.metadata import MetadataError
 from metaclip_gpu.read import ShardError
 
@@ -34,7 +35,7 @@ SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all 
 SHOWN_LINES = 5  # their first line numbers
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
 @click.option("--shards", "n_shards", default=8, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -235,7 +236,7 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(per_lang)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--metadata",
     required=True,
@@ -403,7 +404,7 @@ def curate(
     finish(summary["outcome"])
 
 
-@click.command()
+@click.command(cls=Command)
 @INPUT_SHARDS_OPTION
 @click.option(
     "--output",
@@ -475,7 +476,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
     console.print(f"report: {index}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""

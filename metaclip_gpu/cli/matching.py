@@ -23,6 +23,7 @@ from metaclip_gpu.cli.common import (
     shards_or_fail,
     step,
 )
+from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
@@ -151,7 +152,7 @@ def _load_index(
     return index, seconds
 
 
-@click.command(name="match")
+@click.command(name="match", cls=Command)
 @METADATA_OPTION
 @click.option(
     "--input",
@@ -270,7 +271,7 @@ def _match_stage(
     finish(outcome)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--metadata",
     required=True,
@@ -301,7 +302,7 @@ def count(metadata: Path, output: Path) -> None:
     console.print(table)
 
 
-@click.command(name="build-index")
+@click.command(name="build-index", cls=Command)
 @METADATA_OPTION
 @click.option(
     "--cache-dir",
