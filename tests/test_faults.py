@@ -18,7 +18,10 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +230,43 @@ def test_a_known_cluster_error_is_one_line(
     result = invoke([*args, "--cluster", "local", "--backend", "gpu"])
     assert result.exit_code == 1
     assert_one_clear_line(result, "NVML is not available", "[libnvidia-ml.so.1]")
+
+
+# ---------------------------------------------------------------------- Ctrl-C
+@pytest.mark.parametrize("stage", ["match", "balance"])
+def test_ctrl_c_exits_130_saying_a_rerun_resumes_and_it_does(
+    pool, tmp_path: Path, stage: str
+) -> None:
+    """SIGINT (Ctrl-C) once the stage has finished some shards (the delay hook slows each):
+    exit 130 and a line saying that rerunning resumes (it used to be "Aborted!", exit 1);
+    the rerun gives exactly the uninterrupted run's curated set."""
+    out = tmp_path / "out"
+    env = {**os.environ, DELAY_ENV: "0.4"}
+    command = [sys.executable, "-m", "metaclip_gpu.cli", *curate_args(pool, out)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def reached() -> bool:
+        if stage == "match":
+            return len(Manifest.load(out)) >= 2
+        return len(list(curated_dir(out, T).glob("*.parquet"))) >= 2
+
+    try:
+        deadline = time.monotonic() + 60
+        while not reached():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached the stage"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, (stdout, stderr)
+    err = stderr.decode()
+    assert "Traceback" not in err and "Aborted" not in err, err
+    assert "interrupted: rerun the same command to resume" in err.strip().splitlines()[-1]
+
+    assert invoke(curate_args(pool, out)).exit_code == 0
+    assert invoke(curate_args(pool, tmp_path / "clean")).exit_code == 0
+    assert curated(out) == curated(tmp_path / "clean")
+    assert no_tmp_files(out)
