@@ -615,7 +615,7 @@ def _balance_dask(
     task: Any,
 ) -> list[ShardFigures]:
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
-    from distributed import as_completed
+    from metaclip_gpu.cluster import results_as_completed
 
     shared_counts = client.scatter(counts, broadcast=True)
     futures = [
@@ -637,14 +637,15 @@ def _balance_dask(
     done: dict[str, ShardFigures] = {}
     rows = 0
     try:
-        for future in as_completed(futures):
-            figures = future.result()
+        for figures in results_as_completed(client, futures):
             done[figures.shard] = figures
             rows += figures.texts
             bar.update(task, advance=1, rows=rows)
     except BaseException:
         client.cancel(futures)
         raise
+    for folder in {path.parent for _, _, outputs in todo for path in outputs.values()}:
+        remove_stale_tmp(folder)  # what workers killed mid-write left
     return [done[shard.name] for shard, _, _ in todo]
 
 

@@ -502,7 +502,7 @@ def _run_match_dask(
     progress: bool,
     retry_errors: bool,
 ) -> list[ShardReport]:
-    from distributed import as_completed
+    from metaclip_gpu.cluster import results_as_completed
 
     reports: dict[str, ShardReport] = {}
     todo: list[Shard] = []
@@ -537,8 +537,7 @@ def _run_match_dask(
                 for shard in todo
             ]
             try:
-                for future in as_completed(futures):
-                    report, record = future.result()
+                for report, record in results_as_completed(client, futures):
                     manifest.append(record)  # only here: one process appends to the manifest
                     reports[record.shard] = report
                     rows += report.rows
@@ -546,6 +545,7 @@ def _run_match_dask(
             except BaseException:
                 client.cancel(futures)  # the unrecorded shards are redone by the next run
                 raise
+            remove_stale_tmp(out_dir / MATCHES_DIR)  # what workers killed mid-write left
     return [reports[shard.name] for shard in shards]
 
 
@@ -592,10 +592,10 @@ def count_matches(
             )
         paths.append(path)
     if client is not None and paths:
-        from distributed import as_completed
+        from metaclip_gpu.cluster import results_as_completed
 
         futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
-        return reduce_counts((f.result() for f in as_completed(futures)), n_entries)
+        return reduce_counts(results_as_completed(client, futures), n_entries)
     return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
 
 

@@ -28,6 +28,7 @@ from metaclip_gpu.cli.common import (
     step,
 )
 from metaclip_gpu.cli.errors import Command
+from metaclip_gpu.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.metadata import MetadataError
 from metaclip_gpu.read import ShardError
 
@@ -284,6 +285,14 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
 )
 @click.option(
+    "--no-worker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_NO_WORKER_TIMEOUT,
+    show_default=True,
+    help="Seconds a stage waits while the dask scheduler has no worker (they keep dying) "
+    "before it fails with an error naming the scheduler.",
+)
+@click.option(
     "--no-report",
     is_flag=True,
     help="Do not write OUTPUT/report/ (index.html and PNGs; `metaclip-gpu report` does later).",
@@ -323,6 +332,7 @@ def curate(
     workers: int | None,
     scheduler_address: str | None,
     rmm_pool_size: str | None,
+    no_worker_timeout: float,
     no_report: bool,
     worldwide: bool,
     lang_column: str | None,
@@ -361,6 +371,10 @@ def curate(
     except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
         raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
     try:
+        if client is not None:
+            import dask
+
+            dask.config.set({NO_WORKER_TIMEOUT: no_worker_timeout})
         if worldwide:
             from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
 
