@@ -105,7 +105,8 @@ def stage_config(index: MetadataIndex | LanguageIndexes, options: ReadOptions) -
     digests, the language column and what happens to unknown languages) and the options that
     pick the text/key columns and parse lines. A record with another config is redone."""
     if isinstance(index, LanguageIndexes):
-        metadata: Any = [index.digest, index.lang_column, index.unknown]
+        # "stripped": texts are stripped before matching (older worldwide outputs are redone)
+        metadata: Any = [index.digest, index.lang_column, index.unknown, "stripped"]
     else:
         metadata = [index.stats.digest, index.stats.padding]
     payload = {
