@@ -235,3 +235,28 @@ def test_match_stage_alone_has_the_same_exit_codes(tmp_path: Path, metadata: Pat
     result = CliRunner().invoke(main, [*args, str(tmp_path / "out")])
     assert result.exit_code == 4, result.output
     assert last_line(result.output).startswith("error: nothing read")
+
+
+# ---------------------------------------------------------------------- item 9: brackets
+def test_square_brackets_in_messages_paths_and_entries_are_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich read "[report]" as markup: "pip install 'metaclip-gpu[report]'" printed as
+    "pip install 'metaclip-gpu'". Paths, errors and entries with brackets print as they are."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "metaclip_gpu.report", None)  # the report extra missing
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(["[film]", "dog"]))
+    root = tmp_path / "in [v2]"
+    root.mkdir()
+    (root / "good [a].tsv").write_text("a [film] and a dog\thttp://x/0\n")
+    (root / "bad [b].parquet").write_bytes(b"garbage")
+    out = tmp_path / "out [1]"
+    args = ["curate", "--metadata", str(metadata), "--input", str(root), "--output", str(out)]
+    result = CliRunner().invoke(main, [*args, "--t", "10"])
+    assert result.exit_code == 3, result.output
+    flat = " ".join(result.output.split())  # table cells wrap
+    assert "pip install 'metaclip-gpu[report]'" in flat
+    assert "bad [b].parquet" in flat and "'[film]'" in flat and "out [1]" in flat
+    assert "\\[" not in flat

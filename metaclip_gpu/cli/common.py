@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from metaclip_gpu.read import ReadOptions
@@ -61,10 +60,14 @@ KEY_COLUMN_OPTION = click.option(
 
 
 def make_console() -> Console:
-    """A console on the current stdout (rich reads ``sys.stdout`` when printing)."""
-    console = Console(highlight=False)
+    """A console on the current stdout (rich reads ``sys.stdout`` when printing).
+
+    Markup is off: what is printed holds paths, errors, entries and texts, whose square
+    brackets rich would read as tags ("metaclip-gpu[report]" printed as "metaclip-gpu"). A
+    styled line is a `rich.text.Text` (`Text.from_markup` with its values `escape`d)."""
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=120)
+        console = Console(highlight=False, markup=False, width=120)
     return console
 
 
@@ -73,7 +76,7 @@ def step(console: Console, description: str) -> Iterator[None]:
     """A transient spinner with the elapsed time while a long step runs."""
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # it holds file names
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -105,6 +108,7 @@ def finish(outcome: dict[str, Any]) -> None:
     """Prints a run's `outcome.run_outcome` line last (stderr unless all went well) and
     exits with its code."""
     code = outcome["exit_code"]
-    Console(stderr=code != 0, highlight=False, soft_wrap=True).print(escape(outcome["message"]))
+    console = Console(stderr=code != 0, highlight=False, markup=False, soft_wrap=True)
+    console.print(outcome["message"])
     if code:
         raise click.exceptions.Exit(code)

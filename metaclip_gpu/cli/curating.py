@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.cli.common import (
@@ -79,8 +80,11 @@ def demo(
     except ImportError as err:
         raise click.ClickException(str(err)) from err
     console.print(
-        "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
-        f"wordfreq package (metaclip_gpu.synthetic), not real data: {output / 'input'}"
+        Text.from_markup(
+            "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
+            f"wordfreq package (metaclip_gpu.synthetic), not real data: "
+            f"{escape(str(output / 'input'))}"
+        )
     )
     try:
         summary = run_curate(
@@ -97,8 +101,10 @@ def demo(
     _print_curate_summary(console, summary)
     _write_report(console, output, required=False)
     console.print(
-        "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
-        "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
+        Text.from_markup(
+            "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
+            "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
+        )
     )
 
 
@@ -138,7 +144,7 @@ def _read_table(title: str, summary: dict[str, Any]) -> Table:
         where = f"; lines {', '.join(map(str, lines))}" if lines else ""
         more = "..." if len(bad["lines"]) > len(lines) else ""
         reasons = ", ".join(f"{reason}: {n:,}" for reason, n in bad["skipped"].items())
-        table.add_row("  skipped in", escape(f"{bad['path']}: {reasons}{where}{more}"))
+        table.add_row("  skipped in", f"{bad['path']}: {reasons}{where}{more}")
     if len(per_shard) > SHOWN_SHARDS:
         table.add_row("", f"... {len(per_shard) - SHOWN_SHARDS:,} more shards (summary.json)")
     return table

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
@@ -76,8 +77,10 @@ def _summary(
     matched = res.matched_texts()
     if synthetic:
         console.print(
-            "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts below were generated "
-            "from the wordfreq package (metaclip_gpu.synthetic), not real data."
+            Text.from_markup(
+                "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts below were generated "
+                "from the wordfreq package (metaclip_gpu.synthetic), not real data."
+            )
         )
     figures = Table(title=title, show_header=False, title_justify="left")
     figures.add_column("figure", style="bold")
