@@ -260,3 +260,20 @@ def test_square_brackets_in_messages_paths_and_entries_are_printed(
     assert "pip install 'metaclip-gpu[report]'" in flat
     assert "bad [b].parquet" in flat and "'[film]'" in flat and "out [1]" in flat
     assert "\\[" not in flat
+
+
+def test_the_report_lists_the_files_and_lines_of_skipped_rows(
+    tmp_path: Path, metadata: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("jinja2")
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "s.jsonl").write_text('{"caption": "a dog"}\n{not json\n{"caption": "x \\ud800"}\n')
+    out = tmp_path / "out"
+    args = ["curate", "--metadata", str(metadata), "--input", str(root), "--output", str(out)]
+    result = CliRunner().invoke(main, [*args, "--t", "1000"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text()
+    assert str(root / "s.jsonl") in page
+    assert "invalid_json: 1, lone_surrogate: 1" in page and "<td>2, 3</td>" in page
