@@ -186,3 +186,27 @@ def test_a_killed_workers_temporary_file_is_removed_by_the_run_that_finishes(
             kill(w)
     run_curate(pool[0], pool[1], tmp_path / "clean", ts=[T], progress=False)
     assert curated(out) == curated(tmp_path / "clean")
+
+
+@pytest.mark.slow
+def test_a_task_that_kills_its_workers_is_a_cluster_error_naming_the_scheduler() -> None:
+    """dask's KilledWorker (a task whose workers died more than allowed-failures times)
+    becomes `ClusterError`, a RuntimeError the command line prints as one line."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from metaclip_gpu.cluster import ClusterError, results_as_completed
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            futures = [client.submit(_die, pure=False)]
+            with pytest.raises(ClusterError, match=f"scheduler {cluster.scheduler_address}"):
+                list(results_as_completed(client, futures))
+    finally:
+        cluster.close()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
