@@ -18,6 +18,13 @@ EXIT_NOTHING_READ = 4  # finished with nothing to curate: every shard unreadable
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); rerunning the same command resumes
 
 
+class NothingRead(RuntimeError):
+    """A run that cannot go on because it read nothing (a worldwide run has no English counts
+    to set its thresholds from); the command exits with `EXIT_NOTHING_READ`."""
+
+    exit_code = EXIT_NOTHING_READ
+
+
 def run_outcome(shards: int, texts_read: int, unreadable: Sequence[dict[str, Any]]) -> dict:
     """``{"exit_code", "status", "message"}`` of a run over `shards` shards that read
     `texts_read` rows and could not read the shards of `unreadable` (``shard``, ``error``)."""

@@ -75,6 +75,7 @@ from metaclip_gpu.curate import (
 )
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
 from metaclip_gpu.languages import ENGLISH, LanguageIndexes, UnknownLanguage
+from metaclip_gpu.outcome import EXIT_NOTHING_READ, NothingRead
 from metaclip_gpu.read import ReadOptions, Shard, ShardError
 from metaclip_gpu.stages import (
     COUNTS_PARQUET,
@@ -362,6 +363,10 @@ def run_worldwide(
             progress=progress,
             client=client,
         )
+
+    outcome = read_figures(shards, reports)["outcome"]
+    if outcome["exit_code"] == EXIT_NOTHING_READ:  # no counts to set thresholds from
+        raise NothingRead(outcome["message"].removeprefix("error: "))
 
     with timer.stage("count"):
         sizes = {lang: len(index) for lang, index in langs.indexes.items()}

@@ -277,3 +277,18 @@ def test_the_report_lists_the_files_and_lines_of_skipped_rows(
     page = (out / "report" / "index.html").read_text()
     assert str(root / "s.jsonl") in page
     assert "invalid_json: 1, lone_surrogate: 1" in page and "<td>2, 3</td>" in page
+
+
+def test_worldwide_with_every_shard_unreadable_says_nothing_read(tmp_path: Path) -> None:
+    """It used to fail with a misleading "thresholds start from English counts", exit 1."""
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "en.json").write_text(json.dumps(ENTRIES))
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.parquet").write_bytes(b"garbage")
+    args = ["curate", "--worldwide", "--metadata", str(meta), "--input", str(root)]
+    result = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "out"), "--no-report"])
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    assert "nothing read: all 1 shards are unreadable" in last_line(result.output)

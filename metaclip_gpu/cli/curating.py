@@ -412,7 +412,9 @@ def curate(
                 client=client,
             )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
-        raise click.ClickException(str(err)) from err
+        failure = click.ClickException(str(err))
+        failure.exit_code = getattr(err, "exit_code", failure.exit_code)  # NothingRead: 4
+        raise failure from err
     finally:
         close_client(client)
     if worldwide:
