@@ -270,3 +270,17 @@ def test_ctrl_c_exits_130_saying_a_rerun_resumes_and_it_does(
     assert invoke(curate_args(pool, tmp_path / "clean")).exit_code == 0
     assert curated(out) == curated(tmp_path / "clean")
     assert no_tmp_files(out)
+
+
+def test_describe_names_the_path_the_errno_and_what_to_do(tmp_path: Path) -> None:
+    from metaclip_gpu.oserrors import describe, with_path
+
+    with pytest.raises(OSError) as caught, with_path(tmp_path / "x.parquet"):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as pyarrow raises it
+    line = describe(caught.value)
+    assert line.startswith(f"{tmp_path / 'x.parquet'}: No space left on device (errno 28")
+    assert "free space" in line and "\n" not in line
+    assert describe(OSError(errno.EROFS, "Read-only file system"), "run").startswith("under run:")
+    moved = describe(OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b"))
+    assert moved.startswith("a -> b: Invalid cross-device link (errno 18, EXDEV)")
+    assert describe(OSError("no errno")) == "no errno"

@@ -19,6 +19,7 @@ from metaclip_gpu.oserrors import describe
 from metaclip_gpu.outcome import EXIT_INTERRUPTED
 
 DEBUG_ENV = "METACLIP_GPU_DEBUG"
+WRITES_UNDER = ("output", "out", "run_dir")  # parameters naming where a command writes
 
 
 class Interrupted(click.ClickException):
@@ -53,5 +54,5 @@ class Command(click.Command):
         except OSError as err:
             if debugging(ctx):
                 raise
-            where = ctx.params.get("output") or ctx.params.get("out")
+            where = next((ctx.params[k] for k in WRITES_UNDER if ctx.params.get(k)), None)
             raise click.ClickException(describe(err, where)) from err
