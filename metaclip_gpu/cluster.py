@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,80 @@ def worker_threads() -> int | None:
         return None
     state = getattr(worker, "state", None)
     return getattr(state, "nthreads", None) or getattr(worker, "nthreads", None)
+
+
+# ---------------------------------------------------------------------- waiting for tasks
+NO_WORKER_TIMEOUT = "metaclip-gpu.no-worker-timeout"  # dask config key (seconds or "1m")
+DEFAULT_NO_WORKER_TIMEOUT = 60.0
+POLL_SECONDS = 0.5
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot finish the run: no worker for too long, or workers that die."""
+
+
+def no_worker_timeout() -> float:
+    """Seconds a stage waits while the scheduler has no worker (dask config
+    ``metaclip-gpu.no-worker-timeout``, e.g. ``DASK_METACLIP_GPU__NO_WORKER_TIMEOUT=2m``;
+    the CLI's ``--no-worker-timeout``), default 60."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get(NO_WORKER_TIMEOUT, DEFAULT_NO_WORKER_TIMEOUT)
+    return float(parse_timedelta(value, default="seconds"))
+
+
+def results_as_completed(client: Any, futures: list[Any], *, ordered: bool = False) -> Iterator:
+    """Each future's result, as they complete (in `futures` order with `ordered`).
+
+    Unlike waiting on ``as_completed``, a stage never hangs: when the scheduler has had no
+    worker for `no_worker_timeout` seconds (workers that keep dying, until the nanny stops
+    restarting them), or a task killed its workers (dask's ``KilledWorker``), it raises
+    `ClusterError` naming the scheduler; the caller cancels what is left and the finished
+    shards are kept for the rerun.
+    """
+    from distributed import KilledWorker, wait
+
+    timeout = no_worker_timeout()
+    pending = list(futures)
+    position = {future.key: i for i, future in enumerate(futures)}
+    ready: dict[int, Any] = {}
+    next_out = 0
+    no_workers_since: float | None = None
+    while pending:
+        try:
+            done, not_done = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done, not_done = set(), set(pending)
+        for future in done:
+            try:
+                result = future.result()
+            except KilledWorker as err:
+                raise ClusterError(
+                    f"dask workers of scheduler {client.scheduler.address} kept dying while "
+                    f"running a task ({err}); a worker dies when it runs out of memory or is "
+                    "killed: see the worker logs, then rerun the same command to resume"
+                ) from err
+            if not ordered:
+                yield result
+            else:
+                ready[position[future.key]] = result
+        while ordered and next_out in ready:
+            yield ready.pop(next_out)
+            next_out += 1
+        pending = [f for f in pending if f in not_done]
+        if not pending:
+            break
+        if client.nthreads():
+            no_workers_since = None
+            continue
+        now = time.monotonic()
+        no_workers_since = no_workers_since if no_workers_since is not None else now
+        if now - no_workers_since >= timeout:
+            raise ClusterError(
+                f"the dask scheduler {client.scheduler.address} has had no worker for "
+                f"{timeout:g} s with {len(pending):,} tasks waiting: its workers died (out of "
+                "memory? killed?) and were not restarted. Start workers or fix what kills "
+                "them, then rerun the same command: finished shards are kept "
+                "(--no-worker-timeout sets this wait)"
+            )

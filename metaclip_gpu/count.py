@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from metaclip_gpu.arrays import array_module, to_host
+from metaclip_gpu.oserrors import with_path
 
 COUNT_DTYPE = np.uint64
 """The dtype of every counts array (MetaCLIP's, and exact far beyond any pool size)."""
@@ -108,7 +109,7 @@ def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with with_path(tmp), os.fdopen(fd, "wb") as f:
             np.save(f, host, allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:

@@ -64,6 +64,8 @@ from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.lid import LidModel
 from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
+from metaclip_gpu.oserrors import with_path
+from metaclip_gpu.outcome import run_outcome
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
 from metaclip_gpu.stages import (
     COUNTS_NPY,
@@ -243,14 +245,16 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
 def write_json(path: Path, payload: Any) -> None:
     """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    with with_path(tmp):
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
 def write_parquet(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp)
+        with with_path(tmp):
+            pq.write_table(table, tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -271,7 +275,7 @@ class ShardFigures:
 
 def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
     """Texts, matched texts and expected kept per t of a match file (for a skipped shard)."""
-    figures = ShardFigures("")
+    figures = ShardFigures("", expected=dict.fromkeys(ts, 0.0))
     parquet = pq.ParquetFile(match_file)
     try:
         for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
@@ -386,7 +390,7 @@ def balance_shard(
     xp: Any = np,
 ) -> ShardFigures:
     """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
-    figures = ShardFigures(shard.name)
+    figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
     kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
     host_counts = counts.get() if hasattr(counts, "get") else np.asarray(counts)
     empty: pa.Table | None = None
@@ -613,7 +617,7 @@ def _balance_dask(
     task: Any,
 ) -> list[ShardFigures]:
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
-    from distributed import as_completed
+    from metaclip_gpu.cluster import results_as_completed
 
     shared_counts = client.scatter(counts, broadcast=True)
     futures = [
@@ -635,14 +639,15 @@ def _balance_dask(
     done: dict[str, ShardFigures] = {}
     rows = 0
     try:
-        for future in as_completed(futures):
-            figures = future.result()
+        for figures in results_as_completed(client, futures):
             done[figures.shard] = figures
             rows += figures.texts
             bar.update(task, advance=1, rows=rows)
     except BaseException:
         client.cancel(futures)
         raise
+    for folder in {path.parent for _, _, outputs in todo for path in outputs.values()}:
+        remove_stale_tmp(folder)  # what workers killed mid-write left
     return [done[shard.name] for shard, _, _ in todo]
 
 
@@ -668,20 +673,33 @@ class StageTimer:
 
 def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, Any]:
     """The summary's figures of the match stage's reading: shards (unreadable ones with their
-    error, those matched by this run), texts read, rows skipped by reason, null texts."""
+    error, those matched by this run), texts read, rows skipped by reason (in all, and per
+    shard with the file and the first line numbers), null texts, and the run's outcome
+    (`outcome.run_outcome`: exit code and last line)."""
     skipped: Counter[str] = Counter()
     for report in reports:
         skipped.update(report.skipped)
+    unreadable = [{"shard": r.shard.name, "error": r.error} for r in reports if r.error]
+    texts_read = sum(r.rows for r in reports)
     return {
         "input": [str(s.path) for s in shards],
         "shards": len(shards),
-        "shards_unreadable": [
-            {"shard": r.shard.name, "error": r.error} for r in reports if r.error
-        ],
+        "shards_unreadable": unreadable,
         "shards_matched_this_run": sum(not getattr(r, "reused", False) for r in reports),
-        "texts_read": sum(r.rows for r in reports),
+        "texts_read": texts_read,
         "skipped": dict(sorted(skipped.items())),
+        "skipped_rows": [  # per shard with skipped rows: its file, reasons, first lines
+            {
+                "shard": r.shard.name,
+                "path": str(r.shard.path),
+                "skipped": dict(sorted(r.skipped.items())),
+                "lines": list(r.invalid_lines),
+            }
+            for r in reports
+            if r.skipped
+        ],
         "null_texts": sum(r.null_texts for r in reports),
+        "outcome": run_outcome(len(shards), texts_read, unreadable),
     }
 
 

@@ -31,7 +31,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.metadata import Padding, content_digest, padding_flags, parse_metadata
+from metaclip_gpu.metadata import (
+    Padding,
+    check_encodable,
+    content_digest,
+    padding_flags,
+    parse_metadata,
+)
 
 INDEX_FORMAT = 7
 MAX_LOAD = 0.5
@@ -127,6 +133,7 @@ class MetadataIndex:
         `padding`: "spaced" (every entry padded with a space on both sides, MetaCLIP 1) or
         "worldwide" (MetaCLIP 2's per-side padding, `metaclip_gpu.metadata.worldwide_padding`).
         """
+        check_encodable(entries, "metadata entries")
         if cache:
             digest = digest or content_digest(json.dumps(entries).encode("utf-8"))
             return cls._cached(digest, padding, lambda: entries)

@@ -39,6 +39,7 @@ from metaclip_gpu.lid import INSTALL_HINT, LidModel, identify, metadata_language
 from metaclip_gpu.match import match
 from metaclip_gpu.metadata import MetadataError, parse_metadata
 from metaclip_gpu.read import ShardError
+from metaclip_gpu.texts import strip_whitespace
 
 UnknownLanguage = Literal["skip", "other"]
 OTHER = "other"
@@ -187,7 +188,9 @@ class LanguageIndexes:
         self, texts: pa.Array | pa.ChunkedArray, codes: np.ndarray, backend: str, threads: Any
     ) -> pa.Array:
         """list<int32> entry ids of each text against its language's index (empty when the
-        language is skipped), in row order."""
+        language is skipped), in row order. Texts are stripped first (`texts.strip_whitespace`,
+        Python's ``str.strip()``), as MetaCLIP 2's ``count_per_shard`` does (SPEC section 5)."""
+        texts = strip_whitespace(texts)
         n = len(texts)
         lengths = np.zeros(n, dtype=np.int64)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

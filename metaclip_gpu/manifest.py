@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import Shard
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -51,6 +52,7 @@ class ShardRecord:
     fingerprint: dict[str, int] = field(default_factory=dict)
     config: str = ""
     path: str = ""
+    invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
@@ -140,11 +142,12 @@ class Manifest:
         line = record.to_json().encode("utf-8") + b"\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line
-            os.write(fd, line)
-            os.fsync(fd)
+            with with_path(self.path):  # os.write's errors name no file
+                size = os.fstat(fd).st_size
+                if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                os.write(fd, line)
+                os.fsync(fd)
         finally:
             os.close(fd)
         self.records[record.shard] = record

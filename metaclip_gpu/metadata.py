@@ -64,6 +64,25 @@ def _describe(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def check_encodable(entries: list[str], source: str) -> None:
+    """`MetadataError` naming the first entry that holds a lone surrogate (a JSON escape such
+    as ``"\\ud800"``, or a Python str): it has no UTF-8 bytes to match."""
+    try:
+        "".join(entries).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    for position, entry in enumerate(entries):
+        try:
+            entry.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise MetadataError(
+                f"{source}: element {position} holds a lone surrogate "
+                f"({entry[err.start]!r} at character {err.start}), not valid Unicode text: "
+                f"{_describe(entry)}"
+            ) from err
+
+
 def parse_metadata(raw: bytes, source: str) -> list[str]:
     """Entries from the bytes of a metadata file; `source` names it in errors.
 
@@ -87,6 +106,7 @@ def parse_metadata(raw: bytes, source: str) -> list[str]:
                     f"{source}: element {position} is a {type(entry).__name__}, not a string: "
                     f"{_describe(entry)}"
                 )
+        check_encodable(entries, source)
         return entries
     try:
         text = raw.decode("utf-8")

@@ -55,6 +55,7 @@ from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
 from metaclip_gpu.match import match
+from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import (
     ReadOptions,
     Shard,
@@ -77,6 +78,7 @@ DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
 OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
 _TMP_RE = re.compile(r"\.tmp-(\d+)$")
 ENTRY_IDS_TYPE = pa.list_(pa.int32())
+RECORDED_LINES = 20  # line numbers of a shard's skipped rows kept in its manifest record
 SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
@@ -106,7 +108,14 @@ def stage_config(index: MatchIndex, options: ReadOptions) -> str:
     identifier, `lid.LidModel.describe`) and the options that pick the text/key columns and
     parse lines. A record with another config is redone."""
     if isinstance(index, LanguageIndexes):
-        metadata: Any = [index.digest, index.lang_column, index.unknown, index.lid.describe()]
+        # "stripped": texts are stripped before matching (older worldwide outputs are redone)
+        metadata: Any = [
+            index.digest,
+            index.lang_column,
+            index.unknown,
+            index.lid.describe(),
+            "stripped",
+        ]
     elif isinstance(index, EnglishOnly):
         metadata = index.config()
     else:
@@ -249,7 +258,7 @@ def match_shard_output(
     tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
     report = MatchReport(shard)
     renamed = False
-    with open(tmp, "wb") as sink:
+    with with_path(tmp), open(tmp, "wb") as sink:
         try:
             writer: pq.ParquetWriter | None = None
             try:
@@ -300,6 +309,7 @@ def match_shard_output(
         fingerprint=input_fingerprint,
         config=config,
         path=str(shard.path),
+        invalid_lines=report.invalid_lines[:RECORDED_LINES],
     )
     return report, record
 
@@ -307,6 +317,7 @@ def match_shard_output(
 def _report_from_record(shard: Shard, record: ShardRecord, manifest: Manifest) -> MatchReport:
     report = MatchReport(shard, rows=record.rows, error=record.error, null_texts=record.null_texts)
     report.skipped.update(record.skipped)
+    report.invalid_lines = list(record.invalid_lines)
     report.output = manifest.output_path(record)
     report.seconds = record.seconds
     report.reused = True
@@ -512,7 +523,7 @@ def _run_match_dask(
     progress: bool,
     retry_errors: bool,
 ) -> list[ShardReport]:
-    from distributed import as_completed
+    from metaclip_gpu.cluster import results_as_completed
 
     reports: dict[str, ShardReport] = {}
     todo: list[Shard] = []
@@ -547,8 +558,7 @@ def _run_match_dask(
                 for shard in todo
             ]
             try:
-                for future in as_completed(futures):
-                    report, record = future.result()
+                for report, record in results_as_completed(client, futures):
                     manifest.append(record)  # only here: one process appends to the manifest
                     reports[record.shard] = report
                     rows += report.rows
@@ -556,6 +566,7 @@ def _run_match_dask(
             except BaseException:
                 client.cancel(futures)  # the unrecorded shards are redone by the next run
                 raise
+            remove_stale_tmp(out_dir / MATCHES_DIR)  # what workers killed mid-write left
     return [reports[shard.name] for shard in shards]
 
 
@@ -602,10 +613,10 @@ def count_matches(
             )
         paths.append(path)
     if client is not None and paths:
-        from distributed import as_completed
+        from metaclip_gpu.cluster import results_as_completed
 
         futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
-        return reduce_counts((f.result() for f in as_completed(futures)), n_entries)
+        return reduce_counts(results_as_completed(client, futures), n_entries)
     return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
 
 
@@ -629,7 +640,8 @@ def run_count(
     final = out_dir / COUNTS_PARQUET
     tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
     try:
-        pq.write_table(counts_table(counts, index.entries), tmp)
+        with with_path(tmp):
+            pq.write_table(counts_table(counts, index.entries), tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 
@@ -42,12 +43,33 @@ def _from_python(texts: Any) -> pa.ChunkedArray:
         values = texts if isinstance(texts, Sequence) else list(texts)
         try:
             array = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Mixed str and bytes: match everything as bytes.
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            # Mixed str and bytes, or a str with a lone surrogate (no UTF-8 string): match
+            # everything as bytes, the surrogate as its 3 bytes (which no entry equals).
             array = pa.array(
-                [v.encode("utf-8") if isinstance(v, str) else v for v in values],
+                [v.encode("utf-8", "surrogatepass") if isinstance(v, str) else v for v in values],
                 type=pa.large_binary(),
             )
     if isinstance(array, pa.ChunkedArray):
         return array
     return pa.chunked_array([array], type=array.type)
+
+
+def strip_whitespace(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Each text without leading and trailing whitespace, as Python's ``str.strip()`` (Unicode
+    White_Space plus U+001C..U+001F: the characters whose ``isspace()`` is True), what MetaCLIP
+    2's ``count_per_shard`` does before matching. Arrow's ``utf8_trim_whitespace`` strips the
+    same set (tested over every code point); a binary column (not valid UTF-8) is stripped
+    text by text, its invalid bytes kept as they are. Nulls stay null."""
+    if pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type):
+        return pc.utf8_trim_whitespace(texts)
+    if pa.types.is_binary(texts.type) or pa.types.is_large_binary(texts.type):
+        values = [
+            None if v is None else v.decode("utf-8", "surrogateescape").strip()
+            for v in texts.to_pylist()
+        ]
+        return pa.array(
+            [None if v is None else v.encode("utf-8", "surrogateescape") for v in values],
+            texts.type,
+        )
+    return texts

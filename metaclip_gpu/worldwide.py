@@ -57,6 +57,7 @@ from metaclip_gpu.balance import (
     splitmix64,
     t_to_p,
 )
+from metaclip_gpu.cluster import results_as_completed
 from metaclip_gpu.count import counts_table, reduce_counts, save_entry_counts
 from metaclip_gpu.curate import (
     CURATED_DIR,
@@ -75,6 +76,7 @@ from metaclip_gpu.curate import (
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
 from metaclip_gpu.languages import ENGLISH, LanguageIndexes, UnknownLanguage
 from metaclip_gpu.lid import LidModel
+from metaclip_gpu.outcome import EXIT_NOTHING_READ, NothingRead
 from metaclip_gpu.read import ReadOptions, Shard, ShardError
 from metaclip_gpu.stages import (
     COUNTS_PARQUET,
@@ -105,7 +107,8 @@ def count_languages(
     records = match_records(out_dir, shards)
     paths = [out_dir / r.output for r in records.values() if r.output is not None]
     if client is not None and paths:
-        parts = [f.result() for f in client.map(file_language_counts, paths, sizes=sizes)]
+        futures = client.map(file_language_counts, paths, sizes=sizes)
+        parts = list(results_as_completed(client, futures))
     else:
         parts = [file_language_counts(path, sizes) for path in paths]
     return {lang: reduce_counts([p[lang] for p in parts], n) for lang, n in sizes.items()}
@@ -372,6 +375,10 @@ def run_worldwide(
             client=client,
         )
 
+    outcome = read_figures(shards, reports)["outcome"]
+    if outcome["exit_code"] == EXIT_NOTHING_READ:  # no counts to set thresholds from
+        raise NothingRead(outcome["message"].removeprefix("error: "))
+
     with timer.stage("count"):
         sizes = {lang: len(index) for lang, index in langs.indexes.items()}
         counts = count_languages(out_dir, shards, sizes, client)
@@ -458,7 +465,7 @@ def _balance_all(
                 )
                 for shard, match_file, outputs in todo
             ]
-            results = iter(f.result() for f in futures)
+            results = results_as_completed(client, futures, ordered=True)
         else:
             results = (
                 balance_shard_worldwide(shard, mf, langs, probs, seed, outs, **kwargs)
@@ -468,6 +475,8 @@ def _balance_all(
             figures.append(result)
             rows += result.texts
             bar.update(task, advance=1, rows=rows)
+    for folder in dirs.values():
+        remove_stale_tmp(folder)  # what workers killed mid-write left
     return figures
 
 

@@ -17,6 +17,7 @@ from metaclip_gpu.cli.common import (
     read_options,
     step,
 )
+from metaclip_gpu.cli.errors import Command
 
 
 def _print_build_summary(console: Console, result: Any) -> None:
@@ -53,7 +54,7 @@ def _resolve_rule(rule: str, wordnet: Any) -> str:
     return "lemmas" if wordnet is not None and wordnet.kind == "omw" else "synset-names"
 
 
-@click.command(name="build-metadata")
+@click.command(name="build-metadata", cls=Command)
 @click.option(
     "--out",
     required=True,

@@ -60,10 +60,14 @@ KEY_COLUMN_OPTION = click.option(
 
 
 def make_console() -> Console:
-    """A console on the current stdout (rich reads ``sys.stdout`` when printing)."""
-    console = Console(highlight=False)
+    """A console on the current stdout (rich reads ``sys.stdout`` when printing).
+
+    Markup is off: what is printed holds paths, errors, entries and texts, whose square
+    brackets rich would read as tags ("metaclip-gpu[report]" printed as "metaclip-gpu"). A
+    styled line is a `rich.text.Text` (`Text.from_markup` with its values `escape`d)."""
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=120)
+        console = Console(highlight=False, markup=False, width=120)
     return console
 
 
@@ -72,7 +76,7 @@ def step(console: Console, description: str) -> Iterator[None]:
     """A transient spinner with the elapsed time while a long step runs."""
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # it holds file names
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -98,3 +102,13 @@ def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
         return find_shards(list(input_spec))
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="'--input'") from err
+
+
+def finish(outcome: dict[str, Any]) -> None:
+    """Prints a run's `outcome.run_outcome` line last (stderr unless all went well) and
+    exits with its code."""
+    code = outcome["exit_code"]
+    console = Console(stderr=code != 0, highlight=False, markup=False, soft_wrap=True)
+    console.print(outcome["message"])
+    if code:
+        raise click.exceptions.Exit(code)

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.cli.common import (
@@ -20,16 +22,22 @@ from metaclip_gpu.cli.common import (
     TEXT_COLUMN_OPTION,
     THREADS_OPTION,
     check_ts,
+    finish,
     make_console,
     read_options,
     shards_or_fail,
     step,
 )
+from metaclip_gpu.cli.errors import Command
+from metaclip_gpu.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.metadata import MetadataError
 from metaclip_gpu.read import ShardError
 
+SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
+SHOWN_LINES = 5  # their first line numbers
 
-@click.command()
+
+@click.command(cls=Command)
 @click.option("--texts", "n_texts", default=200_000, show_default=True, type=click.IntRange(1))
 @click.option("--shards", "n_shards", default=8, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -72,8 +80,11 @@ def demo(
     except ImportError as err:
         raise click.ClickException(str(err)) from err
     console.print(
-        "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
-        f"wordfreq package (metaclip_gpu.synthetic), not real data: {output / 'input'}"
+        Text.from_markup(
+            "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts were generated from the "
+            f"wordfreq package (metaclip_gpu.synthetic), not real data: "
+            f"{escape(str(output / 'input'))}"
+        )
     )
     try:
         summary = run_curate(
@@ -90,8 +101,10 @@ def demo(
     _print_curate_summary(console, summary)
     _write_report(console, output, required=False)
     console.print(
-        "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
-        "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
+        Text.from_markup(
+            "\nOn real data: [bold]metaclip-gpu curate --metadata metadata.json --input "
+            "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
+        )
     )
 
 
@@ -125,6 +138,15 @@ def _read_table(title: str, summary: dict[str, Any]) -> Table:
         "rows skipped",
         ", ".join(f"{reason}: {n:,}" for reason, n in skipped.items()) if skipped else "none",
     )
+    per_shard = summary.get("skipped_rows", [])
+    for bad in per_shard[:SHOWN_SHARDS]:
+        lines = bad["lines"][:SHOWN_LINES]
+        where = f"; lines {', '.join(map(str, lines))}" if lines else ""
+        more = "..." if len(bad["lines"]) > len(lines) else ""
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in bad["skipped"].items())
+        table.add_row("  skipped in", f"{bad['path']}: {reasons}{where}{more}")
+    if len(per_shard) > SHOWN_SHARDS:
+        table.add_row("", f"... {len(per_shard) - SHOWN_SHARDS:,} more shards (summary.json)")
     return table
 
 
@@ -221,7 +243,7 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(per_lang)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--metadata",
     required=True,
@@ -267,6 +289,14 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     "--rmm-pool-size",
     default=None,
     help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
+)
+@click.option(
+    "--no-worker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_NO_WORKER_TIMEOUT,
+    show_default=True,
+    help="Seconds a stage waits while the dask scheduler has no worker (they keep dying) "
+    "before it fails with an error naming the scheduler.",
 )
 @click.option(
     "--no-report",
@@ -321,6 +351,7 @@ def curate(
     workers: int | None,
     scheduler_address: str | None,
     rmm_pool_size: str | None,
+    no_worker_timeout: float,
     no_report: bool,
     worldwide: bool,
     lang_column: str | None,
@@ -365,6 +396,10 @@ def curate(
     except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
         raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
     try:
+        if client is not None:
+            import dask
+
+            dask.config.set({NO_WORKER_TIMEOUT: no_worker_timeout})
         if worldwide:
             from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
 
@@ -399,7 +434,9 @@ def curate(
                 lid_model=lid_model,
             )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
-        raise click.ClickException(str(err)) from err
+        failure = click.ClickException(str(err))
+        failure.exit_code = getattr(err, "exit_code", failure.exit_code)  # NothingRead: 4
+        raise failure from err
     finally:
         close_client(client)
     if worldwide:
@@ -408,9 +445,10 @@ def curate(
         _print_curate_summary(console, summary)
     if not no_report:
         _write_report(console, output, required=False)
+    finish(summary["outcome"])
 
 
-@click.command()
+@click.command(cls=Command)
 @INPUT_SHARDS_OPTION
 @click.option(
     "--output",
@@ -482,7 +520,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
     console.print(f"report: {index}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""

@@ -11,20 +11,24 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     KEY_COLUMN_OPTION,
     METADATA_OPTION,
     THREADS_OPTION,
+    finish,
     make_console,
     read_options,
     shards_or_fail,
     step,
 )
+from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.match import MatchResult, match
 from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.read import ReadOptions, ShardError, read_table
 
 
@@ -73,8 +77,10 @@ def _summary(
     matched = res.matched_texts()
     if synthetic:
         console.print(
-            "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts below were generated "
-            "from the wordfreq package (metaclip_gpu.synthetic), not real data."
+            Text.from_markup(
+                "[bold yellow]SYNTHETIC INPUT[/]: the metadata and texts below were generated "
+                "from the wordfreq package (metaclip_gpu.synthetic), not real data."
+            )
         )
     figures = Table(title=title, show_header=False, title_justify="left")
     figures.add_column("figure", style="bold")
@@ -149,7 +155,7 @@ def _load_index(
     return index, seconds
 
 
-@click.command(name="match")
+@click.command(name="match", cls=Command)
 @METADATA_OPTION
 @click.option(
     "--input",
@@ -258,10 +264,17 @@ def _match_stage(
             table.add_row("unreadable shard", f"{r.shard.name}: {r.error}")
     table.add_row("matches", str(output / "matches"))
     console.print(table)
-    console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
+    outcome = run_outcome(
+        len(reports),
+        sum(r.rows for r in reports),
+        [{"shard": r.shard.name, "error": r.error} for r in reports if r.error],
+    )
+    if outcome["exit_code"] != EXIT_NOTHING_READ:
+        console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
+    finish(outcome)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--metadata",
     required=True,
@@ -292,7 +305,7 @@ def count(metadata: Path, output: Path) -> None:
     console.print(table)
 
 
-@click.command(name="build-index")
+@click.command(name="build-index", cls=Command)
 @METADATA_OPTION
 @click.option(
     "--cache-dir",

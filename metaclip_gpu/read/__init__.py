@@ -12,8 +12,9 @@ Bad input never crashes a run and never silently drops rows:
   broken compression) raises `ShardError` (a ValueError) naming the file; `read_shard_checked`
   and `iter_shard_checked` turn it into a `ShardReport` with ``error`` set, so a pipeline records
   the shard as skipped, with its reason, and goes on with the next one;
-- a row that cannot be read (a JSONL line that is not a JSON object, a TSV/CSV row with the
-  wrong number of fields, a WebDataset sample without a caption) is skipped and counted in
+- a row that cannot be read (a JSONL line that is not a JSON object or whose strings hold a
+  lone surrogate such as ``"\\ud800"``, a TSV/CSV row with the wrong number of fields, a
+  WebDataset sample without a caption) is skipped and counted in
   ``ShardChunk.skipped`` by reason, with its 1-based line number in ``invalid_lines`` where the
   format has lines;
 - a null or non-string text is kept as a null ``text`` (the matcher matches nothing for it) and

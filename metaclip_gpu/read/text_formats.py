@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from metaclip_gpu.read.columns import Chunker, Columns, normalize, resolve_columns
@@ -140,8 +142,21 @@ def _json_lines_to_table(
         if not isinstance(obj, dict):
             chunker.skip("invalid_json", line=first_line + offset)
             continue
+        if not utf8_encodable(obj):
+            chunker.skip("lone_surrogate", line=first_line + offset)
+            continue
         rows.append(obj)
     return rows_to_table(rows, text_column)
+
+
+def utf8_encodable(obj: Any) -> bool:
+    """False when a string of a parsed JSON value (keys included) holds a lone surrogate
+    (``"\\ud800"`` is valid JSON but no UTF-8 string, so no Arrow string either)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _column_array(values: list[Any]) -> pa.Array:
@@ -191,7 +206,12 @@ def _first_line(shard: Shard) -> bytes | None:
 def read_delimited(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterator[ShardChunk]:
     """TSV (no quoting, like CC3M) or CSV (quoted fields may hold newlines), every column read
     as strings: type inference on the first block could fail on a later one (an ``id`` column
-    of digits, then one with a letter) and an empty caption must stay ``""``, not null."""
+    of digits, then one with a letter) and an empty caption must stay ``""``, not null.
+
+    Columns are parsed as bytes and decoded per batch (`_decode_rows`), so a row holding
+    invalid UTF-8 is skipped and counted as ``invalid_utf8`` instead of failing the shard.
+    Line numbers of skipped rows are pyarrow's record numbers: the line, counting neither
+    blank lines nor the line breaks inside a quoted CSV field."""
     from pyarrow import csv
 
     tsv = shard.format == "tsv"
@@ -212,8 +232,11 @@ def read_delimited(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iter
     columns = resolve_columns(shard, names, options)
     chunker.text_column, chunker.key_column = columns.text, columns.key
 
+    lines = _RecordLines(1 if header else 0)
+
     def on_invalid(row: Any) -> str:
         chunker.skip("invalid_row", line=row.number)
+        lines.skipped.append(row.number)
         return "skip"
 
     reader = csv.open_csv(
@@ -231,17 +254,60 @@ def read_delimited(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iter
             invalid_row_handler=on_invalid,
         ),
         convert_options=csv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
+            column_types=dict.fromkeys(names, pa.binary()),  # decoded by _decode_rows
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
     )
     try:
         for batch in reader:
-            table = pa.Table.from_batches([batch])
+            table = _decode_rows(pa.Table.from_batches([batch]), lines, chunker)
             yield from chunker.push(normalize(table, columns, shard))
     finally:
         reader.close()
+
+
+class _RecordLines:
+    """Maps the data records of a delimited file, in order, to their record numbers (what
+    pyarrow's invalid-row handler reports): the header and the skipped records come between."""
+
+    def __init__(self, header_records: int) -> None:
+        self.header = header_records
+        self.skipped: list[int] = []  # record numbers of invalid rows, ascending
+        self.records = 0  # data records (parsed rows) seen so far
+
+    def number_of(self, record: int) -> int:
+        """The record number of the `record`-th (0-based) data record."""
+        number = self.header + record + 1
+        while True:  # move past the skipped records at or before it
+            moved = self.header + record + 1 + bisect.bisect_right(self.skipped, number)
+            if moved == number:
+                return number
+            number = moved
+
+
+def _decode_rows(table: pa.Table, lines: _RecordLines, chunker: Chunker) -> pa.Table:
+    """`table`'s binary columns as strings; a row with invalid UTF-8 in any column is dropped
+    and counted (``invalid_utf8``, with its line). The check is Arrow's cast; only a batch it
+    rejects is decoded row by row in Python."""
+    first = lines.records
+    lines.records += table.num_rows
+    try:
+        return table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+    except pa.ArrowInvalid:
+        pass
+    good = np.ones(table.num_rows, dtype=bool)
+    for column in table.columns:
+        for i, value in enumerate(column.to_pylist()):
+            if good[i] and value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    good[i] = False
+    for i in np.flatnonzero(~good).tolist():
+        chunker.skip("invalid_utf8", line=lines.number_of(first + i))
+    kept = table.filter(pa.array(good))
+    return kept.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
 
 
 def _csv_header(shard: Shard, tsv: bool) -> list[str]:

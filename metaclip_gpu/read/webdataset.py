@@ -16,7 +16,7 @@ from metaclip_gpu.read.shards import (
     ShardError,
     input_stream,
 )
-from metaclip_gpu.read.text_formats import rows_to_table
+from metaclip_gpu.read.text_formats import rows_to_table, utf8_encodable
 
 
 def _split_wds_name(name: str) -> tuple[str, str] | None:
@@ -47,6 +47,9 @@ def read_wds(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterator[S
                 loaded = json.loads(parts["json"])
             except ValueError:
                 loaded = None
+            if isinstance(loaded, dict) and not utf8_encodable(loaded):
+                chunker.skip("lone_surrogate")
+                return None
             if isinstance(loaded, dict):
                 meta = loaded
             elif "txt" not in parts:
