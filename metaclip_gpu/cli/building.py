@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from metaclip_gpu.cli.common import (
@@ -37,7 +36,7 @@ def _print_build_summary(console: Console, result: Any) -> None:
         cap = "no cap" if fig.cap is None else f"cap {fig.cap:,}"
         rule = f" [{fig.rule}]" if fig.rule else ""
         table.add_row(
-            escape(f"{name}{rule}"),
+            f"{name}{rule}",  # the console prints without markup: brackets stay
             f"{fig.added:,} added of {fig.candidates:,} candidates ({cap}); "
             f"{fig.duplicates:,} already present; {fig.over_cap:,} over a cap; "
             f"dropped: {dropped}",
