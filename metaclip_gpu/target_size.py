@@ -35,9 +35,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaclip_gpu.balance import SOLVE_MAX_ITER, SOLVE_RTOL, keep_chances
+from metaclip_gpu.balance import SOLVE_MAX_ITER, SOLVE_RTOL
 
 GRID_POINTS = 32
+GRID_CELLS = 1 << 22  # (pair, t) cells evaluated at once: 32 MiB of float64
 BATCH_ROWS = 1 << 20
 
 
@@ -78,9 +79,28 @@ def _batch_expected(
     offsets = np.zeros(int(rest.sum()) + 1, dtype=np.int64)
     np.cumsum(lengths[rest], out=offsets[1:])
     rest_counts = pair_counts[rest[owner]]
-    for j, t in enumerate(ts):
-        if len(rest_counts):
-            out.expected[j] += float(keep_chances(offsets, t / np.maximum(rest_counts, t)).sum())
+    if len(rest_counts):
+        out.expected += _grid_chances(offsets, rest_counts, np.asarray(ts, dtype=np.float64))
+
+
+def _grid_chances(offsets: np.ndarray, pair_counts: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Sum over texts of ``1 - prod(1 - p)`` at each t of `ts` (every text has a pair): the
+    same per-text formula as `balance.keep_chances` (``-expm1(sum log1p(-p))``, exactly 1 with
+    a ``p = 1`` pair), for the whole grid at once, in slices of about ``GRID_CELLS`` cells."""
+    total = np.zeros(len(ts), dtype=np.float64)
+    n_texts = len(offsets) - 1
+    start = 0
+    while start < n_texts:
+        stop = int(np.searchsorted(offsets, offsets[start] + GRID_CELLS // len(ts), "right"))
+        stop = min(max(stop - 1, start + 1), n_texts)
+        a, b = int(offsets[start]), int(offsets[stop])
+        c = pair_counts[a:b, None]
+        with np.errstate(divide="ignore"):  # log1p(-1) = -inf: such a text's chance is 1
+            logs = np.log1p(-(ts / np.maximum(c, ts)))
+        sums = np.add.reduceat(logs, offsets[start:stop] - a, axis=0)
+        total += (-np.expm1(sums)).sum(axis=0)
+        start = stop
+    return total
 
 
 def file_expected(
