@@ -277,7 +277,7 @@ def test_stage_at_a_time_writes_the_summary_and_report_of_curate(
     for step in (
         ["match", "--metadata", meta, "--input", shards, "--output", str(staged)],
         ["count", "--metadata", meta, "--output", str(staged)],
-        ["balance", "--input", shards, "--output", str(staged), "--t", "20", "--no-report"],
+        ["balance", "--input", shards, "--output", str(staged), "--t", "20"],
     ):
         result = runner.invoke(main, step)
         assert result.exit_code == 0, result.output
