@@ -9,8 +9,10 @@ t, so the grid narrows the bracket ``[lo, hi]`` (``E(lo) < target <= E(hi)``) by
 ``GRID_POINTS + 1`` per pass: geometric steps while ``hi > 2 lo``, then arithmetic, until the
 bracket is within a relative ``balance.SOLVE_RTOL`` (1e-9), as `solve_t`'s bisection; the
 result is the bracket's midpoint, so it agrees with `solve_t` to about 1e-9 (the sums are
-added in another order). With 32 points a pool takes about 8 passes over the match files'
-``entry_ids`` column.
+added in another order). Each pass reads the match files' ``entry_ids`` column once; with 3
+points (a bracket 4x narrower per pass) the 1M-row CC3M pool of ``bench/bench_checksums.py``
+took 18 passes, in about the time of `solve_t` with the pool in memory (32 points: 8 passes,
+but 4-5x the compute, as every point costs a pass over the pairs).
 
 Like `solve_t`, a file drops from each evaluation the texts with an entry of ``count <= lo``
 (kept with probability 1 for every t still in the bracket) and counts them once. The edge
@@ -37,7 +39,7 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.balance import SOLVE_MAX_ITER, SOLVE_RTOL
 
-GRID_POINTS = 32
+GRID_POINTS = 3  # per pass; more points: fewer passes over the files, more compute
 GRID_CELLS = 1 << 22  # (pair, t) cells evaluated at once: 32 MiB of float64
 BATCH_ROWS = 1 << 20
 
