@@ -568,7 +568,7 @@ def run_balance(
                 client, todo, counts, t_list, seed, options, backend, bar, task, recorded
             )
             for figures in shard_figures:
-                _record_curated(curated, figures, directories)
+                _record_curated(curated, figures)
         else:  # in process: shards in order, two at once on the CPU (stages.SHARDS_IN_FLIGHT)
             shard_figures = []
             rows = 0
@@ -582,7 +582,7 @@ def run_balance(
 
             results = pool.map(one, todo)
             for figures in results:
-                _record_curated(curated, figures, directories)
+                _record_curated(curated, figures)
                 shard_figures.append(figures)
                 rows += figures.texts
                 bar.update(task, advance=1, rows=rows)
@@ -643,9 +643,7 @@ def _recorded_checksums(curated: dict[float, Manifest], shard: str) -> dict[floa
     return found
 
 
-def _record_curated(
-    curated: dict[float, Manifest], figures: ShardFigures, directories: dict[float, Path]
-) -> None:
+def _record_curated(curated: dict[float, Manifest], figures: ShardFigures) -> None:
     """Appends the curated files `figures` wrote (none when reused) to their folders' manifests."""
     for t, checksum in figures.checksums.items():
         name = output_name(figures.shard)

@@ -8,15 +8,16 @@ holder. The holder removes the lock when it finishes, also on an exception; a pr
 with SIGKILL leaves it behind:
 
 - held by a process of THIS host that no longer runs (``os.kill(pid, 0)`` finds no such
-  process): the lock is stale. The next run renames it away (a rename: of two runs that find
-  the same stale lock, one succeeds) and takes the directory;
+  process, or the pid is this very process's, reused): the lock is stale. The next run
+  renames it away (a rename: of two runs that find the same stale lock, one succeeds) and
+  takes the directory;
 - held on ANOTHER host: it cannot be checked from here, so the run is refused; the message
   says which file to delete once that run is known to be gone.
 
 The lock is reentrant within a process (``curate`` holds it and calls the stage functions,
-which take it too). Dask workers never take it: only the client process writes the
-manifest, the counts and the summary. On a file system without hard links the lock is made
-with ``O_CREAT | O_EXCL`` instead.
+which take it too), so it does not keep two threads of one process apart. Dask workers never
+take it: only the client process writes the manifest, the counts and the summary. On a file
+system without hard links the lock is made with ``O_CREAT | O_EXCL`` instead.
 """
 
 from __future__ import annotations
@@ -126,7 +127,9 @@ def acquire(out_dir: str | os.PathLike[str], what: str = "") -> dict[str, Any]:
             continue
         same_host = holder.get("host") == mine["host"]
         pid = holder.get("pid")
-        if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        # this process does not hold the lock (else no acquire): a lock with its pid is an
+        # earlier process's whose pid was reused (containers restart from the same pids)
+        if same_host and isinstance(pid, int) and (pid == os.getpid() or not _pid_alive(pid)):
             _remove_stale(lock, holder)
             continue
         hint = "wait for it to finish" if same_host else f"if that run is gone, delete {lock}"

@@ -291,3 +291,27 @@ def test_stage_at_a_time_writes_the_summary_and_report_of_curate(
     report = runner.invoke(main, ["report", str(staged)])
     assert report.exit_code == 0, report.output
     assert (staged / "report" / "index.html").is_file()
+
+
+def test_the_lock_is_reentrant_and_a_reused_pid_of_this_process_is_stale(tmp_path) -> None:
+    from metaclip_gpu.run_lock import LOCK_NAME, RunDirBusy, run_lock
+
+    lock = tmp_path / LOCK_NAME
+    earlier = {"host": socket.gethostname(), "pid": os.getpid(), "token": "earlier"}
+    lock.write_text(json.dumps(earlier))  # a killed process that had this pid
+    with run_lock(tmp_path, "outer"):
+        held = json.loads(lock.read_text())
+        assert held["pid"] == os.getpid() and held["token"] != "earlier"
+        with run_lock(tmp_path, "inner"):  # curate -> match: the same process goes on
+            assert json.loads(lock.read_text()) == held
+        assert json.loads(lock.read_text()) == held
+        code = (
+            "import sys; from metaclip_gpu.run_lock import run_lock\n"
+            "with run_lock(sys.argv[1]): pass"
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+        )
+        assert other.returncode != 0 and RunDirBusy.__name__ in other.stderr
+        assert f"pid {os.getpid()}" in other.stderr
+    assert not lock.exists()
