@@ -423,9 +423,14 @@ def _balance_all(
 ) -> list[WorldwideShardFigures]:
     records = match_records(out_dir, shards)
     dirs = {t: out_dir / CURATED_DIR / t_en_label(t) for t in probs}
+    current = {output_name(shard.name) for shard in shards}
     for folder in dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(folder)
+        (folder / CURATED_MANIFEST).unlink(missing_ok=True)  # every file is written anew
+        for path in folder.glob("*.parquet"):
+            if path.name not in current:  # a shard no longer in the input: not curated
+                path.unlink()
     curated = {t: Manifest.load(folder, CURATED_MANIFEST) for t, folder in dirs.items()}
     todo = []
     for shard in shards:
