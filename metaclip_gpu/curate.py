@@ -19,19 +19,20 @@ first_row + n - 1`` (else the input changed since matching: an error). The text 
 computed from the chunk (`keys.text_keys`: the key column, else the text hash mixed with the
 row), the match list becomes a CSR, and `balance.keep_masks` picks the kept rows.
 
-Idempotence: each curated file is written under a temporary name and renamed into place. A
-``t`` folder holds ``_balance.json`` with the digest of everything its files depend on (seed,
-``t``, the counts, every shard's match record); a rerun with the same digest skips the shards
-whose curated file exists and is readable, and a changed digest deletes the folder's Parquet
-files first. (Names starting with ``_`` are ignored by `read.find_shards`, so a curated folder
-can be used as input.)
+Idempotence: each curated file is written under a temporary name and renamed into place, and
+its checksum (`checksums`) appended to the folder's ``_manifest.jsonl``. A ``t`` folder holds
+``_balance.json`` with the digest of everything its files depend on (seed, ``t``, the counts,
+every shard's match record); a rerun with the same digest skips the shards whose curated files
+still have their recorded checksums (a damaged one is named in a warning and redone), and a
+changed digest deletes the folder's Parquet files and manifest first. (Names starting with
+``_`` are ignored by `read.find_shards`, so a curated folder can be used as input.) What the
+stage checks in the run record before it starts: `rundir`.
 
 Memory: the kept rows of ONE shard are gathered per ``t`` and written at the end of the shard
 (the chunks of a JSONL shard may have different schemas, unified with
 ``pa.concat_tables(promote_options="permissive")``); nothing grows with the number of shards.
-`--target-size` solves ``t`` over the match lists of all shards concatenated in memory (int32
-ids plus int64 offsets: about 4 bytes per match and 8 per text), fine for tens of millions of
-texts on one machine; the dask step will reduce it per partition.
+`--target-size` solves ``t`` from each match file's expected kept size on a grid of t, added
+up here (`target_size`): memory does not grow with the pool.
 """
 
 from __future__ import annotations
@@ -56,33 +57,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metaclip_gpu import rundir
 from metaclip_gpu.arrays import to_host
-from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
+from metaclip_gpu.balance import expected_kept, keep_masks
+from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.english_only import EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.lid import LidModel
-from metaclip_gpu.manifest import Manifest, ShardRecord, parquet_readable
+from metaclip_gpu.manifest import Manifest, ShardRecord
 from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.outcome import run_outcome
 from metaclip_gpu.read import ReadOptions, Shard, ShardChunk, find_shards, read_shard
+from metaclip_gpu.run_lock import holds_run_lock
+from metaclip_gpu.run_summary import SUMMARY_NAME, curate_summary, stage_seconds
 from metaclip_gpu.stages import (
     COUNTS_NPY,
-    COUNTS_PARQUET,
-    MATCHES_DIR,
     SHARDS_IN_FLIGHT,
     _progress,
+    _report_from_record,
     delay_hook,
     output_name,
     remove_stale_tmp,
     run_count,
     run_match,
 )
+from metaclip_gpu.target_size import solve_target
 
 CURATED_DIR = "curated"
 BALANCE_CONFIG = "_balance.json"
-SUMMARY_NAME = "summary.json"
+CURATED_MANIFEST = "_manifest.jsonl"  # per t folder: each curated file's checksum
 BALANCE_VERSION = 1  # bump when the curated files' content rules change
 ENTRY_IDS_TYPE = pa.list_(pa.int32())
 
@@ -250,14 +255,18 @@ def write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet(table: pa.Table, final: Path) -> None:
+def write_parquet(table: pa.Table, final: Path) -> str:
+    """Writes `table` at `final` (a temporary name, then renamed); returns its checksum."""
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
         with with_path(tmp):
             pq.write_table(table, tmp)
+        checksum = file_checksum(tmp)  # just written: from the page cache
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    remember(final, checksum)
+    return checksum
 
 
 # ---------------------------------------------------------------------- figures
@@ -271,6 +280,7 @@ class ShardFigures:
     kept: dict[float, int] = field(default_factory=dict)
     expected: dict[float, float] = field(default_factory=dict)
     reused: bool = False
+    checksums: dict[float, str] = field(default_factory=dict)  # of the files written
 
 
 def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
@@ -319,7 +329,8 @@ def shard_list(spec: Any) -> list[Shard]:
 def match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
     """Each shard's up-to-date match record; RuntimeError naming the shards without one."""
     manifest = Manifest.load(out_dir)
-    stale = [s.name for s in shards if not manifest.is_done(s)]
+    config = rundir.match_config_id(out_dir)  # a record of another config is not up to date
+    stale = [s.name for s in shards if not manifest.is_done(s, config=config)]
     if stale:
         listed = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
         raise RuntimeError(
@@ -330,17 +341,17 @@ def match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardReco
 
 
 def _solve_target(
-    out_dir: Path, records: dict[str, ShardRecord], counts: np.ndarray, target_size: int
+    out_dir: Path,
+    records: dict[str, ShardRecord],
+    counts: np.ndarray,
+    target_size: int,
+    client: Any = None,
 ) -> float:
-    """The t of `balance.solve_t` over every match file's CSR concatenated (in memory)."""
-    lists = []
-    for record in records.values():
-        if record.output is not None:
-            lists.append(pq.read_table(out_dir / record.output, columns=["entry_ids"]).column(0))
-    if not lists:
+    """The t of `balance.solve_t` from per-file figures (`target_size.solve_target`)."""
+    files = [out_dir / r.output for r in records.values() if r.output is not None]
+    if not files:
         raise RuntimeError(f"{out_dir}: no match outputs to solve --target-size on")
-    offsets, ids = csr_of(pa.chunked_array([c for col in lists for c in col.chunks]))
-    return solve_t(offsets, ids, counts, target_size)
+    return solve_target(files, counts, target_size, client)
 
 
 def _balance_digest(
@@ -372,8 +383,9 @@ def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
         old = None
     if isinstance(old, dict) and old.get("digest") == digest:
         return
-    for path in directory.iterdir():
-        if path.name.endswith(".parquet") or ".parquet.tmp-" in path.name:
+    (directory / CURATED_MANIFEST).unlink(missing_ok=True)
+    for path in directory.iterdir():  # temporary files: only dead writers' (above)
+        if path.name.endswith(".parquet"):
             path.unlink(missing_ok=True)
     write_json(config_path, {"digest": digest, "seed": int(seed), "t": float(t)})
 
@@ -423,7 +435,7 @@ def balance_shard(
             table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
         figures.kept[t] = table.num_rows
         delay_hook()
-        write_parquet(table, outputs[t])
+        figures.checksums[t] = write_parquet(table, outputs[t])
     return figures
 
 
@@ -438,10 +450,13 @@ def _shard_figures(
     *,
     options: ReadOptions,
     xp: Any,
+    recorded: dict[float, str] | None = None,
 ) -> ShardFigures:
     """One shard of the balance stage: its figures from the curated files already there, or
-    `balance_shard` when one is missing or unreadable."""
-    if all(parquet_readable(p) for p in outputs.values()):
+    `balance_shard` when one is missing or does not have its `recorded` checksum."""
+    recorded = recorded or {}
+    what = f"shard {shard.name} is balanced again"
+    if all(checksum_matches(p, recorded.get(t), what) for t, p in outputs.items()):
         figures = _file_stats(match_file, host_counts, ts)
         figures.shard, figures.reused = shard.name, True
         for t, path in outputs.items():
@@ -460,6 +475,7 @@ def _balance_task(
     *,
     options: ReadOptions,
     backend: str,
+    recorded: dict[float, str] | None = None,
 ) -> ShardFigures:
     """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
     xp = _xp(backend)
@@ -473,9 +489,11 @@ def _balance_task(
         outputs,
         options=options,
         xp=xp,
+        recorded=recorded,
     )
 
 
+@holds_run_lock("balance")
 def run_balance(
     out_dir: str | os.PathLike[str],
     shards_spec: Any,
@@ -487,6 +505,7 @@ def run_balance(
     backend: str = "cpu",
     progress: bool = True,
     client: Any = None,
+    summary: bool = True,
 ) -> dict[str, Any]:
     """Balances every shard of `shards_spec` for each t and writes the curated shards.
 
@@ -503,7 +522,12 @@ def run_balance(
 
     `client`: a `distributed.Client`; each shard is balanced (or found done) by a task on a
     worker, which writes its curated files and returns its figures here.
+
+    `summary`: also write ``summary.json`` (`run_summary`), as ``curate`` does; `run_curate`
+    writes its own. The run record (`rundir`) must hold counts of these shards and of the match
+    stage's settings, and `options` read texts as the match stage did (else `RunDirError`).
     """
+    started = time.perf_counter()
     options = options or ReadOptions()
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
@@ -511,11 +535,12 @@ def run_balance(
     counts_path = out_dir / COUNTS_NPY
     if not counts_path.is_file():
         raise FileNotFoundError(f"{counts_path}: no counts; run the count stage first")
+    rundir.check_balance_inputs(out_dir, options, [s.name for s in shards], COUNTS_NPY)
     counts = load_entry_counts(counts_path)
     t_list = [float(t) for t in (ts or [])]
     solved: float | None = None
     if target_size is not None:
-        solved = _solve_target(out_dir, records, counts, int(target_size))
+        solved = _solve_target(out_dir, records, counts, int(target_size), client)
         t_list.append(solved)
     if not t_list:
         raise ValueError("run_balance needs ts or target_size")
@@ -530,6 +555,7 @@ def run_balance(
     for t in t_list:
         digest = _balance_digest(seed, t, counts, records, options)
         _prepare_t_dir(directories[t], digest, seed, t)
+    curated = {t: Manifest.load(directories[t], CURATED_MANIFEST) for t in t_list}
 
     in_flight = SHARDS_IN_FLIGHT if xp is np else 1
     with _progress(progress) as bar, ThreadPoolExecutor(in_flight) as pool:
@@ -542,10 +568,13 @@ def run_balance(
                 continue
             outputs = {t: directories[t] / output_name(shard.name) for t in t_list}
             todo.append((shard, out_dir / record.output, outputs))
+        recorded = {s.name: _recorded_checksums(curated, s.name) for s, _, _ in todo}
         if client is not None:
             shard_figures = _balance_dask(
-                client, todo, counts, t_list, seed, options, backend, bar, task
+                client, todo, counts, t_list, seed, options, backend, bar, task, recorded
             )
+            for figures in shard_figures:
+                _record_curated(curated, figures)
         else:  # in process: shards in order, two at once on the CPU (stages.SHARDS_IN_FLIGHT)
             shard_figures = []
             rows = 0
@@ -554,11 +583,12 @@ def run_balance(
                 shard, match_file, outputs = item
                 return _shard_figures(
                     shard, match_file, device_counts, counts, t_list, seed, outputs,
-                    options=options, xp=xp,
+                    options=options, xp=xp, recorded=recorded[shard.name],
                 )  # fmt: skip
 
             results = pool.map(one, todo)
             for figures in results:
+                _record_curated(curated, figures)
                 shard_figures.append(figures)
                 rows += figures.texts
                 bar.update(task, advance=1, rows=rows)
@@ -586,7 +616,7 @@ def run_balance(
                 "output": str(directories[t]),
             }
         )
-    return {
+    result = {
         "seed": int(seed),
         "target_size": target_size,
         "counts_path": str(counts_path),
@@ -603,6 +633,60 @@ def run_balance(
         ],
         "ts": per_t,
     }
+    rundir.record_balance(out_dir, seed, round(time.perf_counter() - started, 3))
+    if summary:
+        _write_stage_summary(out_dir, shards, records, result, backend, started)
+    return result
+
+
+def _recorded_checksums(curated: dict[float, Manifest], shard: str) -> dict[float, str]:
+    """Per t, the checksum the folder's manifest records for `shard`'s curated file."""
+    found = {}
+    for t, manifest in curated.items():
+        record = manifest.get(shard)
+        if record is not None:
+            found[t] = record.checksum
+    return found
+
+
+def _record_curated(curated: dict[float, Manifest], figures: ShardFigures) -> None:
+    """Appends the curated files `figures` wrote (none when reused) to their folders' manifests."""
+    for t, checksum in figures.checksums.items():
+        name = output_name(figures.shard)
+        curated[t].append(
+            ShardRecord(shard=figures.shard, output=name, rows=figures.kept[t], checksum=checksum)
+        )
+
+
+def _write_stage_summary(
+    out_dir: Path,
+    shards: list[Shard],
+    records: dict[str, ShardRecord],
+    result: dict[str, Any],
+    backend: str,
+    started: float,
+) -> None:
+    """``summary.json`` of the stage-at-a-time route (`run_summary`): the reading figures from
+    the match records of these shards, the rest from `result`."""
+    manifest = Manifest.load(out_dir)
+    reports = [_report_from_record(s, records[s.name], manifest) for s in shards]
+    read = read_figures(shards, reports)
+    seconds, matched_this_run = stage_seconds(out_dir, time.perf_counter() - started)
+    if matched_this_run is not None:
+        read["shards_matched_this_run"] = matched_this_run
+    counts = load_entry_counts(out_dir / COUNTS_NPY)
+    summary = curate_summary(
+        out_dir,
+        read,
+        result,
+        metadata_entries=len(counts),
+        seed=result["seed"],
+        target_size=result["target_size"],
+        backend=backend,
+        seconds=seconds,
+        curated={t_label(f["t"]): f["output"] for f in result["ts"]},
+    )
+    write_json(out_dir / SUMMARY_NAME, summary)
 
 
 def _balance_dask(
@@ -615,6 +699,7 @@ def _balance_dask(
     backend: str,
     bar: Any,
     task: Any,
+    recorded: dict[str, dict[float, str]],
 ) -> list[ShardFigures]:
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
     from metaclip_gpu.cluster import results_as_completed
@@ -631,6 +716,7 @@ def _balance_dask(
             outputs,
             options=options,
             backend=backend,
+            recorded=recorded[shard.name],
             pure=False,
             key=f"balance-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
         )
@@ -703,6 +789,7 @@ def read_figures(shards: Sequence[Shard], reports: Sequence[Any]) -> dict[str, A
     }
 
 
+@holds_run_lock("curate")
 def run_curate(
     shards_spec: Any,
     metadata_path: str | os.PathLike[str] | MetadataIndex,
@@ -781,28 +868,21 @@ def run_curate(
             backend=backend,
             progress=progress,
             client=client,
+            summary=False,
         )
 
-    summary: dict[str, Any] = {
-        **read_figures(shards, reports),
-        "matched": balance["ts"][0]["matched"],
-        "metadata_entries": len(index),
-        "distinct_entries_matched": balance["distinct_entries_matched"],
-        "seed": int(seed),
-        "english_only": english_only,
-        "language_identifier": matcher.model.describe() if english_only else None,
-        "target_size": target_size,
-        "backend": backend,
-        "ts": balance["ts"],
-        "seconds": timer.finish(),
-        "outputs": {
-            "dir": str(out_dir),
-            "matches": str(out_dir / MATCHES_DIR),
-            "entry_counts_npy": str(out_dir / COUNTS_NPY),
-            "entry_counts_parquet": str(out_dir / COUNTS_PARQUET),
-            "curated": {t_label(f["t"]): f["output"] for f in balance["ts"]},
-            "summary": str(out_dir / SUMMARY_NAME),
-        },
-    }
+    summary = curate_summary(
+        out_dir,
+        read_figures(shards, reports),
+        balance,
+        metadata_entries=len(index),
+        seed=seed,
+        target_size=target_size,
+        backend=backend,
+        english_only=english_only,
+        language_identifier=matcher.model.describe() if english_only else None,
+        seconds=timer.finish(),
+        curated={t_label(f["t"]): f["output"] for f in balance["ts"]},
+    )
     write_json(out_dir / SUMMARY_NAME, summary)
     return summary

@@ -8,7 +8,9 @@ shard supersedes an earlier one.
 
 A shard counts as done (`Manifest.is_done`) only when its latest record exists, the input's
 fingerprint (size and mtime_ns) and the run's ``config`` (metadata digest and read options)
-still match, and its output file, if it has one, exists and has a readable Parquet footer.
+still match, and its output file, if it has one, exists and still has the bytes whose XXH64
+the record holds (``checksum``, `metaclip_gpu.checksums`; a damaged file is named in a warning
+and redone; a record without a checksum, from an older version, is redone).
 A record with an ``error`` (the shard could not be read) has no output and is done while the
 input is unchanged: reading it again would fail again.
 
@@ -26,6 +28,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from metaclip_gpu.checksums import checksum_matches
 from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import Shard
 
@@ -53,6 +56,7 @@ class ShardRecord:
     config: str = ""
     path: str = ""
     invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows
+    checksum: str = ""  # XXH64 of the output file's bytes (`checksums.file_checksum`)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
@@ -75,16 +79,16 @@ def parquet_readable(path: Path) -> bool:
 class Manifest:
     """The records of ``<out_dir>/manifest.jsonl``, latest per shard name."""
 
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], name: str = MANIFEST_NAME) -> None:
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / MANIFEST_NAME
+        self.path = self.out_dir / name
         self.records: dict[str, ShardRecord] = {}
         self.ignored_lines = 0  # truncated or malformed lines seen by `load`
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike[str]) -> Manifest:
-        """The manifest of `out_dir` (empty when there is no file yet)."""
-        manifest = cls(out_dir)
+    def load(cls, out_dir: str | os.PathLike[str], name: str = MANIFEST_NAME) -> Manifest:
+        """The manifest `name` of `out_dir` (empty when there is no file yet)."""
+        manifest = cls(out_dir, name)
         try:
             raw = manifest.path.read_bytes()
         except FileNotFoundError:
@@ -134,7 +138,7 @@ class Manifest:
         out = self.output_path(record)
         if out is None:
             return record.error is not None
-        return parquet_readable(out)
+        return checksum_matches(out, record.checksum, f"shard {name} is redone")
 
     def append(self, record: ShardRecord) -> None:
         """Appends `record` durably (fsync), on a fresh line even after a truncated one."""

@@ -49,11 +49,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metaclip_gpu import rundir
+from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
 from metaclip_gpu.english_only import NOT_ENGLISH, EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
-from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint, parquet_readable
+from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint
 from metaclip_gpu.match import match
 from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import (
@@ -65,6 +67,7 @@ from metaclip_gpu.read import (
     find_shards,
     iter_shard_checked,
 )
+from metaclip_gpu.run_lock import holds_run_lock
 
 MATCHES_DIR = "matches"
 COUNTS_NPY = "entry_counts.npy"
@@ -285,6 +288,7 @@ def match_shard_output(
             if report.error is None:
                 sink.flush()
                 os.fsync(sink.fileno())
+                checksum = file_checksum(tmp)  # just written: read from the page cache
                 delay_hook()
                 os.replace(tmp, final)
                 renamed = True
@@ -293,8 +297,10 @@ def match_shard_output(
             if not renamed:
                 tmp.unlink(missing_ok=True)
     if report.error is not None:
+        checksum = ""
         final.unlink(missing_ok=True)  # an output of an earlier version of this input
     else:
+        remember(final, checksum)
         delay_hook()
         report.output = final
     report.seconds = time.perf_counter() - start
@@ -310,6 +316,7 @@ def match_shard_output(
         config=config,
         path=str(shard.path),
         invalid_lines=report.invalid_lines[:RECORDED_LINES],
+        checksum=checksum,
     )
     return report, record
 
@@ -373,6 +380,7 @@ def _progress(enabled: bool):  # -> rich.progress.Progress
     )
 
 
+@holds_run_lock("match")
 def run_match(
     shards_spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Sequence[Shard],
     metadata_path: str | os.PathLike[str] | MatchIndex,
@@ -402,6 +410,7 @@ def run_match(
     its record and this process alone appends it to the manifest. `threads` None then means
     the worker's ``nthreads``. None runs every shard in this process.
     """
+    started = time.perf_counter()
     options = options or ReadOptions()
     if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):
         shards = list(shards_spec)  # type: ignore[arg-type]
@@ -419,8 +428,9 @@ def run_match(
     remove_stale_tmp(out_dir / MATCHES_DIR)
     manifest = Manifest.load(out_dir)
     config = stage_config(index, options)
+    rundir.begin_match(out_dir, index, options, config, [s.name for s in shards])
     if client is not None:
-        return _run_match_dask(
+        return _recorded(out_dir, started, _run_match_dask(
             client,
             shards,
             metadata_path if isinstance(metadata_path, LOADED) else Path(metadata_path),
@@ -433,7 +443,7 @@ def run_match(
             threads=threads,
             progress=progress,
             retry_errors=retry_errors,
-        )
+        ))  # fmt: skip
     reports: dict[str, ShardReport] = {}
     in_flight = SHARDS_IN_FLIGHT if backend == "cpu" else 1
     with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
@@ -479,7 +489,14 @@ def run_match(
             for future in futures:
                 future.cancel()  # the unrecorded shards are redone by the next run
             raise
-    return [reports[shard.name] for shard in shards]
+    return _recorded(out_dir, started, [reports[shard.name] for shard in shards])
+
+
+def _recorded(out_dir: Path, started: float, reports: list[ShardReport]) -> list[ShardReport]:
+    """`reports`, after recording the match stage's figures in the run record (`rundir`)."""
+    matched = sum(not getattr(r, "reused", False) for r in reports)
+    rundir.end_match(out_dir, matched, round(time.perf_counter() - started, 3))
+    return reports
 
 
 def _match_task(
@@ -590,26 +607,37 @@ def count_matches(
 ) -> np.ndarray:
     """The global uint64 counts over the match outputs the manifest of `out_dir` records.
 
-    `shards`: only these shard names (default: every recorded shard). Shards recorded with an
-    error have no output and count nothing; a recorded output that is missing or unreadable
-    raises `FileNotFoundError` (rerun the match stage), rather than silently counting less.
+    `shards`: only these shard names (default: the shards of the last match run, from the run
+    record `rundir`; every recorded shard in a directory without one). Shards recorded with an
+    error have no output and count nothing; a recorded output that is missing or damaged
+    (its checksum) raises `FileNotFoundError` (rerun the match stage), and one matched with
+    another configuration than the run record's `rundir.RunDirError`, rather than silently
+    counting less or mixing two configurations.
     `client`: a `distributed.Client`; each file is counted by a task on a worker and the
     per-file counts are reduced here (`count.reduce_counts`, exact in any order).
     """
     out_dir = Path(out_dir)
     manifest = Manifest.load(out_dir)
+    if shards is None:
+        shards = rundir.current_shards(out_dir)
     names = sorted(manifest.records) if shards is None else list(shards)
+    config = rundir.match_config_id(out_dir)
     paths = []
     for name in names:
         record = manifest.get(name)
         if record is None:
             raise FileNotFoundError(f"{out_dir}: shard {name!r} is not in the manifest")
+        if config is not None and record.config != config:
+            raise rundir.RunDirError(
+                f"count: shard {name!r} in {out_dir} was matched with other settings than the "
+                "last match run; rerun match"
+            )
         path = manifest.output_path(record)
         if path is None:
             continue
-        if not parquet_readable(path):
+        if not checksum_matches(path, record.checksum, "rerun match"):
             raise FileNotFoundError(
-                f"{path}: match output of shard {name!r} is missing or unreadable; rerun match"
+                f"{path}: match output of shard {name!r} is missing or damaged; rerun match"
             )
         paths.append(path)
     if client is not None and paths:
@@ -620,22 +648,28 @@ def count_matches(
     return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
 
 
+@holds_run_lock("count")
 def run_count(
     out_dir: str | os.PathLike[str],
     metadata_path: str | os.PathLike[str] | MetadataIndex,
     *,
     client: Any = None,
 ) -> np.ndarray:
-    """Counts the match outputs of `out_dir` and writes ``entry_counts.npy`` and
-    ``entry_counts.parquet`` there (each under a temporary name, then renamed).
-    `client`: count each match file on a dask worker (`count_matches`)."""
+    """Counts the match outputs of the last match run's shards in `out_dir` and writes
+    ``entry_counts.npy`` and ``entry_counts.parquet`` there (each under a temporary name, then
+    renamed), their checksums in the run record. `rundir.RunDirError` when `metadata_path` is
+    not the metadata the match stage used. `client`: count each match file on a dask worker
+    (`count_matches`)."""
+    started = time.perf_counter()
     out_dir = Path(out_dir)
     index = (
         metadata_path
         if isinstance(metadata_path, MetadataIndex)
         else MetadataIndex.load(metadata_path)
     )
-    counts = count_matches(out_dir, len(index), client=client)
+    rundir.check_metadata(out_dir, index, "count")
+    shards = rundir.current_shards(out_dir)
+    counts = count_matches(out_dir, len(index), shards=shards, client=client)
     save_entry_counts(counts, out_dir / COUNTS_NPY)
     final = out_dir / COUNTS_PARQUET
     tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
@@ -645,4 +679,7 @@ def run_count(
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    if shards is not None:
+        files = {name: file_checksum(out_dir / name) for name in (COUNTS_NPY, COUNTS_PARQUET)}
+        rundir.record_counts(out_dir, shards, files, round(time.perf_counter() - started, 3))
     return counts

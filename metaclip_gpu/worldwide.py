@@ -30,8 +30,10 @@ balance
     ``{uuid: [texts]}`` files): an image key split over two shards makes two samples.
 
 Outputs (besides ``matches/``): ``entry_counts/``, ``thresholds.json``, ``entry_probs/``,
-``curated/t_en=<t>/<shard>.parquet`` (the kept rows, all their columns plus ``entry_ids``)
-and ``summary.json`` with a ``languages`` section.
+``curated/t_en=<t>/<shard>.parquet`` (the kept rows, all their columns plus ``entry_ids``;
+each file's checksum in the folder's ``_manifest.jsonl``; every run writes them anew) and
+``summary.json`` with a ``languages`` section. The run holds the directory's lock
+(`run_lock`) and counts the shards of this run only (`rundir`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from metaclip_gpu.cluster import results_as_completed
 from metaclip_gpu.count import counts_table, reduce_counts, save_entry_counts
 from metaclip_gpu.curate import (
     CURATED_DIR,
+    CURATED_MANIFEST,
     SUMMARY_NAME,
     KeyedChunk,
     StageTimer,
@@ -76,8 +79,10 @@ from metaclip_gpu.curate import (
 from metaclip_gpu.keys import key_column_keys, xxh64_bytes
 from metaclip_gpu.languages import ENGLISH, LanguageIndexes, UnknownLanguage
 from metaclip_gpu.lid import LidModel
+from metaclip_gpu.manifest import Manifest, ShardRecord
 from metaclip_gpu.outcome import EXIT_NOTHING_READ, NothingRead
 from metaclip_gpu.read import ReadOptions, Shard, ShardError
+from metaclip_gpu.run_lock import holds_run_lock
 from metaclip_gpu.stages import (
     COUNTS_PARQUET,
     MATCHES_DIR,
@@ -198,6 +203,7 @@ class WorldwideShardFigures:
     texts: int = 0
     unknown_language: int = 0
     languages: dict[str, LanguageFigures] = field(default_factory=dict)
+    checksums: dict[float, str] = field(default_factory=dict)  # of the curated files written
 
 
 def _image_column(keyed: KeyedChunk, image_column: str | None) -> str | None:
@@ -262,8 +268,9 @@ def balance_shard_worldwide(
     figures = WorldwideShardFigures(shard.name)
     languages = langs.languages
     if not keyed:
-        for path in outputs.values():
-            write_parquet(pa.table({"entry_ids": pa.array([], pa.list_(pa.int32()))}), path)
+        for t_en, path in outputs.items():
+            empty = pa.table({"entry_ids": pa.array([], pa.list_(pa.int32()))})
+            figures.checksums[t_en] = write_parquet(empty, path)
         return figures
     codes = np.concatenate([langs.codes_of_names(k.extra["lang"]) for k in keyed])
     groups, alone, text_keys = (
@@ -300,7 +307,8 @@ def balance_shard_worldwide(
                 figures.languages[lang].expected[t_en] = float(chance[chosen & rows].sum())
         masks = [keep[bounds[i] : bounds[i + 1]] for i in range(len(keyed))]
         tables = [_with_lang(curated_table(k, m), k, m) for k, m in zip(keyed, masks, strict=True)]
-        write_parquet(pa.concat_tables(tables, promote_options="permissive"), outputs[t_en])
+        kept = pa.concat_tables(tables, promote_options="permissive")
+        figures.checksums[t_en] = write_parquet(kept, outputs[t_en])
     return figures
 
 
@@ -320,6 +328,7 @@ def _concat_csr(keyed: list[KeyedChunk]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- the whole pipeline
+@holds_run_lock("curate --worldwide")
 def run_worldwide(
     shards_spec: Any,
     metadata_path: str | os.PathLike[str] | LanguageIndexes,
@@ -432,9 +441,15 @@ def _balance_all(
 ) -> list[WorldwideShardFigures]:
     records = match_records(out_dir, shards)
     dirs = {t: out_dir / CURATED_DIR / t_en_label(t) for t in probs}
+    current = {output_name(shard.name) for shard in shards}
     for folder in dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(folder)
+        (folder / CURATED_MANIFEST).unlink(missing_ok=True)  # every file is written anew
+        for path in folder.glob("*.parquet"):
+            if path.name not in current:  # a shard no longer in the input: not curated
+                path.unlink()
+    curated = {t: Manifest.load(folder, CURATED_MANIFEST) for t, folder in dirs.items()}
     todo = []
     for shard in shards:
         record = records[shard.name]
@@ -472,6 +487,10 @@ def _balance_all(
                 for shard, mf, outs in todo
             )
         for result in results:
+            for t, checksum in result.checksums.items():
+                name = output_name(result.shard)
+                kept = sum(f.kept.get(t, 0) for f in result.languages.values())
+                curated[t].append(ShardRecord(result.shard, name, kept, checksum=checksum))
             figures.append(result)
             rows += result.texts
             bar.update(task, advance=1, rows=rows)

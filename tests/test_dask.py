@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
 from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import curated_dir, run_curate
+from metaclip_gpu.curate import curated_dir, run_balance, run_curate
 from metaclip_gpu.manifest import MANIFEST_NAME
 from metaclip_gpu.stages import COUNTS_NPY
 
@@ -195,3 +196,17 @@ def test_english_only_identifies_on_every_worker_as_in_process(setup, client2, t
         load_entry_counts(tmp_path / "two" / COUNTS_NPY),
         load_entry_counts(tmp_path / "local" / COUNTS_NPY),
     )
+
+
+def test_target_size_on_the_cluster_equals_in_process(setup, client2, tmp_path) -> None:
+    """`--target-size` solved from per-file tasks on the workers: the t of the in-process run."""
+    shards, _, local = setup
+    in_process = tmp_path / "here"
+    on_cluster = tmp_path / "there"
+    shutil.copytree(local, in_process, ignore=shutil.ignore_patterns("curated"))
+    shutil.copytree(local, on_cluster, ignore=shutil.ignore_patterns("curated"))
+    here = run_balance(in_process, shards, target_size=6000, progress=False)
+    there = run_balance(on_cluster, shards, target_size=6000, progress=False, client=client2)
+    assert there["ts"][0]["t"] == pytest.approx(here["ts"][0]["t"], rel=1e-12)
+    assert abs(there["ts"][0]["expected_kept"] - 6000) < 1e-3
+    assert curated(on_cluster, there["ts"][0]["t"]) == curated(in_process, here["ts"][0]["t"])

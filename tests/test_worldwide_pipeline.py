@@ -375,3 +375,21 @@ def test_the_report_has_a_section_per_language(base) -> None:
     pngs = sorted((run / "report").glob("language-*.png"))
     assert len(pngs) == len(summary["languages"])
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_a_removed_shard_leaves_neither_counts_nor_curated_rows(
+    metadata_dir: Path, pool: pa.Table, tmp_path: Path
+) -> None:
+    shards = write_shards(pool, tmp_path / "in", [500, 1000])
+    out = tmp_path / "out"
+    run_worldwide(shards, metadata_dir, out, t_en=[40.0], seed=7, progress=False)
+    (shards / "part-001.parquet").rename(tmp_path / "part-001.parquet")
+    again = run_worldwide(shards, metadata_dir, out, t_en=[40.0], seed=7, progress=False)
+    fresh = run_worldwide(shards, metadata_dir, tmp_path / "fresh", t_en=[40.0], seed=7,
+                          progress=False)  # fmt: skip
+    assert curated_rows(again, "t_en=40") == curated_rows(fresh, "t_en=40")
+    for lang, figures in fresh["languages"].items():
+        assert again["languages"][lang]["kept"] == figures["kept"]
+        np.testing.assert_array_equal(
+            np.load(figures["entry_counts"]), np.load(again["languages"][lang]["entry_counts"])
+        )

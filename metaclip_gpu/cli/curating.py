@@ -462,6 +462,7 @@ def curate(
 @TEXT_COLUMN_OPTION
 @KEY_COLUMN_OPTION
 @BACKEND_OPTION
+@click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report/.")
 def balance(
     input_spec: tuple[str, ...],
     output: Path,
@@ -471,8 +472,10 @@ def balance(
     text_column: str | None,
     key_column: str | None,
     backend: str,
+    no_report: bool,
 ) -> None:
-    """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT."""
+    """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT; writes
+    summary.json and the report, as curate does."""
     from metaclip_gpu.curate import run_balance
 
     check_ts(ts, target_size)
@@ -501,6 +504,8 @@ def balance(
     for f in per_t:
         table.add_row(f"curated shards ({f['t']:,.6g})", f["output"])
     console.print(table)
+    if not no_report:
+        _write_report(console, output, required=False)
 
 
 # ---------------------------------------------------------------------- report

@@ -294,7 +294,7 @@ def count(metadata: Path, output: Path) -> None:
     console = make_console()
     try:
         counts = run_count(output, metadata)
-    except (MetadataError, FileNotFoundError, ValueError) as err:
+    except (MetadataError, FileNotFoundError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
     table = Table(title="metaclip-gpu count", show_header=False, title_justify="left")
     table.add_column("figure", style="bold")

@@ -1,0 +1,87 @@
+"""Checksums of a run directory's output files: XXH64 of a file's bytes, and their check on reuse.
+
+A stage records each output file's checksum (`file_checksum`, 16 hex digits) next to it in a
+manifest, and reuses a file only when `checksum_matches` says it still has those bytes (SPEC
+section 7). A mismatch is named in a `DamagedFileWarning` and the caller redoes the file.
+
+Hashing is I/O: each reused file is read once more. Within one process a file already
+verified is not hashed again while its size, mtime and inode are unchanged (a ``curate`` run
+checks a match file at the match, count and balance stages; it is read from disk once), so
+the cost of a rerun is one read of every reused output, about the speed of the disk (XXH64
+itself runs at several GB/s; see ``bench/bench_checksums.py`` for a measured run).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import xxhash
+
+BLOCK_BYTES = 4 << 20
+
+
+class DamagedFileWarning(UserWarning):
+    """An output file whose bytes no longer match its recorded checksum (it is redone)."""
+
+
+_verified: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> hash
+_verified_lock = threading.Lock()
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """XXH64 (seed 0) of the file's bytes as 16 hex digits, read in 4 MiB blocks."""
+    digest = xxhash.xxh64()
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int]:
+    st = os.stat(path)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def remember(path: str | os.PathLike[str], checksum: str) -> None:
+    """Notes that `path` (as it is now) has `checksum`: a writer calls this after hashing what
+    it just wrote, so the next check in this process needs no read."""
+    key = _stat_key(Path(path))
+    with _verified_lock:
+        _verified[key] = checksum
+
+
+def current_checksum(path: str | os.PathLike[str]) -> str:
+    """`file_checksum` of `path`, from this process's memo while the file is unchanged."""
+    path = Path(path)
+    key = _stat_key(path)
+    with _verified_lock:
+        known = _verified.get(key)
+    if known is None:
+        known = file_checksum(path)
+        with _verified_lock:
+            _verified[key] = known
+    return known
+
+
+def checksum_matches(path: str | os.PathLike[str], expected: str | None, what: str = "") -> bool:
+    """Whether `path` exists and has the checksum `expected`. A file that exists with other
+    bytes is named in a `DamagedFileWarning` (`what` says what it is and that it is redone);
+    a missing file or a record without a checksum (an older run's) is simply not reusable."""
+    if not expected:
+        return False
+    try:
+        found = current_checksum(path)
+    except OSError:
+        return False
+    if found == expected:
+        return True
+    note = f"; {what}" if what else ""
+    warnings.warn(
+        f"{path}: damaged (XXH64 {found}, recorded {expected}){note}",
+        DamagedFileWarning,
+        stacklevel=2,
+    )
+    return False
