@@ -498,7 +498,10 @@ def run_balance(
     `client`: a `distributed.Client`; each shard is balanced (or found done) by a task on a
     worker, which writes its curated files and returns its figures here.
     """
+    from metaclip_gpu.cluster import run_backend
+
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     records = match_records(out_dir, shards)
@@ -710,7 +713,10 @@ def run_curate(
     ``distinct_entries_matched``, ``ts`` (per-t figures of `run_balance`), ``seconds`` (per
     stage and total), ``outputs`` (paths).
     """
+    from metaclip_gpu.cluster import run_backend
+
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     timer = StageTimer()

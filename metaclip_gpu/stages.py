@@ -377,7 +377,10 @@ def run_match(
     its record and this process alone appends it to the manifest. `threads` None then means
     the worker's ``nthreads``. None runs every shard in this process.
     """
+    from metaclip_gpu.cluster import run_backend
+
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):
         shards = list(shards_spec)  # type: ignore[arg-type]
     else:

@@ -334,7 +334,10 @@ def run_worldwide(
 ) -> dict[str, Any]:
     """match (per language) -> count (per language) -> thresholds -> balance (one text per
     image) into `out_dir`; writes ``summary.json`` and returns it (module docstring)."""
+    from metaclip_gpu.cluster import run_backend
+
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     t_values = list(dict.fromkeys(float(t) for t in t_en))
