@@ -229,3 +229,24 @@ def test_count_contiguity_and_host_arrays_are_checked(emulated_cupy) -> None:
         kernel((1,), (32,), (*args[:4], np.zeros(1, dtype=np.int64)))
     with pytest.raises(TypeError, match="expected tuple"):
         kernel([1], (32,), tuple(args))
+
+
+def test_parameter_lists_equal_the_device_build(emulated_cupy) -> None:
+    """The host build's parameter widths are those of NVRTC's PTX for sm_90 (pointers: 8)."""
+    import re
+
+    from gpu_emulation import host_build
+    from test_kernels_compile import nvrtc_compile
+
+    ptx, _log = nvrtc_compile(kernel_source(), nvrtc_options(arch="compute_90"))
+    bits = {"8": 1, "16": 2, "32": 4, "64": 8}
+    device = {
+        name: [bits[width] for width in re.findall(r"\.param\s+\.[usbf](\d+)\s", params)]
+        for name, params in re.findall(r"\.entry\s+(\w+)\s*\((.*?)\)", ptx, flags=re.S)
+    }
+    library = host_build.host_library(kernel_source(), nvrtc_options())
+    host = {
+        name: [8 if p.is_pointer else p.size for p in params]
+        for name, params in library.params.items()
+    }
+    assert host == device
