@@ -41,7 +41,8 @@ def _is_default_resource(resource: Any, mr: Any) -> bool:
 
 def ensure_device_memory(pool_size: str | int | None = None) -> str:
     """Sets the current device's RMM resource (module docstring) once per process; returns
-    what it holds: "pool", "async", "kept" (a resource set before), or "cupy" (no RMM)."""
+    what it holds: "pool", "async", "kept" (a resource set before), or "cupy" (no RMM, or
+    none that sees the device: CuPy keeps its own pool)."""
     try:
         import cupy
         import rmm
@@ -52,7 +53,15 @@ def ensure_device_memory(pool_size: str | int | None = None) -> str:
     with _lock:
         if device in _configured and pool_size is None:
             return _configured[device]
-        current = rmm.mr.get_current_device_resource()
+        try:
+            current = rmm.mr.get_current_device_resource()
+        except RuntimeError:
+            if pool_size is not None:
+                raise
+            # RMM's CUDA runtime sees no device although CuPy does: a CuPy without a real
+            # device behind it (the test suite's emulated one). Nothing to pool.
+            _configured[device] = "cupy"
+            return "cupy"
         if pool_size is not None:
             pool = rmm.mr.PoolMemoryResource(
                 rmm.mr.CudaMemoryResource(), initial_pool_size=parse_size(pool_size)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import cupy
 import numpy as np
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ def to_cudf_list(result: MatchResult) -> Any:
     back to a large_list.
     """
     import cudf
+    import cupy
     import pylibcudf as plc
 
     offsets = cupy.asarray(result.offsets)
