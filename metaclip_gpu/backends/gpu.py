@@ -166,7 +166,7 @@ def _device_view(ptr: int, count: int, dtype: Any, owner: Any) -> Any:
     return cupy.ndarray((count,), dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, 0))
 
 
-def _plc_strings(texts: Any) -> tuple[Any, contextlib.AbstractContextManager[Any]] | None:
+def pylibcudf_strings(texts: Any) -> tuple[Any, contextlib.AbstractContextManager[Any]] | None:
     """(pylibcudf column, the context to read its buffers in) of a cuDF Series / Index or a
     pylibcudf column; None for what has neither (the caller copies through Arrow)."""
     import pylibcudf as plc
@@ -214,7 +214,7 @@ def cudf_strings(texts: Any) -> Iterator[DeviceTextBatch | None]:
     context is open (its cuDF buffers spill-locked, so they cannot move or spill meanwhile).
     On leaving, the current stream is synchronized first: kernels still reading the buffers
     finish before the lock goes. Yields None when `texts` offers no pylibcudf view."""
-    found = _plc_strings(texts)
+    found = pylibcudf_strings(texts)
     if found is None:
         yield None
         return
