@@ -88,8 +88,9 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     recording tasks in place."""
     RECEIVED.clear()
     CLUSTERS.clear()
-    monkeypatch.setattr(backends, "gpu_count", lambda: 2)
-    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 2)
+    monkeypatch.setattr(backends, "gpu_available", lambda: True)
+    monkeypatch.setattr(backends, "gpu_count", lambda: 2, raising=False)
+    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 2, raising=False)
     fake = types.ModuleType("dask_cuda")
     fake.LocalCUDACluster = RecordingCUDACluster  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dask_cuda", fake)
@@ -179,7 +180,8 @@ def test_in_process_auto_reaches_the_stages_resolved(
     pool: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a GPU, "auto" is "cpu" from the start: the summary and every stage say so."""
-    monkeypatch.setattr(backends, "gpu_count", lambda: 0)
+    monkeypatch.setattr(backends, "gpu_available", lambda: False)
+    monkeypatch.setattr(backends, "gpu_count", lambda: 0, raising=False)
     seen: list[str] = []
     real = stages.match_shard_output
 
@@ -213,8 +215,9 @@ def test_a_joined_cluster_decides_auto_from_its_workers() -> None:
 
 
 def test_cpu_machine_auto_starts_a_cpu_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backends, "gpu_count", lambda: 0)
-    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 0)
+    monkeypatch.setattr(backends, "gpu_available", lambda: False)
+    monkeypatch.setattr(backends, "gpu_count", lambda: 0, raising=False)
+    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 0, raising=False)
     built: list[dict[str, Any]] = []
 
     class Recording(distributed.LocalCluster):

@@ -56,10 +56,10 @@ def test_each_index_is_uploaded_once_whatever_the_number_of_calls_and_batches() 
             match(texts, first, backend="gpu", batch_rows=batch_rows),
             match(texts, first, backend="cpu"),
         )
-    assert _uploads() == 1 and signature_launches() == 1
+    assert signature_launches() == 1 and _uploads() == 1
     match(texts, second, backend="gpu", batch_rows=11)
     match(texts, first, backend="gpu", batch_rows=11)  # still on the device
-    assert _uploads() == 2 and signature_launches() == 2
+    assert signature_launches() == 2 and _uploads() == 2
 
 
 def test_a_digest_keyed_index_loaded_twice_is_one_upload(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_a_digest_keyed_index_loaded_twice_is_one_upload(tmp_path: Path) -> None
     assert a is not b and a.stats.digest == b.stats.digest != ""
     match(["a dog"], a, backend="gpu")
     match(["a dog"], b, backend="gpu")
-    assert _uploads() == 1 and signature_launches() == 1
+    assert signature_launches() == 1 and _uploads() == 1
 
 
 def _shards(root: Path, n_shards: int, rows: int) -> Path:
@@ -90,7 +90,7 @@ def test_match_stage_over_many_chunks_and_shards_uploads_once(tmp_path: Path) ->
     gpu = run_match(shards, index, tmp_path / "gpu", options=options, backend="gpu", progress=False)
     cpu = run_match(shards, index, tmp_path / "cpu", options=options, backend="cpu", progress=False)
     assert [r.rows for r in gpu] == [r.rows for r in cpu] == [40, 40, 40]
-    assert _uploads() == 1 and signature_launches() == 1
+    assert signature_launches() == 1 and _uploads() == 1
     chunks = sum(1 for name, *_ in gpu_emulation.launch_log if name.startswith("mc_match_fixed"))
     assert chunks == 15
 
@@ -115,7 +115,7 @@ def test_a_dask_worker_uploads_once_for_all_its_shards(tmp_path: Path) -> None:
             progress=False, client=client, cache_dir=tmp_path / "cache",
         )  # fmt: skip
     assert [r.rows for r in reports] == [40, 40, 40] and not any(r.error for r in reports)
-    assert _uploads() == 1 and signature_launches() == 1
+    assert signature_launches() == 1 and _uploads() == 1
 
 
 def test_device_batches_are_cut_by_bytes_of_text(monkeypatch: pytest.MonkeyPatch) -> None:
