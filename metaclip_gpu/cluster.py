@@ -124,7 +124,7 @@ def _local_cuda_cluster(
     try:
         return LocalCUDACluster(**kwargs)
     except Exception as err:
-        if type(err).__name__.startswith("NVMLError"):  # pynvml: no libnvidia-ml, no driver
+        if any(c.__name__.startswith("NVMLError") for c in type(err).__mro__):  # pynvml
             raise ClusterError(
                 "dask-cuda's LocalCUDACluster needs NVML (libnvidia-ml.so, from the NVIDIA "
                 f"driver), which failed here ({type(err).__name__}: {err}); check "

@@ -164,6 +164,24 @@ def test_missing_nvml_is_a_one_line_error(
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_real_dask_cuda_without_nvml_is_a_cluster_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed dask-cuda on a machine without the NVIDIA driver's NVML: its
+    `pynvml.NVMLError_LibraryNotFound` becomes the one-line `ClusterError`."""
+    pytest.importorskip("dask_cuda", reason="the gpu extra is not installed (no dask-cuda)")
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pytest.skip("NVML is present here: LocalCUDACluster would start")
+    monkeypatch.setattr(backends, "gpu_available", lambda: True)
+    monkeypatch.setattr(cluster_module, "gpu_count", lambda: 1)
+    with pytest.raises(cluster_module.ClusterError, match="needs NVML") as caught:
+        cluster_module.make_client(cluster="local", backend="gpu")
+    assert isinstance(caught.value.__cause__, pynvml.NVMLError)
+
+
 def test_build_metadata_counter_tasks_receive_the_resolved_backend(
     pool: tuple[Path, Path], two_gpus: None, tmp_path: Path
 ) -> None:
