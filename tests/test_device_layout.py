@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -345,3 +346,24 @@ def test_device_batches_are_several_waves() -> None:
     rows = np.arange(0, 60 * 3_000_001, 60, dtype=np.int64)
     [(start, stop), *_] = batch_bounds(np, rows, len(rows) - 1, GPU_BATCH_BYTES, 1 << 22)
     assert stop - start >= 8 * wave
+
+
+def test_an_old_style_column_without_mode_falls_back_to_arrow_not_a_type_error() -> None:
+    """cuDF 26.10's column ``to_pylibcudf`` takes no ``mode``: the old fallback
+    ``to_pylibcudf(mode="read")`` raised TypeError there. Such an object (no ``plc_column``
+    / ``access``) now goes through Arrow (None), and one that takes ``mode`` is used."""
+    gpu = _gpu_module()
+    column = _plc_strings(TEXTS)
+
+    class NoMode:
+        def to_pylibcudf(self) -> Any:
+            return column
+
+    class WithMode:
+        def to_pylibcudf(self, mode: str) -> Any:
+            assert mode == "read"
+            return column
+
+    assert gpu.pylibcudf_strings(types.SimpleNamespace(_column=NoMode())) is None
+    found, _ = gpu.pylibcudf_strings(types.SimpleNamespace(_column=WithMode()))
+    assert found is column
