@@ -367,3 +367,9 @@ def test_an_old_style_column_without_mode_falls_back_to_arrow_not_a_type_error()
     assert gpu.pylibcudf_strings(types.SimpleNamespace(_column=NoMode())) is None
     found, _ = gpu.pylibcudf_strings(types.SimpleNamespace(_column=WithMode()))
     assert found is column
+
+
+def test_row_batches_without_a_byte_limit_and_a_limit_past_int32() -> None:
+    offsets = np.array([0, 3, 6, 9, 2**31 - 1], dtype=np.int32)
+    assert list(batch_bounds(np, offsets, 4, None, 3)) == [(0, 3), (3, 4)]
+    assert list(batch_bounds(np, offsets, 4, 2**31, 10)) == [(0, 4)]  # the key is clamped

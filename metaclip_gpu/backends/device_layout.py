@@ -148,18 +148,23 @@ def check_chars_extent(layout: StringsLayout, first: int, last: int) -> None:
 
 
 def batch_bounds(
-    xp: Any, offsets: Any, n_rows: int, max_bytes: int, max_rows: int
+    xp: Any, offsets: Any, n_rows: int, max_bytes: int | None, max_rows: int
 ) -> Iterator[tuple[int, int]]:
     """Row ranges [start, stop) covering `n_rows` texts whose `offsets` (n_rows + 1, NumPy
     or CuPy, maybe not starting at 0), each at most `max_rows` rows and `max_bytes` bytes of
-    text unless one text alone is longer. One host read per batch on a device array."""
-    if max_bytes <= 0 or max_rows <= 0:
+    text (None: no byte limit) unless one text alone is longer. Two small host reads per
+    batch on a device array."""
+    if (max_bytes is not None and max_bytes <= 0) or max_rows <= 0:
         raise ValueError(f"batch limits must be positive, got {max_bytes} bytes, {max_rows} rows")
+    if max_bytes is None:
+        yield from ((s, min(s + max_rows, n_rows)) for s in range(0, n_rows, max_rows))
+        return
+    top = int(np.iinfo(offsets.dtype).max)  # offsets never pass it: clamp the search key
     start = 0
     while start < n_rows:
         stop = min(start + max_rows, n_rows)
         window = offsets[start : stop + 1]
-        limit = int(window[0]) + max_bytes
+        limit = min(int(window[0]) + max_bytes, top)
         # the last row boundary within `limit` bytes of this batch's start
         last = int(xp.searchsorted(window, limit, side="right")) - 1
         stop = start + max(1, min(last, stop - start))

@@ -278,7 +278,7 @@ class GPUBackend:
         if batch_rows is not None and batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
         max_rows = batch_rows or GPU_BATCH_ROWS
-        max_bytes = GPU_BATCH_BYTES if batch_rows is None else 1 << 62
+        max_bytes = GPU_BATCH_BYTES if batch_rows is None else None
         if _is_cudf_object(texts):
             with cudf_strings(texts) as whole:
                 if whole is not None:
@@ -287,6 +287,8 @@ class GPUBackend:
                         yield whole.rows(start, stop)
                     return
         for chunk in as_arrow_texts(texts).chunks:
+            if len(chunk) == 0:
+                continue
             offsets = _host_offsets(chunk)
             for start, stop in batch_bounds(np, offsets, len(chunk), max_bytes, max_rows):
                 yield arrow_to_device(chunk.slice(start, stop - start))
