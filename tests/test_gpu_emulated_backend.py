@@ -151,3 +151,10 @@ def test_device_results_stay_on_the_device(index) -> None:
     with pytest.raises(TypeError, match="Implicit conversion"):
         np.asarray(result.entry_ids)
     assert result.to_lists() == _cpu(["w1 w2", "new york"], index).to_lists()
+
+
+def test_balance_math_on_device_arrays() -> None:
+    """The `gpu` test that NumPy and CuPy balance bit for bit, run on emulated arrays."""
+    from test_balance import test_numpy_and_cupy_agree_bit_for_bit
+
+    test_numpy_and_cupy_agree_bit_for_bit()
