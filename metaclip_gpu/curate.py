@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.arrays import to_host
 from metaclip_gpu.balance import expected_kept, keep_masks, solve_t
+from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
@@ -498,8 +499,6 @@ def run_balance(
     `client`: a `distributed.Client`; each shard is balanced (or found done) by a task on a
     worker, which writes its curated files and returns its figures here.
     """
-    from metaclip_gpu.cluster import run_backend
-
     options = options or ReadOptions()
     backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     out_dir = Path(out_dir)
@@ -713,8 +712,6 @@ def run_curate(
     ``distinct_entries_matched``, ``ts`` (per-t figures of `run_balance`), ``seconds`` (per
     stage and total), ``outputs`` (paths).
     """
-    from metaclip_gpu.cluster import run_backend
-
     options = options or ReadOptions()
     backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
@@ -377,8 +378,6 @@ def run_match(
     its record and this process alone appends it to the manifest. `threads` None then means
     the worker's ``nthreads``. None runs every shard in this process.
     """
-    from metaclip_gpu.cluster import run_backend
-
     options = options or ReadOptions()
     backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):

@@ -57,6 +57,7 @@ from metaclip_gpu.balance import (
     splitmix64,
     t_to_p,
 )
+from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import counts_table, reduce_counts, save_entry_counts
 from metaclip_gpu.curate import (
     CURATED_DIR,
@@ -334,8 +335,6 @@ def run_worldwide(
 ) -> dict[str, Any]:
     """match (per language) -> count (per language) -> thresholds -> balance (one text per
     image) into `out_dir`; writes ``summary.json`` and returns it (module docstring)."""
-    from metaclip_gpu.cluster import run_backend
-
     options = options or ReadOptions()
     backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)
