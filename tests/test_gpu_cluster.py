@@ -251,3 +251,22 @@ def test_cpu_machine_auto_starts_a_cpu_cluster(monkeypatch: pytest.MonkeyPatch) 
         ]
     finally:
         cluster_module.close_client(client)
+
+
+def test_an_in_process_gpu_run_gets_its_memory_pool_where_it_starts(
+    two_gpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--rmm-pool-size` works in process too (not only for dask-cuda workers); without it
+    the process gets RMM's asynchronous allocator (`ensure_device_memory(None)`)."""
+    import click
+
+    from metaclip_gpu.backends import gpu_memory
+    from metaclip_gpu.cli.common import start_run
+
+    asked: list[str | None] = []
+    monkeypatch.setattr(gpu_memory, "ensure_device_memory", lambda size=None: asked.append(size))
+    assert start_run("auto", rmm_pool_size="3GB") == ("gpu", None)
+    assert start_run("auto") == ("gpu", None)
+    assert asked == ["3GB", None]
+    with pytest.raises(click.UsageError, match="--rmm-pool-size needs the GPU backend"):
+        start_run("cpu", rmm_pool_size="3GB")
