@@ -133,3 +133,30 @@ def test_device_batches_are_cut_by_bytes_of_text(monkeypatch: pytest.MonkeyPatch
     index = MetadataIndex.from_entries(["x" * 10, "z", "y" * 100])
     _same(match(texts, index, backend="gpu"), match(texts, index, backend="cpu"))
     assert [len(b) for b in get_backend("gpu").text_batches(texts, batch_rows=8)] == [8, 8, 8, 2]
+
+
+def test_worldwide_uploads_each_language_once_across_runs(tmp_path: Path) -> None:
+    """One index per language, each uploaded once; a second run in the same process (new
+    LanguageIndexes objects, the same digests) uploads nothing."""
+    from test_worldwide_pipeline import METADATA, make_pool, write_shards
+
+    from metaclip_gpu.worldwide import run_worldwide
+
+    pool = make_pool(300, seed=4)
+    shards = write_shards(pool, tmp_path / "in", [100, 200])
+    metadata = tmp_path / "metadata"
+    metadata.mkdir()
+    for lang, entries in METADATA.items():
+        (metadata / f"{lang}.json").write_text(json.dumps(entries, ensure_ascii=False))
+    options = ReadOptions(batch_rows=40)
+    uploads = []
+    for run in ("first", "second"):
+        run_worldwide(
+            shards, metadata, tmp_path / run, t_en=[20.0], backend="gpu", options=options,
+            progress=False,
+        )  # fmt: skip
+        uploads.append(_uploads())
+    languages = set(pool.column("lang").to_pylist()) & set(METADATA)
+    assert len(languages) > 1
+    assert uploads[0] == len(languages) == signature_launches()  # 3 shards x chunks each
+    assert uploads[1] == uploads[0]  # the second run: nothing uploaded again
