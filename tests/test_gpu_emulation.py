@@ -61,6 +61,10 @@ def test_every_public_name_exists_in_real_cupy(emulated_cupy) -> None:
         "cupy.cuda.runtime": _public(fake.cuda.runtime),
         "cupy.cuda.memory": _public(fake.cuda.memory),
         "cupy.ndarray": {n for n in dir(fake.ndarray) if not n.startswith("_")},
+        "cupy.cuda.Device": {n for n in dir(fake.cuda.Device) if not n.startswith("_")},
+        "cupy.cuda.Stream": {n for n in dir(fake.cuda.Stream) if not n.startswith("_")},
+        "cupy.RawKernel": {n for n in dir(fake.RawKernel) if not n.startswith("_")},
+        "cupy.RawModule": {n for n in dir(fake.RawModule) if not n.startswith("_")},
     }
     real = _real_cupy()
     real_names = {
@@ -69,6 +73,10 @@ def test_every_public_name_exists_in_real_cupy(emulated_cupy) -> None:
         "cupy.cuda.runtime": set(dir(real.cuda.runtime)),
         "cupy.cuda.memory": set(dir(real.cuda.memory)),
         "cupy.ndarray": set(dir(real.ndarray)),
+        "cupy.cuda.Device": set(dir(real.cuda.Device)),
+        "cupy.cuda.Stream": set(dir(real.cuda.Stream)),
+        "cupy.RawKernel": set(dir(real.RawKernel)),
+        "cupy.RawModule": set(dir(real.RawModule)),
     }
     ignored = {"annotations", "Any"}  # `from __future__`, typing in the fake's modules
     for where, names in fake_names.items():
