@@ -258,3 +258,25 @@ def test_parameter_lists_equal_the_device_build(emulated_cupy) -> None:
         for name, params in library.params.items()
     }
     assert host == device
+
+
+def test_a_write_past_an_array_fails_cleanly(emulated_cupy) -> None:
+    """Same-typed pointers swapped (the 1-row counts where the 32-wide rows go): the kernel
+    writes past the smaller array, which the emulation reports instead of corrupting memory."""
+    from gpu_emulation import KernelMemoryError
+
+    from metaclip_gpu import MetadataIndex
+    from metaclip_gpu.backends.gpu import GPUBackend
+
+    cp = emulated_cupy
+    backend = GPUBackend()
+    index = MetadataIndex.from_entries(["a", "b", "c"], cache=False)
+    batch = next(backend.text_batches(["a b c"] * 40, 64))
+    text_args, _n = backend._text_args(batch, None)
+    ids, counts = cp.zeros((40, 32), dtype=np.int32), cp.zeros(40, dtype=np.int32)
+    kernel = _module(cp).get_function("mc_match_fixed_i32")
+    args = (*backend._index_args(index), *text_args)
+    kernel((1,), (64,), (*args, ids, counts))
+    assert counts.get().tolist() == [3] * 40
+    with pytest.raises(KernelMemoryError, match="past the end of argument 14"):
+        kernel((1,), (64,), (*args, counts, ids))

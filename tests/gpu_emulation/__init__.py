@@ -99,5 +99,13 @@ def emulated_module() -> Any:
 
 
 from gpu_emulation.launch_args import LaunchArgumentError  # noqa: E402 - after launch_log
+from gpu_emulation.staging import KernelMemoryError  # noqa: E402
 
-__all__ = ["LaunchArgumentError", "emulated_module", "install", "launch_log", "uninstall"]
+__all__ = [
+    "KernelMemoryError",
+    "LaunchArgumentError",
+    "emulated_module",
+    "install",
+    "launch_log",
+    "uninstall",
+]
