@@ -61,6 +61,10 @@ def test_every_public_name_exists_in_real_cupy(emulated_cupy) -> None:
         "cupy.cuda.runtime": _public(fake.cuda.runtime),
         "cupy.cuda.memory": _public(fake.cuda.memory),
         "cupy.ndarray": {n for n in dir(fake.ndarray) if not n.startswith("_")},
+        "cupy.cuda.Device": {n for n in dir(fake.cuda.Device) if not n.startswith("_")},
+        "cupy.cuda.Stream": {n for n in dir(fake.cuda.Stream) if not n.startswith("_")},
+        "cupy.RawKernel": {n for n in dir(fake.RawKernel) if not n.startswith("_")},
+        "cupy.RawModule": {n for n in dir(fake.RawModule) if not n.startswith("_")},
     }
     real = _real_cupy()
     real_names = {
@@ -69,6 +73,10 @@ def test_every_public_name_exists_in_real_cupy(emulated_cupy) -> None:
         "cupy.cuda.runtime": set(dir(real.cuda.runtime)),
         "cupy.cuda.memory": set(dir(real.cuda.memory)),
         "cupy.ndarray": set(dir(real.ndarray)),
+        "cupy.cuda.Device": set(dir(real.cuda.Device)),
+        "cupy.cuda.Stream": set(dir(real.cuda.Stream)),
+        "cupy.RawKernel": set(dir(real.RawKernel)),
+        "cupy.RawModule": set(dir(real.RawModule)),
     }
     ignored = {"annotations", "Any"}  # `from __future__`, typing in the fake's modules
     for where, names in fake_names.items():
@@ -250,3 +258,69 @@ def test_parameter_lists_equal_the_device_build(emulated_cupy) -> None:
         for name, params in library.params.items()
     }
     assert host == device
+
+
+def test_a_write_past_an_array_fails_cleanly(emulated_cupy) -> None:
+    """Same-typed pointers swapped (the 1-row counts where the 32-wide rows go): the kernel
+    writes past the smaller array, which the emulation reports instead of corrupting memory."""
+    from gpu_emulation import KernelMemoryError
+
+    from metaclip_gpu import MetadataIndex
+    from metaclip_gpu.backends.gpu import GPUBackend
+
+    cp = emulated_cupy
+    backend = GPUBackend()
+    index = MetadataIndex.from_entries(["a", "b", "c"], cache=False)
+    batch = next(backend.text_batches(["a b c"] * 40, 64))
+    text_args, _n = backend._text_args(batch, None)
+    ids, counts = cp.zeros((40, 32), dtype=np.int32), cp.zeros(40, dtype=np.int32)
+    kernel = _module(cp).get_function("mc_match_fixed_i32")
+    args = (*backend._index_args(index), *text_args)
+    kernel((1,), (64,), (*args, ids, counts))
+    assert counts.get().tolist() == [3] * 40
+    with pytest.raises(KernelMemoryError, match="past the end of argument 14"):
+        kernel((1,), (64,), (*args, counts, ids))
+
+
+def test_arguments_are_converted_as_cupy_14_converts_them(emulated_cupy) -> None:
+    """cupy/cuda/function.pyx `_pointer` and cupy/_core/_scalar.pyx `CScalar`."""
+    from gpu_emulation.launch_args import convert
+
+    cp = emulated_cupy
+    assert convert(7).value.dtype == np.int64  # a Python int is int64 ...
+    assert convert(2**63).value.dtype == np.uint64  # ... or uint64 from 2**63 up
+    with pytest.raises(OverflowError):
+        convert(2**64)
+    assert convert(1.5).value.dtype == np.float64
+    assert convert(True).value.dtype == np.bool_ and convert(True).value.nbytes == 1
+    assert convert(np.int32(3)).value.dtype == np.int32  # a NumPy scalar keeps its dtype
+    assert convert(np.array([5], dtype=np.int16)).value.dtype == np.int16  # by value
+    with pytest.raises(TypeError, match=r"numpy\.ndarray of shape"):
+        convert(np.zeros(2))
+    with pytest.raises(TypeError, match="Unsupported type"):
+        convert("3")
+    array = cp.zeros(3, dtype=np.int64)
+    assert convert(array).address == array.data.ptr and convert(None).address == 0
+
+
+def test_signedness_may_differ_only_where_the_value_means_the_same(emulated_cupy) -> None:
+    """mc_match_fixed's `mask` is uint64: a Python int (int64) below 2**63 has the same bytes."""
+    from gpu_emulation import LaunchArgumentError
+
+    from metaclip_gpu import MetadataIndex
+    from metaclip_gpu.backends.gpu import GPUBackend
+
+    cp = emulated_cupy
+    backend = GPUBackend()
+    index = MetadataIndex.from_entries(["a", "b"], cache=False)
+    batch = next(backend.text_batches(["a b", "b"], 16))
+    text_args, _n = backend._text_args(batch, None)
+    index_args = list(backend._index_args(index))
+    kernel = _module(cp).get_function("mc_match_fixed_i32")
+    ids, counts = cp.zeros((2, 32), dtype=np.int32), cp.zeros(2, dtype=np.int32)
+    index_args[1] = int(index_args[1])  # the mask as a Python int: int64, same bytes
+    kernel((1,), (32,), (*index_args, *text_args, ids, counts))
+    assert counts.get().tolist() == [2, 1]
+    index_args[1] = np.int64(-1)  # not a uint64 value
+    with pytest.raises(LaunchArgumentError, match="kind differs"):
+        kernel((1,), (32,), (*index_args, *text_args, ids, counts))

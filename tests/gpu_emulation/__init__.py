@@ -18,6 +18,11 @@ warp behaviour, shared memory and __syncthreads are not exercised); no device me
 alignment (NumPy's, not 256 bytes), registers, occupancy or timing; host C++ semantics where
 they differ from NVRTC's (the host compiler may accept code NVRTC rejects, which
 tests/test_kernels_compile.py covers).
+
+Keep fixtures that touch CuPy function-scoped (the emulation is installed per test), and do not
+import cudf under it: cudf binds `cupy` at import time and would keep the fake. pylibcudf does
+not import CuPy, so real pylibcudf columns over emulated memory work
+(tests/test_gpu_emulated_pylibcudf.py).
 """
 
 from __future__ import annotations
@@ -94,5 +99,13 @@ def emulated_module() -> Any:
 
 
 from gpu_emulation.launch_args import LaunchArgumentError  # noqa: E402 - after launch_log
+from gpu_emulation.staging import KernelMemoryError  # noqa: E402
 
-__all__ = ["LaunchArgumentError", "emulated_module", "install", "launch_log", "uninstall"]
+__all__ = [
+    "KernelMemoryError",
+    "LaunchArgumentError",
+    "emulated_module",
+    "install",
+    "launch_log",
+    "uninstall",
+]

@@ -13,7 +13,7 @@ from typing import Any
 
 from cupy.cuda import compiler, driver
 
-from gpu_emulation import host_build, launch_args, launch_log
+from gpu_emulation import host_build, launch_args, launch_log, staging
 
 _MAX_BLOCK_THREADS = 1024
 _MAX_GRID = (2**31 - 1, 65535, 65535)
@@ -86,11 +86,14 @@ class RawKernel:
             raise driver.CUDADriverError(
                 driver.CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: grid {grid3}"
             )
+        params = library.params[self.name]
         converted = [launch_args.convert(arg) for arg in args]
-        launch_args.check(self.name, library.params[self.name], converted)
-        pointers, keep = launch_args.argv(converted)
+        launch_args.check(self.name, params, converted)
+        launched, staged = staging.stage(params, converted)
+        pointers, keep = launch_args.argv(launched)
         launch_log.append((self.name, grid3, block3))
         library.launch(self.name, grid3, block3, pointers)
+        staging.finish(self.name, staged)
         del keep, args
 
 

@@ -42,6 +42,15 @@ class Device:
         return f"{props['major']}{props['minor']}"
 
     @property
+    def attributes(self) -> dict[str, int]:
+        props = runtime.getDeviceProperties(self.id)
+        return {
+            "MultiProcessorCount": int(props["multiProcessorCount"]),
+            "MaxThreadsPerBlock": int(props["maxThreadsPerBlock"]),
+            "MaxGridDimX": int(props["maxGridSize"][0]),
+        }
+
+    @property
     def mem_info(self) -> tuple[int, int]:
         return runtime.memGetInfo()
 
