@@ -68,6 +68,8 @@ def match(
     text, `backends.device_layout.GPU_BATCH_BYTES`). The GPU backend is the process's one
     (`get_backend`): each index is uploaded once, whatever the number of calls.
     """
+    if batch_rows is not None and batch_rows <= 0:  # None: the backend's own batch size
+        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     be = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
     xp = be.xp
     parts_counts, parts_ids = [], []
