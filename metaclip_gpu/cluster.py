@@ -9,15 +9,15 @@ index cache must therefore be on a file system that every worker and the client 
 
 Single machine::
 
-    metaclip-gpu curate ... --cluster local --workers 2          # distributed.LocalCluster
-    metaclip-gpu curate ... --backend gpu --cluster local        # dask_cuda.LocalCUDACluster
+    metaclip-gpu curate ... --backend cpu --cluster local --workers 2  # distributed.LocalCluster
+    metaclip-gpu curate ... --cluster local    # on a GPU machine: dask_cuda.LocalCUDACluster
 
 Several machines (a shared file system for the input, output and ``--cache-dir``)::
 
     dask scheduler --scheduler-file /shared/sched.json                # on one node
     dask worker --scheduler-file /shared/sched.json --nthreads 8      # CPU, on each node
     dask cuda worker --scheduler-file /shared/sched.json \\
-        --rmm-pool-size 40GB --enable-cudf-spill                      # GPU: one worker per GPU
+        --rmm-async --enable-cudf-spill                               # GPU: one worker per GPU
     metaclip-gpu curate ... --scheduler-address tcp://<scheduler host>:8786
 
 (`dask-jobqueue` can start the workers under SLURM.) The GPU cluster path is written from the
@@ -33,7 +33,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from metaclip_gpu.backends import gpu_count, resolve_backend
 from metaclip_gpu.index import MetadataIndex
+
+
+class ClusterError(RuntimeError):
+    """A cluster that cannot start here (no NVML, more workers than GPUs) or cannot finish the
+    run (no worker for too long, workers that die), with a one-line reason (no traceback)."""
 
 
 def make_client(
@@ -49,12 +55,17 @@ def make_client(
     """A `distributed.Client`, or None to run in process.
 
     `scheduler_address` (``tcp://host:8786``) joins a running cluster; `cluster="local"`
-    starts one on this machine: on CPU a `distributed.LocalCluster` of `workers` processes
-    (default: dask's choice from the cores) with `threads_per_worker` threads each (the
-    matcher's threads per task); on GPU (`backend="gpu"`) a `dask_cuda.LocalCUDACluster`,
-    one worker per visible GPU (`workers` limits how many), with an RMM pool of
-    `rmm_pool_size` and cuDF spilling past `device_memory_limit`. The client owns a cluster it
-    started: ``client.close()`` then also closes the cluster.
+    starts one on this machine for `backend` (resolved here when "auto": the caller should
+    resolve it first and hand the same name to its tasks). On CPU a `distributed.LocalCluster`
+    of `workers` processes (default: dask's choice from the cores) with `threads_per_worker`
+    threads each (the matcher's threads per task). On GPU a `dask_cuda.LocalCUDACluster`:
+    one single-threaded worker per visible GPU (``CUDA_VISIBLE_DEVICES`` is respected;
+    `workers` takes the first that many and may not exceed them), each with an RMM pool of
+    `rmm_pool_size` (default: RMM's asynchronous, stream-ordered allocator, which pools
+    without a fixed size), shared by cuDF and CuPy, and cuDF spilling on.
+    `device_memory_limit` is dask-cuda's device-to-host spilling of the results a worker
+    stores (dask's data), not cuDF's own spilling. The client owns a cluster it started:
+    ``close_client`` then also closes the cluster.
     """
     from distributed import Client, LocalCluster
 
@@ -66,34 +77,79 @@ def make_client(
         return None
     if cluster != "local":
         raise ValueError(f"unknown cluster {cluster!r}: expected 'local'")
+    backend = resolve_backend(backend)
     if backend == "gpu":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError as err:
-            raise RuntimeError(
-                "--cluster local with --backend gpu needs dask-cuda (pip install "
-                "'metaclip-gpu[gpu]')"
-            ) from err
-        kwargs: dict[str, Any] = {"enable_cudf_spill": True, "threads_per_worker": 1}
-        if rmm_pool_size is not None:
-            kwargs["rmm_pool_size"] = rmm_pool_size
-        if device_memory_limit is not None:
-            kwargs["device_memory_limit"] = device_memory_limit
-        if workers is not None:
-            kwargs["n_workers"] = workers
-        local: Any = LocalCUDACluster(**kwargs)
-    elif backend in ("cpu", "auto"):
+        local: Any = _local_cuda_cluster(workers, rmm_pool_size, device_memory_limit)
+    else:
+        if rmm_pool_size is not None or device_memory_limit is not None:
+            raise ValueError("rmm_pool_size and device_memory_limit are for a GPU cluster")
         local = LocalCluster(
             n_workers=workers,
             threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=None,
         )
-    else:
-        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'cpu' or 'gpu'")
     client = Client(local)
     client._metaclip_cluster = local  # closed with the client (`close_client`)
     return client
+
+
+def _local_cuda_cluster(
+    workers: int | None, rmm_pool_size: str | None, device_memory_limit: str | None
+) -> Any:
+    """A `LocalCUDACluster`, one worker per visible GPU (`make_client`)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        raise ClusterError(
+            f"--cluster local on a GPU needs dask-cuda (pip install 'metaclip-gpu[gpu]'): {err}"
+        ) from err
+    devices = gpu_count()
+    if workers is not None and workers > devices:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise ClusterError(
+            f"--workers {workers} is more than the {devices} visible GPU(s){where}: a GPU "
+            "cluster runs one worker per GPU; give --workers <= the GPU count, or --backend cpu"
+        )
+    kwargs: dict[str, Any] = {
+        "n_workers": workers or devices,
+        "threads_per_worker": 1,
+        "enable_cudf_spill": True,
+        "dashboard_address": None,
+    }
+    if rmm_pool_size is not None:
+        kwargs["rmm_pool_size"] = rmm_pool_size
+    else:
+        kwargs["rmm_async"] = True
+    if device_memory_limit is not None:
+        kwargs["device_memory_limit"] = device_memory_limit
+    try:
+        return LocalCUDACluster(**kwargs)
+    except Exception as err:
+        if any(c.__name__.startswith("NVMLError") for c in type(err).__mro__):  # pynvml
+            raise ClusterError(
+                "dask-cuda's LocalCUDACluster needs NVML (libnvidia-ml.so, from the NVIDIA "
+                f"driver), which failed here ({type(err).__name__}: {err}); check "
+                "`nvidia-smi`, or run without --cluster"
+            ) from err
+        raise
+
+
+def run_backend(backend: str, client: Any = None) -> str:
+    """The backend a run uses, decided once where the run starts: "cpu" or "gpu".
+
+    In process (`client` None) and for a local cluster (resolve before `make_client`):
+    `resolve_backend` on this machine. On a cluster joined by address, "auto" asks the
+    workers: "gpu" when every one of them sees a GPU, else "cpu"; "cpu" and "gpu" are taken
+    as given (the workers, not this machine, must have the GPU). Tasks receive the result.
+    """
+    if client is None or backend not in ("auto", "cpu", "gpu"):
+        return resolve_backend(backend)
+    if backend != "auto":
+        return backend
+    devices = client.run(gpu_count)  # {worker address: GPUs it sees}
+    return "gpu" if devices and all(n > 0 for n in devices.values()) else "cpu"
 
 
 def close_client(client: Any) -> None:
@@ -137,10 +193,6 @@ def worker_threads() -> int | None:
 NO_WORKER_TIMEOUT = "metaclip-gpu.no-worker-timeout"  # dask config key (seconds or "1m")
 DEFAULT_NO_WORKER_TIMEOUT = 60.0
 POLL_SECONDS = 0.5
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot finish the run: no worker for too long, or workers that die."""
 
 
 def no_worker_timeout() -> float:

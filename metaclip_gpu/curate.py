@@ -61,6 +61,7 @@ from metaclip_gpu import rundir
 from metaclip_gpu.arrays import to_host
 from metaclip_gpu.balance import expected_kept, keep_masks
 from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
+from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.english_only import EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
@@ -529,6 +530,7 @@ def run_balance(
     """
     started = time.perf_counter()
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     records = match_records(out_dir, shards)
@@ -824,6 +826,7 @@ def run_curate(
     stage and total), ``outputs`` (paths).
     """
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     timer = StageTimer()

@@ -15,9 +15,8 @@ import pyarrow as pa
 
 from metaclip_gpu.arrays import to_host
 from metaclip_gpu.backends import Backend, BackendName, get_backend
+from metaclip_gpu.backends.cpu import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS  # re-export
 from metaclip_gpu.index import MetadataIndex
-
-DEFAULT_BATCH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,20 @@ def match(
     *,
     backend: BackendName | str | Backend = "auto",
     threads: int | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> MatchResult:
     """Matches `texts` against `index` (SPEC section 2) and returns the CSR of entry ids.
 
     `texts`: a pyarrow string/binary (Chunked)Array, a cuDF or pandas Series, or a sequence of
     ``str``/``bytes``/``None``. A null text matches nothing; binary texts (and invalid UTF-8
     inside string columns) are matched as bytes. `threads` sets the CPU backend's threads
-    (default: all cores available to the process).
+    (default: all cores available to the process). `batch_rows`: texts a kernel launch
+    covers; default the backend's own size (CPU: `DEFAULT_BATCH_ROWS`; GPU: hundreds of MB of
+    text, `backends.device_layout.GPU_BATCH_BYTES`). The GPU backend is the process's one
+    (`get_backend`): each index is uploaded once, whatever the number of calls.
     """
+    if batch_rows is not None and batch_rows <= 0:  # None: the backend's own batch size
+        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     be = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
     xp = be.xp
     parts_counts, parts_ids = [], []

@@ -77,8 +77,10 @@ class NgramCounts:
         return dict(zip(pairs, columns["count"], strict=True))
 
 
-def _as_text_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """String texts as they are; a binary column (not valid UTF-8) decoded with U+FFFD."""
+def decode_texts(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """String texts as they are; a binary column (not valid UTF-8) decoded with U+FFFD.
+
+    Both n-gram counters (pyarrow here, cuDF in `backends.gpu_ngrams`) start from this."""
     if pa.types.is_binary(texts.type) or pa.types.is_large_binary(texts.type):
         values = [None if v is None else v.decode("utf-8", "replace") for v in texts.to_pylist()]
         return pa.array(values, type=pa.large_string())
@@ -88,7 +90,7 @@ def _as_text_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedAr
 def spaced_tokens(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """The tokens of every ``spacing(text)`` split on ``' '`` (empty ones kept; padding
     omitted, which only drops empty tokens) and each token's text index."""
-    spaced = _as_text_array(texts)
+    spaced = decode_texts(texts)
     for punct in PUNCTS_TO_WRAP:
         spaced = pc.replace_substring(spaced, punct, f" {punct} ")
     for char in CHARS_TO_SPACE:
@@ -183,6 +185,9 @@ def count_corpus(
     """
     import dask.bag as db
 
+    from metaclip_gpu.cluster import run_backend
+
+    backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     if not shards:
         return (finish or _identity)(empty_counts())
     bag = db.from_sequence(list(shards), npartitions=len(shards))

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu import rundir
 from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
+from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
 from metaclip_gpu.english_only import NOT_ENGLISH, EnglishOnly
 from metaclip_gpu.index import MetadataIndex, default_cache_dir
@@ -412,6 +413,7 @@ def run_match(
     """
     started = time.perf_counter()
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     if isinstance(shards_spec, Sequence) and shards_spec and isinstance(shards_spec[0], Shard):
         shards = list(shards_spec)  # type: ignore[arg-type]
     else:

@@ -59,7 +59,7 @@ from metaclip_gpu.balance import (
     splitmix64,
     t_to_p,
 )
-from metaclip_gpu.cluster import results_as_completed
+from metaclip_gpu.cluster import results_as_completed, run_backend
 from metaclip_gpu.count import counts_table, reduce_counts, save_entry_counts
 from metaclip_gpu.curate import (
     CURATED_DIR,
@@ -351,6 +351,7 @@ def run_worldwide(
     `lid_model`: the fastText model that labels shards without a language column (default:
     the packaged ``lid.176.ftz``, `lid.LidModel`)."""
     options = options or ReadOptions()
+    backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     out_dir = Path(out_dir)
     shards = shard_list(shards_spec)
     t_values = list(dict.fromkeys(float(t) for t in t_en))

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-data files in ``../shared/data`` and the ``gpu`` auto-skip.
+"""Shared fixtures: the real-data files in ``../shared/data``, the ``gpu`` auto-skip and the
+emulated device (``emulated_cupy`` fixture / ``emulated_gpu`` marker, tests/gpu_emulation).
 
 Real-data tests need ``cc3m_val.tsv`` and ``metadata_wordnet_wordfreq_500k.json``; they are
 looked up in ``$METACLIP_SHARED_DATA`` when set, else in ``../shared/data`` next to the
@@ -83,6 +84,31 @@ def oracle_500k(metadata_500k: list[str]):
     from metaclip_gpu.reference import FastOracle
 
     return FastOracle(metadata_500k)
+
+
+@pytest.fixture
+def emulated_cupy():
+    """The emulated `cupy` (tests/gpu_emulation), installed in sys.modules for this test.
+
+    `metaclip_gpu.backends.gpu` is imported afresh against it and dropped again afterwards;
+    `gpu_available()` is True (the emulated runtime reports one device). The launch log
+    `gpu_emulation.launch_log` starts empty.
+    """
+    import gpu_emulation
+
+    module = gpu_emulation.install()
+    gpu_emulation.launch_log.clear()
+    try:
+        yield module
+    finally:
+        gpu_emulation.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _emulated_gpu_marker(request: pytest.FixtureRequest) -> None:
+    """A test marked ``emulated_gpu`` runs with the `emulated_cupy` fixture installed."""
+    if request.node.get_closest_marker("emulated_gpu") is not None:
+        request.getfixturevalue("emulated_cupy")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

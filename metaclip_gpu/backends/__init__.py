@@ -20,8 +20,9 @@ class Backend(Protocol):
     xp: Any  # numpy or cupy
     local_cap: int  # ids a text can hold in mc_match_fixed's per-thread buffer
 
-    def text_batches(self, texts: Any, batch_rows: int) -> Any:
-        """Yields TextBatch views over `texts` of at most `batch_rows` rows each."""
+    def text_batches(self, texts: Any, batch_rows: int | None = None) -> Any:
+        """Yields TextBatch views over `texts` of at most `batch_rows` rows each (None: the
+        backend's own batch size)."""
 
     def match_fixed(self, index: Any, batch: Any) -> tuple[Any, Any]:
         """Runs mc_match_fixed: ((rows, local_cap) int32 ids, int32 counts, -1 = overflow)."""
@@ -36,20 +37,30 @@ class Backend(Protocol):
         """Runs mc_fill_raw on `rows` of `batch`: int32 ids, duplicates kept."""
 
 
-def gpu_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device (never raises)."""
+def gpu_count() -> int:
+    """CUDA devices CuPy sees (``CUDA_VISIBLE_DEVICES`` applied); 0 without CuPy, a driver or
+    a device (never raises)."""
     os.environ.setdefault("RAPIDS_NO_INITIALIZE", "1")
     try:
         import cupy
 
-        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+        return max(int(cupy.cuda.runtime.getDeviceCount()), 0)
     except Exception:
-        return False
+        return 0
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device (never raises)."""
+    return gpu_count() > 0
 
 
 def resolve_backend(name: BackendName | str = "auto") -> str:
     """ "cpu" or "gpu" for `name` ("auto": GPU when CuPy sees a device); raises for a GPU
-    request without a GPU and for an unknown name."""
+    request without a GPU and for an unknown name.
+
+    Every run resolves its backend once, where it starts (the CLI commands, `run_curate`,
+    `run_match`, `run_balance`, `run_worldwide`, `count_corpus`), and hands the resolved name
+    to its tasks: a task never decides "auto" for itself on a worker."""
     if name == "auto":
         return "gpu" if gpu_available() else "cpu"
     if name == "cpu":
@@ -65,14 +76,18 @@ def resolve_backend(name: BackendName | str = "auto") -> str:
 
 
 def get_backend(name: BackendName | str = "auto", *, threads: int | None = None) -> Backend:
-    """The backend called `name`: "cpu", "gpu", or "auto" (GPU when CuPy sees a device)."""
+    """The backend called `name`: "cpu", "gpu", or "auto" (GPU when CuPy sees a device).
+
+    CPU: a new `CPUBackend` (cheap: it holds pointers only). GPU: the process's one
+    `GPUBackend`, whose compiled kernels and uploaded indexes live as long as the process, so
+    a worker uploads each index once whatever the number of chunks and shards it matches."""
     if resolve_backend(name) == "cpu":
         from metaclip_gpu.backends.cpu import CPUBackend
 
         return CPUBackend(threads=threads)
-    from metaclip_gpu.backends.gpu import GPUBackend
+    from metaclip_gpu.backends.gpu import process_backend
 
-    return GPUBackend()
+    return process_backend()
 
 
 def ngram_counter(name: BackendName | str = "auto") -> Callable[[Any], Any]:

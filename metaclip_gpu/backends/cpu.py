@@ -18,6 +18,8 @@ from metaclip_gpu._native import ffi, lib
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.texts import as_arrow_texts
 
+DEFAULT_BATCH_ROWS = 1 << 16  # texts a CPU kernel call covers
+
 
 @dataclass
 class ArrowTextBatch:
@@ -51,7 +53,8 @@ class CPUBackend:
         self._index_ptrs: dict[int, tuple[MetadataIndex, tuple[Any, ...]]] = {}
 
     # ---------------------------------------------------------------- inputs
-    def text_batches(self, texts: Any, batch_rows: int) -> Iterator[ArrowTextBatch]:
+    def text_batches(self, texts: Any, batch_rows: int | None = None) -> Iterator[ArrowTextBatch]:
+        batch_rows = DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows
         for chunk in as_arrow_texts(texts).chunks:
             for start in range(0, len(chunk), batch_rows):
                 yield self._batch(chunk.slice(start, batch_rows))

@@ -3,18 +3,26 @@
 Imported only by ``get_backend("gpu")`` (and the ``gpu`` tests), so a CPU-only install never
 imports CuPy; cuDF / pylibcudf are imported only when a cuDF object comes in or goes out.
 
-Texts: a cuDF string Series / Index (or a pylibcudf STRING column) is read in place through
-pylibcudf: the chars buffer, the INT32 or INT64 offsets child and the validity bitmask, with
-the column's slice offset applied to the offsets pointer and to the first validity bit.
-Anything else goes through `metaclip_gpu.texts.as_arrow_texts` and each batch's Arrow buffers
-are copied to the device. A batch is a row range: its offsets view starts at its first row, its
-validity bit offset moves with it, and the chars stay whole (offsets index into them).
+State lives as long as the process (`process_backend`): the kernels are compiled once, each
+index is uploaded (and its signature checked) once per device (`device_cache.IndexCache`).
+
+Texts: a cuDF string Series / Index (or a pylibcudf STRING column) is read in place: the chars
+buffer, the INT32 or INT64 offsets child and the validity bitmask (`device_layout`), with the
+column's slice offset applied to the offsets pointer and to the first validity bit, and each
+cuDF Buffer's own offset in its pointer. Its buffers are read inside the cuDF column's
+``access(mode="read", scope="internal")`` for as long as the batches are in use (spilling
+cannot move them; a spilled column is brought back first). Anything else goes through
+`metaclip_gpu.texts.as_arrow_texts` and each batch's Arrow buffers are copied to the device.
+A batch is a row range, sized for the device by bytes of text (`device_layout.batch_bounds`):
+its offsets view starts at its first row, its validity bit offset moves with it, and the
+chars stay whole (offsets index into them).
 
 Semantics and return types mirror metaclip_gpu.backends.cpu, with CuPy arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,7 +32,17 @@ import cupy
 import numpy as np
 import pyarrow as pa
 
+from metaclip_gpu.backends.device_cache import IndexCache
+from metaclip_gpu.backends.device_layout import (
+    GPU_BATCH_BYTES,
+    GPU_BATCH_ROWS,
+    StringsLayout,
+    batch_bounds,
+    check_chars_extent,
+    strings_layout,
+)
 from metaclip_gpu.backends.gpu_build import KERNEL_NAMES, LOCAL_CAP, kernel_source, nvrtc_options
+from metaclip_gpu.backends.gpu_output import to_cudf_list
 from metaclip_gpu.index import MetadataIndex
 from metaclip_gpu.texts import as_arrow_texts
 
@@ -33,7 +51,6 @@ if TYPE_CHECKING:
 
 BLOCK = 256  # threads a block; one thread a text
 _MAX_GRID_X = 2**31 - 1  # the kernels are grid-stride loops, so a capped grid is still complete
-_INT32_MAX = 2**31 - 1
 
 # --------------------------------------------------------------------- kernels ---
 _module_lock = threading.RLock()  # kernel() holds it while raw_module() takes it
@@ -97,13 +114,23 @@ def _table_to_device(slots: np.ndarray, mask: int, blob: np.ndarray) -> tuple[An
     return slots_dev, np.uint64(mask), blob_dev
 
 
+def upload_index(index: MetadataIndex) -> tuple[Any, ...]:
+    """(slots, mask, blob, byte_slots, byte_mask, byte_blob) of `index` on the current device,
+    after the signature check: what `IndexCache` runs once per index and device."""
+    _check_signature(index)
+    return (
+        *_table_to_device(index.slots, index.mask, index.blob),
+        *_table_to_device(index.byte_slots, index.byte_mask, index.byte_blob),
+    )
+
+
 # ---------------------------------------------------------------------- texts ---
 @dataclass(frozen=True)
 class DeviceTextBatch:
     """Rows of a device string column, as the kernels read them."""
 
     n_rows: int
-    chars: Any  # cupy uint8: the whole chars buffer (or a one-byte dummy when empty)
+    chars: Any  # cupy uint8: the whole chars buffer (a one-byte dummy only when no row has a byte)
     offsets: Any  # cupy int32 / int64 [n_rows + 1], starting at this batch's first row
     valid: Any  # cupy uint8 validity bitmap (LSB order), or None when no row is null
     valid_bit_offset: int  # bit of `valid` that belongs to row 0 of this batch
@@ -139,94 +166,65 @@ def _device_view(ptr: int, count: int, dtype: Any, owner: Any) -> Any:
     return cupy.ndarray((count,), dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, 0))
 
 
-def _span_ptr(span: Any) -> int:
-    """Device address of a pylibcudf data / mask buffer (gpumemoryview or any Span)."""
-    ptr = getattr(span, "ptr", None)
-    if ptr is None:
-        ptr = span.__cuda_array_interface__["data"][0]
-    return int(ptr)
-
-
-def _span_nbytes(span: Any) -> int | None:
-    for attr in ("nbytes", "size"):  # gpumemoryview / rmm.DeviceBuffer: nbytes; Span: size
-        value = getattr(span, attr, None)
-        if isinstance(value, int | np.integer):
-            return int(value)
-    cai = getattr(span, "__cuda_array_interface__", None)
-    if cai is not None:
-        return int(np.prod(cai["shape"])) * np.dtype(cai["typestr"]).itemsize
-    return None
-
-
-def _pylibcudf_strings(texts: Any) -> Any:
-    """The pylibcudf STRING column behind a cuDF Series / Index (zero-copy), or None."""
+def pylibcudf_strings(texts: Any) -> tuple[Any, contextlib.AbstractContextManager[Any]] | None:
+    """(pylibcudf column, the context to read its buffers in) of a cuDF Series / Index or a
+    pylibcudf column; None for what has neither (the caller copies through Arrow)."""
     import pylibcudf as plc
 
     if isinstance(texts, plc.Column):
-        column = texts
-    else:
-        column = None
-        to_pylibcudf = getattr(texts, "to_pylibcudf", None)
-        if to_pylibcudf is not None:
-            try:
-                column = to_pylibcudf()  # public: (Column, metadata)
-            except TypeError:
-                column = None
-            if isinstance(column, tuple):
-                column = column[0]
-        if column is None and hasattr(texts, "_column"):  # older cuDF: the internal column
-            column = texts._column.to_pylibcudf(mode="read")
-        if column is None:
-            return None  # e.g. a cudf.pandas proxy: the caller goes through Arrow instead
-    if column.type().id() != plc.TypeId.STRING:
-        raise TypeError(
-            f"texts must be a string column, got a cuDF column of type {column.type().id()!r}"
-        )
-    return column
-
-
-def cudf_text_column(texts: Any) -> DeviceTextBatch | None:
-    """All rows of a cuDF string Series / Index / pylibcudf column, read in place.
-
-    None when `texts` offers no pylibcudf view (the caller then goes through Arrow).
-    """
-    import pylibcudf as plc
-
-    column = _pylibcudf_strings(texts)
+        return texts, contextlib.nullcontext()
+    column = getattr(texts, "_column", None)
     if column is None:
         return None
-    owner = (texts, column)
-    n_rows = int(column.size())
-    row_offset = int(column.offset())  # the slice offset into the offsets (and validity bits)
-    if column.num_children() == 0:
-        # An empty (or all-null / all-empty) strings column may have no offsets child.
+    if hasattr(column, "plc_column") and hasattr(column, "access"):
+        # cuDF 26: the column's own buffers (cuDF Buffers: owner pointer + their offset),
+        # spill-locked (unspilled first if need be) for as long as the context is open.
+        return column.plc_column, column.access(mode="read", scope="internal")
+    if hasattr(column, "to_pylibcudf"):  # older cuDF: a read-mode view of the column
+        try:
+            return column.to_pylibcudf(mode="read"), contextlib.nullcontext()
+        except TypeError:
+            return None
+    return None
+
+
+def _batch_from_layout(layout: StringsLayout, owner: Any) -> DeviceTextBatch:
+    """CuPy views over the addresses of `layout` (owned by `owner`), checked against the
+    offsets the device holds: offsets over a missing chars buffer are an error."""
+    n_rows = layout.n_rows
+    if layout.offsets_ptr == 0:  # an empty (or all-null / all-empty) column: no offsets child
         offsets = cupy.zeros(n_rows + 1, dtype=np.int32)
     else:
-        child = column.child(0)
-        kind = child.type().id()
-        if kind == plc.TypeId.INT32:
-            dtype = np.dtype(np.int32)
-        elif kind == plc.TypeId.INT64:
-            dtype = np.dtype(np.int64)
-        else:
-            raise TypeError(f"unexpected strings offsets type {kind!r}")
-        first = int(child.offset()) + row_offset
-        ptr = _span_ptr(child.data()) + first * dtype.itemsize
-        offsets = _device_view(ptr, n_rows + 1, dtype, owner)
-    data = column.data()
-    chars_bytes = _span_nbytes(data) if data is not None else 0
-    if data is not None and chars_bytes is None:
-        chars_bytes = int(offsets[-1])  # chars are addressed up to the last row's end
-    if data is None or not chars_bytes or _span_ptr(data) == 0:
-        chars = cupy.zeros(1, dtype=np.uint8)
+        offsets = _device_view(layout.offsets_ptr, n_rows + 1, layout.offsets_dtype, owner)
+    ends = offsets[:: max(n_rows, 1)].get() if n_rows else np.zeros(2, dtype=np.int64)
+    check_chars_extent(layout, int(ends[0]), int(ends[-1]))
+    if layout.chars_ptr == 0 or layout.chars_nbytes == 0:
+        chars = cupy.zeros(1, dtype=np.uint8)  # never read: no row has a byte
     else:
-        chars = _device_view(_span_ptr(data), chars_bytes, np.uint8, owner)
+        chars = _device_view(layout.chars_ptr, layout.chars_nbytes, np.uint8, owner)
     valid = None
-    mask = column.null_mask()
-    if mask is not None and int(column.null_count()) > 0 and n_rows > 0:
-        mask_bytes = _span_nbytes(mask) or (row_offset + n_rows + 7) // 8
-        valid = _device_view(_span_ptr(mask), mask_bytes, np.uint8, owner)
-    return DeviceTextBatch(n_rows, chars, offsets, valid, row_offset, owner)
+    if layout.mask_ptr:
+        valid = _device_view(layout.mask_ptr, layout.mask_nbytes, np.uint8, owner)
+    return DeviceTextBatch(n_rows, chars, offsets, valid, layout.bit_offset, owner)
+
+
+@contextlib.contextmanager
+def cudf_strings(texts: Any) -> Iterator[DeviceTextBatch | None]:
+    """All rows of a cuDF string Series / Index / pylibcudf column, read in place while the
+    context is open (its cuDF buffers spill-locked, so they cannot move or spill meanwhile).
+    On leaving, the current stream is synchronized first: kernels still reading the buffers
+    finish before the lock goes. Yields None when `texts` offers no pylibcudf view."""
+    found = pylibcudf_strings(texts)
+    if found is None:
+        yield None
+        return
+    column, access = found
+    with access:
+        batch = _batch_from_layout(strings_layout(column), owner=(texts, column))
+        try:
+            yield batch
+        finally:
+            cupy.cuda.get_current_stream().synchronize()
 
 
 def arrow_to_device(array: pa.Array) -> DeviceTextBatch:
@@ -252,54 +250,74 @@ def arrow_to_device(array: pa.Array) -> DeviceTextBatch:
     return DeviceTextBatch(n_rows, chars, offsets, valid, bit_offset, None)
 
 
+def _host_offsets(array: pa.Array) -> np.ndarray:
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    dtype = np.dtype(np.int64 if wide else np.int32)
+    return np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=len(array) + 1, offset=array.offset * dtype.itemsize
+    )
+
+
 # -------------------------------------------------------------------- backend ---
 class GPUBackend:
+    """The kernels on the current device. One per process (`process_backend`): its index
+    uploads (`IndexCache`) serve every chunk and shard the process matches."""
+
     name = "gpu"
     xp = cupy
     local_cap = LOCAL_CAP
 
     def __init__(self) -> None:
-        self._index: tuple[MetadataIndex, int, tuple[Any, ...]] | None = None
-        self._dummy_u8 = cupy.zeros(1, dtype=np.uint8)
-        self._dummy_i64 = cupy.zeros(1, dtype=np.int64)
+        self.indexes: IndexCache[tuple[Any, ...]] = IndexCache(upload_index)
+        self._dummies: dict[int, tuple[Any, Any]] = {}
 
     # ---------------------------------------------------------------- inputs
-    def text_batches(self, texts: Any, batch_rows: int) -> Iterator[DeviceTextBatch]:
-        if batch_rows <= 0:
+    def text_batches(self, texts: Any, batch_rows: int | None = None) -> Iterator[DeviceTextBatch]:
+        """Device batches of `texts`: `batch_rows` rows each when given, else sized for the
+        device (`device_layout.GPU_BATCH_BYTES` of text, at most `GPU_BATCH_ROWS` texts)."""
+        if batch_rows is not None and batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-        whole = cudf_text_column(texts) if _is_cudf_object(texts) else None
-        if whole is not None:
-            for start in range(0, whole.n_rows, batch_rows):
-                yield whole.rows(start, start + batch_rows)
-            return
+        max_rows = batch_rows or GPU_BATCH_ROWS
+        max_bytes = GPU_BATCH_BYTES if batch_rows is None else None
+        if _is_cudf_object(texts):
+            with cudf_strings(texts) as whole:
+                if whole is not None:
+                    bounds = batch_bounds(cupy, whole.offsets, whole.n_rows, max_bytes, max_rows)
+                    for start, stop in bounds:
+                        yield whole.rows(start, stop)
+                    return
         for chunk in as_arrow_texts(texts).chunks:
-            for start in range(0, len(chunk), batch_rows):
-                yield arrow_to_device(chunk.slice(start, batch_rows))
+            if len(chunk) == 0:
+                continue
+            offsets = _host_offsets(chunk)
+            for start, stop in batch_bounds(np, offsets, len(chunk), max_bytes, max_rows):
+                yield arrow_to_device(chunk.slice(start, stop - start))
 
     def _index_args(self, index: MetadataIndex) -> tuple[Any, ...]:
-        """(slots, mask, blob, byte_slots, byte_mask, byte_blob) on the current device,
-        uploaded once per index and device."""
-        device = cupy.cuda.runtime.getDevice()
-        if self._index is None or self._index[0] is not index or self._index[1] != device:
-            _check_signature(index)
-            args = (
-                *_table_to_device(index.slots, index.mask, index.blob),
-                *_table_to_device(index.byte_slots, index.byte_mask, index.byte_blob),
-            )
-            self._index = (index, device, args)
-        return self._index[2]
+        """The index's device arrays, uploaded once per index and device (`IndexCache`)."""
+        return self.indexes.get(index, int(cupy.cuda.runtime.getDevice()))
+
+    def _dummy(self) -> tuple[Any, Any]:
+        """(uint8, int64) one-element arrays on the current device for absent pointers."""
+        device = int(cupy.cuda.runtime.getDevice())
+        found = self._dummies.get(device)
+        if found is None:
+            found = (cupy.zeros(1, dtype=np.uint8), cupy.zeros(1, dtype=np.int64))
+            self._dummies[device] = found
+        return found
 
     def _text_args(self, batch: DeviceTextBatch, rows: Any) -> tuple[tuple[Any, ...], int]:
         has_valid = batch.valid is not None
         has_rows = rows is not None
         n_rows = len(rows) if has_rows else batch.n_rows
+        dummy_u8, dummy_i64 = self._dummy()
         args = (
             batch.chars,
             batch.offsets,
-            batch.valid if has_valid else self._dummy_u8,
+            batch.valid if has_valid else dummy_u8,
             np.int32(has_valid),
             np.int64(batch.valid_bit_offset),
-            rows if has_rows else self._dummy_i64,
+            rows if has_rows else dummy_i64,
             np.int32(has_rows),
             np.int64(n_rows),
         )
@@ -362,41 +380,19 @@ class GPUBackend:
         return to_cudf_list(result)
 
 
-# --------------------------------------------------------------------- output ---
-def _plc_column_from_cupy(array: Any) -> Any:
-    """A pylibcudf numeric column over a 1-D CuPy array (zero-copy; it keeps `array` alive)."""
-    import pylibcudf as plc
-
-    for factory in ("from_array", "from_cuda_array_interface", "from_cuda_array_interface_obj"):
-        make = getattr(plc.Column, factory, None)
-        if make is not None:
-            return make(array)
-    raise RuntimeError("this pylibcudf has no Column.from_array / from_cuda_array_interface")
+_process_backend: GPUBackend | None = None
 
 
-def to_cudf_list(result: MatchResult) -> Any:
-    """A cuDF ``list<int32>`` Series over a MatchResult (one row a text, its sorted entry ids).
+def process_backend() -> GPUBackend:
+    """The process's one `GPUBackend` (made on first use, after `ensure_device_memory` gives
+    the process a pooled RMM resource unless one is set): a dask-cuda worker, or a run in
+    process, compiles the kernels and uploads each index once, however many chunks it runs."""
+    global _process_backend
+    if _process_backend is None:
+        with _module_lock:
+            if _process_backend is None:
+                from metaclip_gpu.backends.gpu_memory import ensure_device_memory
 
-    cuDF list offsets are int32: more than 2**31 - 1 ids in one result cannot be one list
-    column. Split the texts (smaller partitions), or use `MatchResult.to_arrow()`, which falls
-    back to a large_list.
-    """
-    import cudf
-    import pylibcudf as plc
-
-    offsets = cupy.asarray(result.offsets)
-    n_texts = len(offsets) - 1
-    total = int(offsets[-1])
-    if total > _INT32_MAX or n_texts >= _INT32_MAX:
-        raise OverflowError(
-            f"{total:,} entry ids over {n_texts:,} texts do not fit a cuDF list column "
-            f"(int32 offsets, at most {_INT32_MAX:,} ids and rows); match smaller partitions "
-            "(e.g. dask_cudf map_partitions) or use MatchResult.to_arrow() for a large_list"
-        )
-    ids = cupy.ascontiguousarray(cupy.asarray(result.entry_ids)[:total], dtype=np.int32)
-    offsets_col = _plc_column_from_cupy(cupy.ascontiguousarray(offsets, dtype=np.int32))
-    values_col = _plc_column_from_cupy(ids)
-    lists = plc.Column(
-        plc.DataType(plc.TypeId.LIST), n_texts, None, None, 0, 0, [offsets_col, values_col]
-    )
-    return cudf.Series.from_pylibcudf(lists)
+                ensure_device_memory()
+                _process_backend = GPUBackend()
+    return _process_backend

@@ -3,8 +3,9 @@
 Imported only by ``ngram_counter("gpu")``. Same tokens and words as `metaclip_gpu.ngrams`
 (spacing, split on ``' '``, words = not empty and not punctuation-only, bigrams = adjacent
 words of one text); the partial counts come back as Arrow tables so that the reduction and
-the statistics are the CPU code. Written from the cuDF API; no GPU was available where it was
-written, so the ``gpu`` test that holds it to the CPU counts has not run yet.
+the statistics are the CPU code. Binary (invalid UTF-8) texts are decoded with U+FFFD first,
+as on the CPU. Written from the cuDF API; no GPU was available where it was written, so the
+``gpu`` tests that hold it to the CPU counts have not run yet.
 """
 
 from __future__ import annotations
@@ -13,8 +14,23 @@ from typing import Any
 
 import pyarrow as pa
 
-from metaclip_gpu.ngrams import BIGRAM_SCHEMA, PUNCTUATION, UNIGRAM_SCHEMA, NgramCounts
+from metaclip_gpu.ngrams import (
+    BIGRAM_SCHEMA,
+    PUNCTUATION,
+    UNIGRAM_SCHEMA,
+    NgramCounts,
+    decode_texts,
+)
 from metaclip_gpu.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
+
+
+def device_input(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """What goes to ``cudf.Series.from_arrow``: strings, as the CPU counter reads them.
+
+    A binary column (texts that are not valid UTF-8) is decoded with U+FFFD first, exactly
+    as `metaclip_gpu.ngrams.count_texts` does: given raw binary, cuDF would make an
+    object-dtype column of bytes, not strings."""
+    return decode_texts(texts)
 
 
 def count_texts_gpu(texts: pa.Array | pa.ChunkedArray | Any) -> NgramCounts:
@@ -22,7 +38,10 @@ def count_texts_gpu(texts: pa.Array | pa.ChunkedArray | Any) -> NgramCounts:
     import cudf
     import cupy as cp
 
-    spaced = texts if isinstance(texts, cudf.Series) else cudf.Series.from_arrow(texts)
+    if isinstance(texts, cudf.Series):
+        spaced = texts
+    else:
+        spaced = cudf.Series.from_arrow(device_input(texts))
     n_texts = len(spaced)
     for punct in PUNCTS_TO_WRAP:
         spaced = spaced.str.replace(punct, f" {punct} ", regex=False)

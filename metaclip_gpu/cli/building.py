@@ -14,6 +14,7 @@ from metaclip_gpu.cli.common import (
     TEXT_COLUMN_OPTION,
     make_console,
     read_options,
+    start_run,
     step,
 )
 from metaclip_gpu.cli.errors import Command
@@ -166,7 +167,7 @@ def build_metadata_cmd(
         count_corpus_ngrams,
         read_titles,
     )
-    from metaclip_gpu.cluster import close_client, make_client
+    from metaclip_gpu.cluster import close_client
     from metaclip_gpu.read import find_shards
     from metaclip_gpu.wordnet import WordNetError, WordNetNotFound, find_wordnet
 
@@ -181,15 +182,9 @@ def build_metadata_cmd(
         raise click.ClickException(str(err)) from err
     corpus = None
     if shards is not None:
-        try:
-            client = make_client(
-                cluster=cluster,
-                scheduler_address=scheduler_address,
-                workers=workers,
-                backend=backend,
-            )
-        except (RuntimeError, ValueError, OSError) as err:
-            raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
+        backend, client = start_run(
+            backend, cluster=cluster, scheduler_address=scheduler_address, workers=workers
+        )
         try:
             with step(console, f"counting n-grams of {len(shards):,} shards"):
                 corpus = count_corpus_ngrams(

@@ -86,6 +86,63 @@ def step(console: Console, description: str) -> Iterator[None]:
         yield
 
 
+def start_run(
+    backend: str,
+    *,
+    cluster: str | None = None,
+    scheduler_address: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    rmm_pool_size: str | None = None,
+) -> tuple[str, Any]:
+    """The run's backend, decided once here ("auto" becomes "cpu" or "gpu"), and its dask
+    client (None: in process). Every task of the run receives this backend name.
+
+    A local cluster is started for the resolved backend (`cluster.make_client`: on a GPU
+    machine one `LocalCUDACluster` worker per GPU); a cluster joined by address decides
+    "auto" from its workers. A GPU run in this process gets its RMM pool here
+    (`rmm_pool_size`, else the asynchronous allocator). The caller closes the client.
+    """
+    from metaclip_gpu.cluster import close_client, make_client, run_backend
+
+    if cluster and scheduler_address:
+        raise click.UsageError("give --cluster or --scheduler-address, not both")
+    try:
+        if scheduler_address is None:
+            backend = run_backend(backend)
+    except (RuntimeError, ValueError) as err:  # --backend gpu without a GPU
+        raise click.ClickException(str(err)) from err
+    if rmm_pool_size is not None and (backend != "gpu" or scheduler_address):
+        raise click.UsageError(
+            "--rmm-pool-size needs the GPU backend (--backend gpu, or auto on a GPU machine), "
+            "in process or with --cluster local"
+        )
+    try:
+        client = make_client(
+            cluster=cluster,
+            scheduler_address=scheduler_address,
+            workers=workers,
+            backend=backend,
+            threads_per_worker=threads_per_worker,
+            rmm_pool_size=rmm_pool_size,
+        )
+    except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda or NVML, unreachable
+        raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
+    try:
+        backend = run_backend(backend, client)
+    except BaseException:
+        close_client(client)
+        raise
+    if client is None and backend == "gpu":
+        from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+
+        try:
+            ensure_device_memory(rmm_pool_size)
+        except (RuntimeError, ValueError, MemoryError) as err:
+            raise click.ClickException(f"cannot set up the GPU's memory pool: {err}") from err
+    return backend, client
+
+
 def read_options(text_column: str | None, key_column: str | None) -> ReadOptions:
     return ReadOptions(text_column=text_column, key_column=key_column)
 

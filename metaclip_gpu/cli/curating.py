@@ -26,6 +26,7 @@ from metaclip_gpu.cli.common import (
     make_console,
     read_options,
     shards_or_fail,
+    start_run,
     step,
 )
 from metaclip_gpu.cli.errors import Command
@@ -72,6 +73,7 @@ def demo(
     from metaclip_gpu.curate import run_curate
 
     console = make_console()
+    backend, _ = start_run(backend)
     try:
         from metaclip_gpu.synthetic import write_pool
 
@@ -270,14 +272,15 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     type=click.Choice(["local"]),
     default=None,
     help="Run the per-shard work on a dask cluster started here: distributed.LocalCluster "
-    "on CPU, dask_cuda.LocalCUDACluster (one worker per GPU) with --backend gpu.",
+    "on CPU, dask_cuda.LocalCUDACluster (one worker per visible GPU) when the backend is "
+    "the GPU.",
 )
 @click.option(
     "--workers",
     type=click.IntRange(1),
     default=None,
-    help="Workers of --cluster local [CPU: dask's default; GPU: one per GPU]. Each worker "
-    "matches with --threads threads [1].",
+    help="Workers of --cluster local [CPU: dask's default; GPU: one per visible GPU, and "
+    "at most that]. Each CPU worker matches with --threads threads [1].",
 )
 @click.option(
     "--scheduler-address",
@@ -288,7 +291,8 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
 @click.option(
     "--rmm-pool-size",
     default=None,
-    help="GPU --cluster local only: RMM pool per worker (e.g. 40GB).",
+    help="GPU only: the RMM pool of this process, or of each --cluster local worker (e.g. "
+    "40GB) [RMM's asynchronous allocator].",
 )
 @click.option(
     "--no-worker-timeout",
@@ -362,7 +366,7 @@ def curate(
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
     the report (OUTPUT/report/index.html)."""
-    from metaclip_gpu.cluster import close_client, make_client
+    from metaclip_gpu.cluster import close_client
     from metaclip_gpu.curate import run_curate
 
     if worldwide:
@@ -378,23 +382,16 @@ def curate(
             raise click.UsageError(
                 "--lang-column, --image-column and --unknown-language need --worldwide"
             )
-    if cluster and scheduler_address:
-        raise click.UsageError("give --cluster or --scheduler-address, not both")
-    if rmm_pool_size is not None and not (cluster and backend == "gpu"):
-        raise click.UsageError("--rmm-pool-size needs --cluster local --backend gpu")
     console = make_console()
     shards = shards_or_fail(input_spec)
-    try:
-        client = make_client(
-            cluster=cluster,
-            scheduler_address=scheduler_address,
-            workers=workers,
-            backend=backend,
-            threads_per_worker=threads or 1,
-            rmm_pool_size=rmm_pool_size,
-        )
-    except (RuntimeError, ValueError, OSError) as err:  # no dask-cuda, scheduler unreachable
-        raise click.ClickException(f"cannot start or join the dask cluster: {err}") from err
+    backend, client = start_run(
+        backend,
+        cluster=cluster,
+        scheduler_address=scheduler_address,
+        workers=workers,
+        threads_per_worker=threads or 1,
+        rmm_pool_size=rmm_pool_size,
+    )
     try:
         if client is not None:
             import dask
@@ -481,6 +478,7 @@ def balance(
     check_ts(ts, target_size)
     console = make_console()
     shards = shards_or_fail(input_spec)
+    backend, _ = start_run(backend)
     try:
         result = run_balance(
             output,

@@ -22,6 +22,7 @@ from metaclip_gpu.cli.common import (
     make_console,
     read_options,
     shards_or_fail,
+    start_run,
     step,
 )
 from metaclip_gpu.cli.errors import Command
@@ -194,6 +195,7 @@ def match_cmd(
     """Matches the texts of INPUT against METADATA: reports the ids (and writes them to a
     .parquet file), or runs the match stage of `curate` into an output directory."""
     console = make_console()
+    backend, _ = start_run(backend)
     if output is not None and output.suffix != ".parquet":
         _match_stage(console, metadata, input_spec, output, text_column, key_column, backend)
         return
