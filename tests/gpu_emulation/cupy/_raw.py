@@ -13,7 +13,7 @@ from typing import Any
 
 from cupy.cuda import compiler, driver
 
-from gpu_emulation import host_build, launch_args, launch_log, staging
+from gpu_emulation import host_build, last_launch, launch_args, launch_log, staging
 
 _MAX_BLOCK_THREADS = 1024
 _MAX_GRID = (2**31 - 1, 65535, 65535)
@@ -92,6 +92,7 @@ class RawKernel:
         launched, staged = staging.stage(params, converted)
         pointers, keep = launch_args.argv(launched)
         launch_log.append((self.name, grid3, block3))
+        last_launch[self.name] = (grid3, block3, tuple(args))
         library.launch(self.name, grid3, block3, pointers)
         staging.finish(self.name, staged)
         del keep, args
