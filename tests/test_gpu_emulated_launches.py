@@ -16,24 +16,33 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from gpu_emulation import KernelMemoryError, LaunchArgumentError, host_build
-from test_gpu_backend import WORDS, _entries
+from test_gpu_emulated_backend import dense_case
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends.gpu_build import KERNEL_NAMES, kernel_source, nvrtc_options
+from metaclip_gpu.backends.gpu_build import (
+    KERNEL_NAMES,
+    LOCAL_CAP,
+    kernel_source,
+    nvrtc_options,
+)
 
 pytestmark = pytest.mark.emulated_gpu
 
-TEXTS = [" ".join(WORDS), "w1 w2", None, "", "new york city", "a dog"]
 Launch = tuple[tuple[int, int, int], tuple[int, int, int], tuple[Any, ...]]
 
 
+@pytest.fixture(scope="module")
+def case() -> tuple[MetadataIndex, list[str | None]]:
+    return dense_case()
+
+
 @pytest.fixture
-def recorded(emulated_cupy) -> dict[str, Launch]:
+def recorded(emulated_cupy, case) -> dict[str, Launch]:
     """Every kernel's latest launch: int32 offsets (a list), then int64 (large_string)."""
-    index = MetadataIndex.from_entries(_entries(), cache=False)
-    match(TEXTS, index, backend="gpu")
+    index, texts = case
+    match(texts, index, backend="gpu")
     int32_match_fixed = gpu_emulation.last_launch["mc_match_fixed_i32"]
-    match(pa.array(TEXTS, type=pa.large_string()), index, backend="gpu")
+    match(pa.array(texts, type=pa.large_string()), index, backend="gpu")
     launches = dict(gpu_emulation.last_launch)
     assert set(launches) == set(KERNEL_NAMES)
     assert launches["mc_match_fixed_i32"] is int32_match_fixed
@@ -110,24 +119,33 @@ def test_two_pointer_arguments_swapped_are_refused(emulated_cupy, recorded) -> N
     assert checked >= 7
 
 
+def _int32_outputs(args: tuple[Any, ...]) -> tuple[int, int]:
+    """mc_match_fixed's per-text counts and its id rows: its smallest and largest int32
+    outputs (other outputs, if any, have other types)."""
+    outputs = [i for i in _outputs("mc_match_fixed_i32") if args[i].dtype == np.int32]
+    outputs.sort(key=lambda i: args[i].nbytes)
+    assert len(outputs) >= 2 and args[outputs[0]].nbytes < args[outputs[-1]].nbytes
+    return outputs[0], outputs[-1]
+
+
 def test_a_write_past_an_array_fails_cleanly(emulated_cupy, recorded) -> None:
-    """Two same-typed outputs swapped: mc_match_fixed writes its rows into the small counts
+    """Two same-typed outputs swapped: mc_match_fixed writes its id rows into the small counts
     array. The emulation reports it instead of corrupting the test process's memory."""
     grid, block, args = recorded["mc_match_fixed_i32"]
-    outputs = sorted(_outputs("mc_match_fixed_i32"), key=lambda i: args[i].nbytes)
-    small, large = outputs[0], outputs[-1]
-    assert args[small].dtype == args[large].dtype and args[small].nbytes < args[large].nbytes
+    counts_at, ids_at = _int32_outputs(args)
     altered = list(args)
-    altered[small], altered[large] = args[large], args[small]
-    with pytest.raises(KernelMemoryError, match=f"past the end of argument {large}"):
+    altered[counts_at], altered[ids_at] = args[ids_at], args[counts_at]
+    with pytest.raises(KernelMemoryError, match=f"past the end of argument {ids_at}"):
         _kernel(emulated_cupy, "mc_match_fixed_i32")(grid, block, tuple(altered))
 
 
 @pytest.mark.parametrize(("grid", "block"), [((1,), (1,)), ((2,), (3,)), ((1, 2, 2), (2, 1, 2))])
 def test_every_thread_of_any_grid_runs(emulated_cupy, recorded, grid, block) -> None:
-    """Grid-stride loops give the same output for any grid; 3-D grids and blocks run."""
+    """Grid-stride loops give the same output for any grid; 3-D grids and blocks run (their
+    extra y/z threads redo x's rows). Kernels whose outputs are per row only: one with an
+    atomic counter would count the redone rows twice, on a device too."""
     cp = emulated_cupy
-    for name in ("mc_gather_fixed_rows", "mc_count_raw_i64", "mc_match_fixed_i64"):
+    for name in ("mc_gather_fixed_rows", "mc_count_raw_i64", "mc_fill_raw_i32"):
         backend_grid, backend_block, args = recorded[name]
         runs = []
         for launch in ((backend_grid, backend_block), (grid, block)):
@@ -140,23 +158,28 @@ def test_every_thread_of_any_grid_runs(emulated_cupy, recorded, grid, block) -> 
             np.testing.assert_array_equal(ours, backends, err_msg=name)
 
 
-def test_compile_options_reach_the_host_build(emulated_cupy, recorded) -> None:
-    """-DMC_LOCAL_CAP from the options sizes the fixed buffer: with 2, texts of more ids
-    overflow (count -1), exactly where the CPU result has more than 2."""
+def test_compile_options_reach_the_host_build(emulated_cupy, recorded, case) -> None:
+    """-DMC_LOCAL_CAP from the options sizes the fixed buffer: with 2, a text of more ids
+    gets a negative count (it did not fit), exactly where the CPU result has more than 2."""
     cp = emulated_cupy
     grid, block, args = recorded["mc_match_fixed_i32"]
-    outputs = sorted(_outputs("mc_match_fixed_i32"), key=lambda i: args[i].nbytes)
-    counts_at, ids_at = outputs[0], outputs[-1]
+    counts_at, ids_at = _int32_outputs(args)
     n = args[counts_at].size
-    index = MetadataIndex.from_entries(_entries(), cache=False)
-    lengths = [len(ids) for ids in match(TEXTS, index, backend="cpu").to_lists()]
-    for cap in (32, 2):
-        fresh = list(args)
-        fresh[counts_at] = cp.empty(n, dtype=args[counts_at].dtype)
-        fresh[ids_at] = cp.empty(n * cap, dtype=args[ids_at].dtype)
+    index, texts = case
+    lengths = [len(ids) for ids in match(texts, index, backend="cpu").to_lists()]
+    assert len(lengths) == n
+    for cap in (LOCAL_CAP, 2):
+        fresh = [cp.zeros_like(a) if i in _outputs("mc_match_fixed_i32") else a
+                 for i, a in enumerate(args)]  # fmt: skip
+        fresh[counts_at] = cp.empty(n, dtype=np.int32)
+        fresh[ids_at] = cp.empty(n * cap, dtype=np.int32)
         _kernel(cp, "mc_match_fixed_i32", local_cap=cap)(grid, block, tuple(fresh))
-        expected = [k if k <= cap else -1 for k in lengths]
-        assert fresh[counts_at].get().tolist() == expected
+        counts = fresh[counts_at].get().tolist()
+        assert [c for c, k in zip(counts, lengths, strict=True) if k <= cap] == [
+            k for k in lengths if k <= cap
+        ]
+        assert all(c < 0 for c, k in zip(counts, lengths, strict=True) if k > cap)
+        assert sum(k > cap for k in lengths) >= (1 if cap == LOCAL_CAP else 10)
 
 
 def test_count_contiguity_and_host_arrays_are_checked(emulated_cupy, recorded) -> None:
