@@ -59,7 +59,7 @@ class RawKernel:
             self._library = _compile(self.code or "", self.options)
             if self.name not in self._library.kernels:
                 raise driver.CUDADriverError(
-                    driver.CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND: named symbol not found"
+                    driver._CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND: named symbol not found"
                 )
         return self._library
 
@@ -80,11 +80,11 @@ class RawKernel:
             b > m for b, m in zip(block3, _MAX_BLOCK, strict=True)
         ):
             raise driver.CUDADriverError(
-                driver.CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: block {block3}"
+                driver._CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: block {block3}"
             )
         if any(g > m for g, m in zip(grid3, _MAX_GRID, strict=True)):
             raise driver.CUDADriverError(
-                driver.CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: grid {grid3}"
+                driver._CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: grid {grid3}"
             )
         params = library.params[self.name]
         converted = [launch_args.convert(arg) for arg in args]
