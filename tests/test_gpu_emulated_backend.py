@@ -123,10 +123,11 @@ def test_worldwide_index(batch_rows: int) -> None:
 def dense_case() -> tuple[MetadataIndex, list[str | None]]:
     """An index and texts that take every path: one text matches DENSE_IDS distinct entries,
     more than any fixed per-text buffer (and spill) a batch has room for, so it goes through
-    the count and fill kernels; the others are ordinary."""
+    the count and fill kernels; one has 25 distinct ids (no neighbours, so no pairs), between
+    a small build's buffer and the default one; the others are ordinary."""
     dense = [f"d{i}" for i in range(DENSE_IDS)]
     index = MetadataIndex.from_entries([*_entries(), *dense], cache=False)
-    return index, [" ".join(dense), *_texts(120), " ".join(WORDS)]
+    return index, [" ".join(dense), *_texts(120), " ".join(WORDS), " ".join(WORDS[:50:2])]
 
 
 def test_every_kernel_is_launched_and_checked() -> None:
