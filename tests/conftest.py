@@ -92,12 +92,13 @@ def emulated_cupy():
 
     `metaclip_gpu.backends.gpu` is imported afresh against it and dropped again afterwards;
     `gpu_available()` is True (the emulated runtime reports one device). The launch log
-    `gpu_emulation.launch_log` starts empty.
+    `gpu_emulation.launch_log` and `gpu_emulation.last_launch` start empty.
     """
     import gpu_emulation
 
     module = gpu_emulation.install()
     gpu_emulation.launch_log.clear()
+    gpu_emulation.last_launch.clear()
     try:
         yield module
     finally:

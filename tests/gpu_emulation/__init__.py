@@ -39,6 +39,9 @@ GPU_MODULES = ("metaclip_gpu.backends.gpu", "metaclip_gpu.backends.gpu_ngrams")
 
 # Every launch of the emulated device: (kernel name, grid, block). The fixture clears it.
 launch_log: list[tuple[str, tuple[int, int, int], tuple[int, int, int]]] = []
+# The latest launch of each kernel: name -> (grid, block, the args tuple as given). Self-tests
+# replay and alter a launch the backend really made. The fixture clears it.
+last_launch: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], tuple[Any, ...]]] = {}
 
 _saved: dict[str, ModuleType] | None = None
 
@@ -106,6 +109,7 @@ __all__ = [
     "LaunchArgumentError",
     "emulated_module",
     "install",
+    "last_launch",
     "launch_log",
     "uninstall",
 ]

@@ -203,11 +203,6 @@ class ndarray:
             )
         return bool(self._a.reshape(()))
 
-    def __index__(self) -> int:
-        if self._a.size != 1 or self._a.dtype.kind not in "iub":
-            raise TypeError("only integer scalar arrays can be converted to a scalar index")
-        return int(self._a.reshape(()))
-
     def __len__(self) -> int:
         if self._a.ndim == 0:
             raise TypeError("len() of unsized object")

@@ -13,7 +13,7 @@ from typing import Any
 
 from cupy.cuda import compiler, driver
 
-from gpu_emulation import host_build, launch_args, launch_log, staging
+from gpu_emulation import host_build, last_launch, launch_args, launch_log, staging
 
 _MAX_BLOCK_THREADS = 1024
 _MAX_GRID = (2**31 - 1, 65535, 65535)
@@ -59,7 +59,7 @@ class RawKernel:
             self._library = _compile(self.code or "", self.options)
             if self.name not in self._library.kernels:
                 raise driver.CUDADriverError(
-                    driver.CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND: named symbol not found"
+                    driver._CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND: named symbol not found"
                 )
         return self._library
 
@@ -80,11 +80,11 @@ class RawKernel:
             b > m for b, m in zip(block3, _MAX_BLOCK, strict=True)
         ):
             raise driver.CUDADriverError(
-                driver.CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: block {block3}"
+                driver._CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: block {block3}"
             )
         if any(g > m for g, m in zip(grid3, _MAX_GRID, strict=True)):
             raise driver.CUDADriverError(
-                driver.CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: grid {grid3}"
+                driver._CUDA_ERROR_INVALID_VALUE, f"CUDA_ERROR_INVALID_VALUE: grid {grid3}"
             )
         params = library.params[self.name]
         converted = [launch_args.convert(arg) for arg in args]
@@ -92,6 +92,7 @@ class RawKernel:
         launched, staged = staging.stage(params, converted)
         pointers, keep = launch_args.argv(launched)
         launch_log.append((self.name, grid3, block3))
+        last_launch[self.name] = (grid3, block3, tuple(args))
         library.launch(self.name, grid3, block3, pointers)
         staging.finish(self.name, staged)
         del keep, args

@@ -9,5 +9,5 @@ class CUDADriverError(RuntimeError):
         super().__init__(message or f"CUDA driver error {status}")
 
 
-CUDA_ERROR_NOT_FOUND = 500
-CUDA_ERROR_INVALID_VALUE = 1
+_CUDA_ERROR_NOT_FOUND = 500  # CUresult values (not names CuPy exports)
+_CUDA_ERROR_INVALID_VALUE = 1
