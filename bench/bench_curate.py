@@ -56,8 +56,8 @@ from _common import (
 
 from metaclip_gpu import MetadataIndex
 from metaclip_gpu.curate import run_curate
-from metaclip_gpu.metadata import load_metadata
-from metaclip_gpu.reference import spaced_entries, spacing
+from metaclip_gpu.engine.metadata import load_metadata
+from metaclip_gpu.engine.reference import spaced_entries, spacing
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_curate.json"
 

@@ -51,8 +51,8 @@ from _common import (
 from bench_curate import write_shards
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends import gpu_count
 from metaclip_gpu.curate import curated_dir, run_curate
+from metaclip_gpu.engine.backends import gpu_count
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "bench_gpu.json"

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from metaclip_gpu.arrays import array_module, to_host
+from metaclip_gpu.engine.arrays import array_module, to_host
 
 U64_MASK = (1 << 64) - 1
 SPLITMIX_GAMMA = 0x9E3779B97F4A7C15

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from metaclip_gpu.backends import gpu_count, resolve_backend
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.backends import gpu_count, resolve_backend
+from metaclip_gpu.engine.index import MetadataIndex
 
 
 class ClusterError(RuntimeError):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.arrays import array_module, to_host
+from metaclip_gpu.engine.arrays import array_module, to_host
 from metaclip_gpu.oserrors import with_path
 
 COUNT_DTYPE = np.uint64

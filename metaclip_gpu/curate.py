@@ -58,13 +58,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip_gpu import rundir
-from metaclip_gpu.arrays import to_host
 from metaclip_gpu.balance import expected_kept, keep_masks
 from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
 from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import load_entry_counts
+from metaclip_gpu.engine.arrays import to_host
+from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.english_only import EnglishOnly
-from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.keys import text_keys
 from metaclip_gpu.lid import LidModel
 from metaclip_gpu.manifest import Manifest, ShardRecord
@@ -308,7 +308,7 @@ def _add_stats(
 
 def _xp(backend: str) -> Any:
     if backend == "auto":
-        from metaclip_gpu.backends import gpu_available
+        from metaclip_gpu.engine.backends import gpu_available
 
         backend = "gpu" if gpu_available() else "cpu"
     if backend == "cpu":

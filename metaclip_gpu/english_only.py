@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.lid import INSTALL_HINT, LidModel, english_mask, identify
 from metaclip_gpu.read import ShardError
 

@@ -33,13 +33,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaclip_gpu.arrays import to_host
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.arrays import to_host
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.match import match
+from metaclip_gpu.engine.metadata import MetadataError, parse_metadata
+from metaclip_gpu.engine.texts import strip_whitespace
 from metaclip_gpu.lid import INSTALL_HINT, LidModel, identify, metadata_languages
-from metaclip_gpu.match import match
-from metaclip_gpu.metadata import MetadataError, parse_metadata
 from metaclip_gpu.read import ShardError
-from metaclip_gpu.texts import strip_whitespace
 
 UnknownLanguage = Literal["skip", "other"]
 OTHER = "other"

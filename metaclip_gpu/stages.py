@@ -53,11 +53,11 @@ from metaclip_gpu import rundir
 from metaclip_gpu.checksums import checksum_matches, file_checksum, remember
 from metaclip_gpu.cluster import run_backend
 from metaclip_gpu.count import counts_table, entry_counts, reduce_counts, save_entry_counts
+from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir
+from metaclip_gpu.engine.match import match
 from metaclip_gpu.english_only import NOT_ENGLISH, EnglishOnly
-from metaclip_gpu.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.languages import LanguageIndexes
 from metaclip_gpu.manifest import Manifest, ShardRecord, fingerprint
-from metaclip_gpu.match import match
 from metaclip_gpu.oserrors import with_path
 from metaclip_gpu.read import (
     ReadOptions,

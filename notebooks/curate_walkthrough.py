@@ -42,8 +42,8 @@ from metaclip_gpu import MetadataIndex, match
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import run_curate, t_label
-from metaclip_gpu.plots import NO_BALANCING, Curve, cumulative_figure, rank_count_figure
-from metaclip_gpu.report import write_report
+from metaclip_gpu.report.html import write_report
+from metaclip_gpu.report.plots import NO_BALANCING, Curve, cumulative_figure, rank_count_figure
 from metaclip_gpu.stages import COUNTS_NPY
 
 DATA = Path(os.environ.get("METACLIP_SHARED_DATA") or Path.cwd().parent.parent / "shared" / "data")

@@ -115,7 +115,7 @@ def test_match_matches_a_str_with_a_lone_surrogate_as_bytes() -> None:
 
 def test_metadata_with_a_lone_surrogate_names_the_file_and_element(tmp_path: Path) -> None:
     from metaclip_gpu import MetadataIndex
-    from metaclip_gpu.metadata import MetadataError
+    from metaclip_gpu.engine.metadata import MetadataError
 
     path = tmp_path / "meta.json"
     path.write_text('["dog", "bad \\ud800 x", "red"]')
@@ -245,7 +245,7 @@ def test_square_brackets_in_messages_paths_and_entries_are_printed(
     "pip install 'metaclip-gpu'". Paths, errors and entries with brackets print as they are."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "metaclip_gpu.report", None)  # the report extra missing
+    monkeypatch.setitem(sys.modules, "metaclip_gpu.report.html", None)  # the report extra missing
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(["[film]", "dog"]))
     root = tmp_path / "in [v2]"

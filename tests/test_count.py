@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.arrays import array_module
 from metaclip_gpu.count import (
     add_counts,
     counts_table,
@@ -22,6 +21,7 @@ from metaclip_gpu.count import (
     reduce_counts,
     save_entry_counts,
 )
+from metaclip_gpu.engine.arrays import array_module
 
 
 def csr_from_lists(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

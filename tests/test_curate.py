@@ -24,7 +24,7 @@ from metaclip_gpu.curate import (
     run_curate,
     t_label,
 )
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.read import ReadOptions
 from metaclip_gpu.stages import COUNTS_NPY, run_count, run_match
 

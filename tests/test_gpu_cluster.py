@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import metaclip_gpu.backends as backends
 import metaclip_gpu.cluster as cluster_module
+import metaclip_gpu.engine.backends as backends
 from metaclip_gpu import curate, ngrams, stages
 from metaclip_gpu.cli import main
 
@@ -260,8 +260,8 @@ def test_an_in_process_gpu_run_gets_its_memory_pool_where_it_starts(
     the process gets RMM's asynchronous allocator (`ensure_device_memory(None)`)."""
     import click
 
-    from metaclip_gpu.backends import gpu_memory
     from metaclip_gpu.cli.common import start_run
+    from metaclip_gpu.engine.backends import gpu_memory
 
     asked: list[str | None] = []
     monkeypatch.setattr(gpu_memory, "ensure_device_memory", lambda size=None: asked.append(size))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends import get_backend
+from metaclip_gpu.engine.backends import get_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -94,7 +94,7 @@ def test_device_memory_is_pooled_and_shared_with_cupy() -> None:
     rmm = pytest.importorskip("rmm")
     from rmm.allocators.cupy import rmm_cupy_allocator
 
-    from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+    from metaclip_gpu.engine.backends.gpu_memory import ensure_device_memory
 
     state = ensure_device_memory()
     assert state in ("async", "kept", "pool")

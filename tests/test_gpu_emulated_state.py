@@ -37,7 +37,7 @@ def signature_launches() -> int:
 
 
 def _uploads() -> int:
-    from metaclip_gpu.backends import get_backend
+    from metaclip_gpu.engine.backends import get_backend
 
     return get_backend("gpu").indexes.uploads  # type: ignore[attr-defined]
 
@@ -121,11 +121,11 @@ def test_a_dask_worker_uploads_once_for_all_its_shards(tmp_path: Path) -> None:
 def test_device_batches_are_cut_by_bytes_of_text(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    from metaclip_gpu.backends import get_backend
+    from metaclip_gpu.engine.backends import get_backend
 
-    # importlib, not `from metaclip_gpu.backends import gpu`: the package attribute may still
+    # importlib, not `from metaclip_gpu.engine.backends import gpu`: the package attribute may still
     # be a real-CuPy gpu module imported by an earlier test
-    gpu_module = importlib.import_module("metaclip_gpu.backends.gpu")
+    gpu_module = importlib.import_module("metaclip_gpu.engine.backends.gpu")
     texts = ["x" * 10] * 20 + ["y" * 100] + ["z"] * 5
     monkeypatch.setattr(gpu_module, "GPU_BATCH_BYTES", 45)
     sizes = [len(b) for b in get_backend("gpu").text_batches(texts)]

@@ -24,7 +24,7 @@ from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
 from metaclip_gpu.curate import SUMMARY_NAME, curated_dir, run_balance, run_curate
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.manifest import Manifest
 from metaclip_gpu.read import ReadOptions
 from metaclip_gpu.stages import COUNTS_NPY, DELAY_ENV, run_count, run_match

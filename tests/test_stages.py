@@ -18,10 +18,10 @@ import pytest
 from tsv_shards import split_lines
 
 from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.reference import FastOracle
 from metaclip_gpu.manifest import MANIFEST_NAME, Manifest
 from metaclip_gpu.read import ReadOptions, find_shards
-from metaclip_gpu.reference import FastOracle
 from metaclip_gpu.stages import (
     COUNTS_NPY,
     COUNTS_PARQUET,

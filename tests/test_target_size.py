@@ -16,7 +16,7 @@ from tsv_shards import split_lines
 from metaclip_gpu.balance import expected_kept, solve_t
 from metaclip_gpu.count import entry_counts
 from metaclip_gpu.curate import csr_of
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.manifest import Manifest
 from metaclip_gpu.stages import run_count, run_match
 from metaclip_gpu.target_size import solve_target

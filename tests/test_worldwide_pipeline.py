@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from metaclip_gpu.balance import keep_probability, p_to_t, t_to_p
 from metaclip_gpu.cli import main
+from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.engine.reference import reference_match
 from metaclip_gpu.languages import LanguageIndexes, load_language_metadata
-from metaclip_gpu.metadata import MetadataError
-from metaclip_gpu.reference import reference_match
 from metaclip_gpu.worldwide import choose_one_per_sample, run_worldwide
 
 METADATA = {
@@ -357,7 +357,7 @@ def test_cli_worldwide_prints_the_languages(metadata_dir: Path, pool: pa.Table, 
 def test_the_report_has_a_section_per_language(base) -> None:
     import re
 
-    from metaclip_gpu.report import write_report
+    from metaclip_gpu.report.html import write_report
 
     _, summary = base
     run = Path(summary["outputs"]["dir"])

@@ -160,16 +160,16 @@ def build_metadata_cmd(
     scheduler_address: str | None,
 ) -> None:
     """Builds a MetaCLIP metadata.json from WordNet, corpus n-grams and titles."""
-    from metaclip_gpu.build_metadata import (
+    from metaclip_gpu.cluster import close_client
+    from metaclip_gpu.metadata_builder.build import (
         Caps,
         TitlesError,
         build_metadata,
         count_corpus_ngrams,
         read_titles,
     )
-    from metaclip_gpu.cluster import close_client
+    from metaclip_gpu.metadata_builder.wordnet import WordNetError, WordNetNotFound, find_wordnet
     from metaclip_gpu.read import find_shards
-    from metaclip_gpu.wordnet import WordNetError, WordNetNotFound, find_wordnet
 
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")

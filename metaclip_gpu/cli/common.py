@@ -134,7 +134,7 @@ def start_run(
         close_client(client)
         raise
     if client is None and backend == "gpu":
-        from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+        from metaclip_gpu.engine.backends.gpu_memory import ensure_device_memory
 
         try:
             ensure_device_memory(rmm_pool_size)

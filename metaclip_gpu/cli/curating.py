@@ -31,7 +31,7 @@ from metaclip_gpu.cli.common import (
 )
 from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
-from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.read import ShardError
 
 SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
@@ -511,7 +511,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
     """Writes the report of `run_dir` and prints where it is. Without matplotlib/jinja2 (the
     ``report`` extra) this fails when `required`, else prints how to get the report later."""
     try:
-        from metaclip_gpu.report import write_report
+        from metaclip_gpu.report.html import write_report
     except ImportError as err:
         hint = f"the report needs the 'report' extra ({err}): pip install 'metaclip-gpu[report]'"
         if required:

@@ -26,9 +26,9 @@ from metaclip_gpu.cli.common import (
     step,
 )
 from metaclip_gpu.cli.errors import Command
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.match import MatchResult, match
-from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.match import MatchResult, match
+from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.read import ReadOptions, ShardError, read_table
 
@@ -317,7 +317,7 @@ def count(metadata: Path, output: Path) -> None:
 )
 def build_index(metadata: Path, cache_dir: Path | None) -> None:
     """Builds (or reads from the cache) the index of METADATA and prints its statistics."""
-    from metaclip_gpu.index import default_cache_dir
+    from metaclip_gpu.engine.index import default_cache_dir
 
     console = make_console()
     where = cache_dir if cache_dir is not None else default_cache_dir()

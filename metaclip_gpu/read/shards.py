@@ -291,7 +291,7 @@ def to_backend(table: pa.Table, backend: str) -> Any:
     ``"auto"`` means ``"gpu"`` when CuPy sees a device.
     """
     if backend == "auto":
-        from metaclip_gpu.backends import gpu_available
+        from metaclip_gpu.engine.backends import gpu_available
 
         backend = "gpu" if gpu_available() else "cpu"
     if backend == "cpu":

@@ -7,7 +7,7 @@ entries that end there, against which every candidate is verified byte by byte.
 After the table come the words of a small Bloom filter over the multi-token keys.
 `entry_offsets`/`entry_chars` keep the entries themselves (for reports, not for the kernels).
 
-Padding (`metaclip_gpu.metadata`): "spaced" pads every entry with a space on both sides
+Padding (`metaclip_gpu.engine.metadata`): "spaced" pads every entry with a space on both sides
 (MetaCLIP 1); "worldwide" follows MetaCLIP 2's ``get_spaced_metadata``. Entries padded on both
 sides go to the token table above; the others to `byte_slots`/`byte_blob`, a table of the same
 layout keyed by the hash of each character prefix of the entry's bytes, matched on the bytes of
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.metadata import (
+from metaclip_gpu.engine.metadata import (
     Padding,
     check_encodable,
     content_digest,
@@ -50,7 +50,7 @@ def build_signature() -> int:
 
     Part of the cache key, so an index cached by a build that hashes differently is never read.
     """
-    from metaclip_gpu._native import lib
+    from metaclip_gpu.engine._native import lib
 
     return int(lib.mc_index_signature_host())
 
@@ -71,7 +71,7 @@ class IndexStats:
     n_merged: int  # keys sharing a slot through a 32-bit fingerprint collision
     max_tokens: int  # most tokens in one entry
     table_slots: int
-    padding: Padding  # "spaced" or "worldwide" (metaclip_gpu.metadata)
+    padding: Padding  # "spaced" or "worldwide" (metaclip_gpu.engine.metadata)
     n_byte_entries: int  # matchable entries with an unpadded side (the byte table)
     n_byte_keys: int  # distinct byte keys (those entries and their character prefixes)
     byte_table_slots: int
@@ -131,7 +131,7 @@ class MetadataIndex:
         """Builds the index for a list of entry strings (not cached unless `cache`).
 
         `padding`: "spaced" (every entry padded with a space on both sides, MetaCLIP 1) or
-        "worldwide" (MetaCLIP 2's per-side padding, `metaclip_gpu.metadata.worldwide_padding`).
+        "worldwide" (MetaCLIP 2's per-side padding, `metadata.worldwide_padding`).
         """
         check_encodable(entries, "metadata entries")
         if cache:
@@ -179,7 +179,7 @@ class MetadataIndex:
 
     @classmethod
     def _build(cls, entries: list[str], padding: Padding, digest: str) -> MetadataIndex:
-        from metaclip_gpu._native import ffi, lib
+        from metaclip_gpu.engine._native import ffi, lib
 
         started = time.perf_counter()
         pad = padding_flags(entries, padding)  # raises on an unknown padding

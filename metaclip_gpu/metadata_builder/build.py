@@ -5,7 +5,7 @@ reuses for English, and MetaCLIP 2's ``metaclip/metadata/build_metadata.py`` for
 languages); an entry keeps the id of the first source that adds it:
 
 1. ``number``: "0" .. "99" (``numbers=True``, the default: both references start with them);
-2. ``wordnet``: WordNet by `wordnet_rule` (`metaclip_gpu.wordnet`): ``synset-names``, one
+2. ``wordnet``: WordNet by `wordnet_rule` (`wordnet`): ``synset-names``, one
    canonical name per synset (MetaCLIP 1, English), or ``lemmas``, every lemma name (MetaCLIP 2's
    rule for the Open Multilingual Wordnet); in sorted order, no source cap;
 3. ``unigram``: corpus words seen at least ``min_unigram_count`` times (MetaCLIP 1: 100 in
@@ -21,7 +21,7 @@ Filters (`FILTERS`), applied to each candidate: ``metaclip1`` (the default, Meta
 ``forbidden = set(string.punctuation)``) drops the empty string and every single
 `string.punctuation` character, nothing else, and changes no candidate; ``metaclip2`` (MetaCLIP
 2's other languages) strips surrounding whitespace, then drops a candidate that is empty, longer
-than `MAX_CHARS` characters or made only of punctuation (`metaclip_gpu.ngrams.PUNCTUATION`:
+than `MAX_CHARS` characters or made only of punctuation (`ngrams.PUNCTUATION`:
 ASCII plus MetaCLIP 2's CJK marks). A candidate that is already an entry is a duplicate.
 
 Caps: the whole list stops at ``Caps.total`` entries (500,000, MetaCLIP's size; later candidates
@@ -57,9 +57,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_gpu.ngrams import PUNCTUATION, SelectedNgrams, count_corpus, select_ngrams
+from metaclip_gpu.metadata_builder.ngrams import (
+    PUNCTUATION,
+    SelectedNgrams,
+    count_corpus,
+    select_ngrams,
+)
+from metaclip_gpu.metadata_builder.wordnet import WordNetSource, read_wordnet
 from metaclip_gpu.read import ReadOptions, Shard
-from metaclip_gpu.wordnet import WordNetSource, read_wordnet
 
 MAX_CHARS = 256
 FILTERS: tuple[str, ...] = ("metaclip1", "metaclip2")
@@ -182,7 +187,7 @@ def title_source(titles: Counter[str], min_count: int, origin: str = "") -> Sour
 
 
 def wordnet_source(source: WordNetSource, rule: str = "synset-names") -> SourceList:
-    """WordNet's strings under `rule` (`metaclip_gpu.wordnet.WORDNET_RULES`), sorted."""
+    """WordNet's strings under `rule` (`wordnet.WORDNET_RULES`), sorted."""
     synsets = read_wordnet(source, rule)
     return SourceList(
         "wordnet",

@@ -1,7 +1,7 @@
 """The backend seam: the one place that decides between the CPU and the GPU.
 
 Both backends run the same kernels (kernels/match.cu) and expose the same small interface,
-`Backend`; everything above it (metaclip_gpu.match and the pipeline) is one code path that
+`Backend`; everything above it (metaclip_gpu.engine.match and the pipeline) is one code path that
 only talks to `backend.xp` (NumPy or CuPy) and these methods. GPU modules are imported lazily,
 so a CPU-only install never imports CuPy or cuDF.
 """
@@ -9,7 +9,6 @@ so a CPU-only install never imports CuPy or cuDF.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 BackendName = Literal["auto", "cpu", "gpu"]
@@ -82,24 +81,9 @@ def get_backend(name: BackendName | str = "auto", *, threads: int | None = None)
     `GPUBackend`, whose compiled kernels and uploaded indexes live as long as the process, so
     a worker uploads each index once whatever the number of chunks and shards it matches."""
     if resolve_backend(name) == "cpu":
-        from metaclip_gpu.backends.cpu import CPUBackend
+        from metaclip_gpu.engine.backends.cpu import CPUBackend
 
         return CPUBackend(threads=threads)
-    from metaclip_gpu.backends.gpu import process_backend
+    from metaclip_gpu.engine.backends.gpu import process_backend
 
     return process_backend()
-
-
-def ngram_counter(name: BackendName | str = "auto") -> Callable[[Any], Any]:
-    """The per-chunk n-gram counter of backend `name`: texts (Arrow) -> `NgramCounts`.
-
-    CPU: pyarrow compute (`metaclip_gpu.ngrams.count_texts`); GPU: cuDF
-    (`metaclip_gpu.backends.gpu_ngrams.count_texts_gpu`), same tokens, same result.
-    """
-    if resolve_backend(name) == "cpu":
-        from metaclip_gpu.ngrams import count_texts
-
-        return count_texts
-    from metaclip_gpu.backends.gpu_ngrams import count_texts_gpu
-
-    return count_texts_gpu

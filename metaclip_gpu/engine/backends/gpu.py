@@ -12,12 +12,12 @@ column's slice offset applied to the offsets pointer and to the first validity b
 cuDF Buffer's own offset in its pointer. Its buffers are read inside the cuDF column's
 ``access(mode="read", scope="internal")`` for as long as the batches are in use (spilling
 cannot move them; a spilled column is brought back first). Anything else goes through
-`metaclip_gpu.texts.as_arrow_texts` and each batch's Arrow buffers are copied to the device.
+`metaclip_gpu.engine.texts.as_arrow_texts` and each batch's Arrow buffers are copied to the device.
 A batch is a row range, sized for the device by bytes of text (`device_layout.batch_bounds`):
 its offsets view starts at its first row, its validity bit offset moves with it, and the
 chars stay whole (offsets index into them).
 
-Semantics and return types mirror metaclip_gpu.backends.cpu, with CuPy arrays.
+Semantics and return types mirror metaclip_gpu.engine.backends.cpu, with CuPy arrays.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import cupy
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.backends.device_cache import IndexCache
-from metaclip_gpu.backends.device_layout import (
+from metaclip_gpu.engine.backends.device_cache import IndexCache
+from metaclip_gpu.engine.backends.device_layout import (
     GPU_BATCH_BYTES,
     GPU_BATCH_ROWS,
     StringsLayout,
@@ -41,13 +41,18 @@ from metaclip_gpu.backends.device_layout import (
     check_chars_extent,
     strings_layout,
 )
-from metaclip_gpu.backends.gpu_build import KERNEL_NAMES, LOCAL_CAP, kernel_source, nvrtc_options
-from metaclip_gpu.backends.gpu_output import to_cudf_list
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.texts import as_arrow_texts
+from metaclip_gpu.engine.backends.gpu_build import (
+    KERNEL_NAMES,
+    LOCAL_CAP,
+    kernel_source,
+    nvrtc_options,
+)
+from metaclip_gpu.engine.backends.gpu_output import to_cudf_list
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.texts import as_arrow_texts
 
 if TYPE_CHECKING:
-    from metaclip_gpu.match import MatchResult
+    from metaclip_gpu.engine.match import MatchResult
 
 BLOCK = 256  # threads a block; one thread a text
 _MAX_GRID_X = 2**31 - 1  # the kernels are grid-stride loops, so a capped grid is still complete
@@ -391,7 +396,7 @@ def process_backend() -> GPUBackend:
     if _process_backend is None:
         with _module_lock:
             if _process_backend is None:
-                from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+                from metaclip_gpu.engine.backends.gpu_memory import ensure_device_memory
 
                 ensure_device_memory()
                 _process_backend = GPUBackend()

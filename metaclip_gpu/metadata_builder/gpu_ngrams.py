@@ -1,6 +1,6 @@
 """The GPU step of n-gram counting: one chunk of texts -> partial counts, in cuDF.
 
-Imported only by ``ngram_counter("gpu")``. Same tokens and words as `metaclip_gpu.ngrams`
+Imported only by ``ngram_counter("gpu")``. Same tokens and words as `ngrams`
 (spacing, split on ``' '``, words = not empty and not punctuation-only, bigrams = adjacent
 words of one text); the partial counts come back as Arrow tables so that the reduction and
 the statistics are the CPU code. Binary (invalid UTF-8) texts are decoded with U+FFFD first,
@@ -14,27 +14,27 @@ from typing import Any
 
 import pyarrow as pa
 
-from metaclip_gpu.ngrams import (
+from metaclip_gpu.engine.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
+from metaclip_gpu.metadata_builder.ngrams import (
     BIGRAM_SCHEMA,
     PUNCTUATION,
     UNIGRAM_SCHEMA,
     NgramCounts,
     decode_texts,
 )
-from metaclip_gpu.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
 
 
 def device_input(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """What goes to ``cudf.Series.from_arrow``: strings, as the CPU counter reads them.
 
     A binary column (texts that are not valid UTF-8) is decoded with U+FFFD first, exactly
-    as `metaclip_gpu.ngrams.count_texts` does: given raw binary, cuDF would make an
+    as `metaclip_gpu.metadata_builder.ngrams.count_texts` does: given raw binary, cuDF would make an
     object-dtype column of bytes, not strings."""
     return decode_texts(texts)
 
 
 def count_texts_gpu(texts: pa.Array | pa.ChunkedArray | Any) -> NgramCounts:
-    """`metaclip_gpu.ngrams.count_texts` on the GPU (texts: Arrow strings or a cuDF Series)."""
+    """`ngrams.count_texts` on the GPU (texts: Arrow strings or a cuDF Series)."""
     import cudf
     import cupy as cp
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu._native import ffi, lib
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.texts import as_arrow_texts
+from metaclip_gpu.engine._native import ffi, lib
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.texts import as_arrow_texts
 
 DEFAULT_BATCH_ROWS = 1 << 16  # texts a CPU kernel call covers
 

@@ -38,7 +38,7 @@ _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once\b")
 
 def _kernel_dir() -> Path:
     """kernels/ of a source checkout, else the installed package data metaclip_gpu.kernels."""
-    checkout = Path(__file__).resolve().parent.parent.parent / "kernels"
+    checkout = Path(__file__).resolve().parents[3] / "kernels"
     if (checkout / KERNEL_SOURCE_FILE).is_file():
         return checkout
     try:

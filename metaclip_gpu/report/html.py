@@ -40,7 +40,7 @@ from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import SUMMARY_NAME, t_label
 from metaclip_gpu.languages import ENGLISH
-from metaclip_gpu.plots import (
+from metaclip_gpu.report.plots import (
     NO_BALANCING,
     Curve,
     cumulative_figure,
@@ -156,7 +156,7 @@ def _overall_counts(run_dir: Path, summary: Mapping[str, Any]) -> tuple[np.ndarr
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("metaclip_gpu", "templates"),
+        loader=jinja2.PackageLoader("metaclip_gpu.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

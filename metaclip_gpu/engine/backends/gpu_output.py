@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from metaclip_gpu.match import MatchResult
+    from metaclip_gpu.engine.match import MatchResult
 
 _INT32_MAX = 2**31 - 1
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, overload
 
-from metaclip_gpu.metadata import Padding, is_cjk_or_similar
+from metaclip_gpu.engine.metadata import Padding, is_cjk_or_similar
 
 PUNCTS_TO_WRAP: tuple[str, ...] = (",", ".", ";", ":", "?", "!", "`")
 """Characters that `spacing` wraps in spaces (``c`` -> ``" c "``), in MetaCLIP's order."""

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.index import MetadataIndex
 
 Uploaded = TypeVar("Uploaded")
 

@@ -1,6 +1,6 @@
 """Stage `match`: every text against every metadata entry, as a CSR of distinct entry ids.
 
-`match(texts, index)` runs on either backend (see metaclip_gpu.backends) with one code path:
+`match(texts, index)` runs on either backend (see metaclip_gpu.engine.backends) with one code path:
 the single-pass kernel handles texts with up to `local_cap` distinct matches; the rare longer
 texts are re-run through the count and fill kernels and de-duplicated with a library sort.
 """
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.arrays import to_host
-from metaclip_gpu.backends import Backend, BackendName, get_backend
-from metaclip_gpu.backends.cpu import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS  # re-export
-from metaclip_gpu.index import MetadataIndex
+from metaclip_gpu.engine.arrays import to_host
+from metaclip_gpu.engine.backends import Backend, BackendName, get_backend
+from metaclip_gpu.engine.backends.cpu import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS  # re-export
+from metaclip_gpu.engine.index import MetadataIndex
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ Counting: `count_texts` turns one chunk of texts into partial counts with pyarro
 partial counts (concatenate + group-by sum); `count_corpus` reads shards with the pipeline's
 readers and reduces one task per shard as a dask bag tree reduction, in process
 (synchronous scheduler) or on a `distributed.Client`. On the GPU the per-chunk step runs in
-cuDF (`metaclip_gpu.backends.gpu_ngrams`); the reduction is the same.
+cuDF (`metaclip_gpu.metadata_builder.gpu_ngrams`); the reduction is the same.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaclip_gpu.engine.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
 from metaclip_gpu.read import ReadOptions, Shard, read_shard
-from metaclip_gpu.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
 
 PUNCTUATION: str = string.punctuation + "，。、；：？¿！“”‘’（）【】《》〈〉「」『』～—"  # noqa: RUF001
 """Characters of a punctuation-only token (MetaCLIP's ``is_punctuation``)."""
@@ -148,13 +148,27 @@ def merge_counts(parts: Iterable[NgramCounts]) -> NgramCounts:
     )
 
 
+def ngram_counter(name: str = "auto") -> Callable[[Any], NgramCounts]:
+    """The per-chunk n-gram counter of backend `name` (chosen by the backend seam's
+    `resolve_backend`): texts (Arrow) -> `NgramCounts`.
+
+    CPU: pyarrow compute (`count_texts`); GPU: cuDF
+    (`metaclip_gpu.metadata_builder.gpu_ngrams.count_texts_gpu`), same tokens, same result.
+    """
+    from metaclip_gpu.engine.backends import resolve_backend
+
+    if resolve_backend(name) == "cpu":
+        return count_texts
+    from metaclip_gpu.metadata_builder.gpu_ngrams import count_texts_gpu
+
+    return count_texts_gpu
+
+
 def count_shard(
     shard: Shard, options: ReadOptions | None = None, backend: str = "cpu"
 ) -> NgramCounts:
     """The counts of one shard, read in chunks by `read_shard`; merged `FAN_IN` at a time so
     memory stays bounded by a few chunks' distinct n-grams."""
-    from metaclip_gpu.backends import ngram_counter
-
     counter = ngram_counter(backend)
     parts: list[NgramCounts] = []
     for chunk in read_shard(shard, options):
