@@ -114,9 +114,8 @@ def run_digest(summary: dict[str, Any], out: Path, root: Path) -> dict[str, Any]
 
 def golden_runs(cc3m_path: Path, metadata_path: Path, root: Path) -> dict[str, Any]:
     """Runs the four golden runs under `root`; their digests by run name."""
-    from metaclip_gpu.curate import run_curate
     from metaclip_gpu.engine.index import MetadataIndex
-    from metaclip_gpu.worldwide import run_worldwide
+    from metaclip_gpu.pipeline.run import run_curate, run_worldwide
 
     lines = cc3m_lines(cc3m_path)
     keyed = write_tsv_shards(lines, root / "in-keyed", keep_url=True)

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.count import (
+from metaclip_gpu.engine.arrays import array_module
+from metaclip_gpu.pipeline.count import (
     add_counts,
     counts_table,
     entry_counts,
@@ -21,7 +22,6 @@ from metaclip_gpu.count import (
     reduce_counts,
     save_entry_counts,
 )
-from metaclip_gpu.engine.arrays import array_module
 
 
 def csr_from_lists(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.read import ReadOptions
-from metaclip_gpu.stages import run_match
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.read import ReadOptions
 
 pytestmark = pytest.mark.emulated_gpu
 
@@ -140,7 +140,7 @@ def test_worldwide_uploads_each_language_once_across_runs(tmp_path: Path) -> Non
     LanguageIndexes objects, the same digests) uploads nothing."""
     from test_worldwide_pipeline import METADATA, make_pool, write_shards
 
-    from metaclip_gpu.worldwide import run_worldwide
+    from metaclip_gpu.pipeline.run import run_worldwide
 
     pool = make_pool(300, seed=4)
     shards = write_shards(pool, tmp_path / "in", [100, 200])

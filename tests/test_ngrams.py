@@ -26,7 +26,7 @@ from metaclip_gpu.metadata_builder.ngrams import (
     merge_counts,
     select_ngrams,
 )
-from metaclip_gpu.read import ReadOptions, find_shards
+from metaclip_gpu.pipeline.read import ReadOptions, find_shards
 
 
 def _is_word(token: str) -> bool:

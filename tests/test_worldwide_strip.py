@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
 from metaclip_gpu.engine.texts import strip_whitespace
-from metaclip_gpu.languages import LanguageIndexes
+from metaclip_gpu.pipeline.languages import LanguageIndexes
 
 CODE_POINTS = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
 

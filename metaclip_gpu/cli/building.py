@@ -160,7 +160,6 @@ def build_metadata_cmd(
     scheduler_address: str | None,
 ) -> None:
     """Builds a MetaCLIP metadata.json from WordNet, corpus n-grams and titles."""
-    from metaclip_gpu.cluster import close_client
     from metaclip_gpu.metadata_builder.build import (
         Caps,
         TitlesError,
@@ -169,7 +168,8 @@ def build_metadata_cmd(
         read_titles,
     )
     from metaclip_gpu.metadata_builder.wordnet import WordNetError, WordNetNotFound, find_wordnet
-    from metaclip_gpu.read import find_shards
+    from metaclip_gpu.pipeline.cluster import close_client
+    from metaclip_gpu.pipeline.read import find_shards
 
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from metaclip_gpu.read import ReadOptions
+from metaclip_gpu.pipeline.read import ReadOptions
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
 
@@ -103,7 +103,7 @@ def start_run(
     "auto" from its workers. A GPU run in this process gets its RMM pool here
     (`rmm_pool_size`, else the asynchronous allocator). The caller closes the client.
     """
-    from metaclip_gpu.cluster import close_client, make_client, run_backend
+    from metaclip_gpu.pipeline.cluster import close_client, make_client, run_backend
 
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")
@@ -153,7 +153,7 @@ def check_ts(ts: tuple[float, ...], target_size: int | None) -> None:
 
 
 def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
-    from metaclip_gpu.read import find_shards
+    from metaclip_gpu.pipeline.read import find_shards
 
     try:
         return find_shards(list(input_spec))

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     INPUT_SHARDS_OPTION,
@@ -30,9 +29,10 @@ from metaclip_gpu.cli.common import (
     step,
 )
 from metaclip_gpu.cli.errors import Command
-from metaclip_gpu.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.engine.metadata import MetadataError
-from metaclip_gpu.read import ShardError
+from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
+from metaclip_gpu.pipeline.draws import keep_probability
+from metaclip_gpu.pipeline.read import ShardError
 
 SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
 SHOWN_LINES = 5  # their first line numbers
@@ -70,7 +70,7 @@ def demo(
     seed: int,
 ) -> None:
     """Curates a SYNTHETIC pool end to end (no files needed): the `curate` command's run."""
-    from metaclip_gpu.curate import run_curate
+    from metaclip_gpu.pipeline.run import run_curate
 
     console = make_console()
     backend, _ = start_run(backend)
@@ -366,8 +366,8 @@ def curate(
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
     the report (OUTPUT/report/index.html)."""
-    from metaclip_gpu.cluster import close_client
-    from metaclip_gpu.curate import run_curate
+    from metaclip_gpu.pipeline.cluster import close_client
+    from metaclip_gpu.pipeline.run import curate
 
     if worldwide:
         if target_size is not None:
@@ -397,39 +397,24 @@ def curate(
             import dask
 
             dask.config.set({NO_WORKER_TIMEOUT: no_worker_timeout})
-        if worldwide:
-            from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
-
-            summary = run_worldwide(
-                shards,
-                metadata,
-                output,
-                options=read_options(text_column, key_column),
-                t_en=list(ts) or [DEFAULT_T_EN],
-                seed=seed,
-                lang_column=lang_column,
-                image_column=image_column,
-                unknown=unknown_language,  # type: ignore[arg-type]
-                backend=backend,
-                threads=threads,
-                client=client,
-                lid_model=lid_model,
-            )
-        else:
-            summary = run_curate(
-                shards,
-                metadata,
-                output,
-                options=read_options(text_column, key_column),
-                ts=list(ts),
-                target_size=target_size,
-                seed=seed,
-                backend=backend,
-                threads=threads,
-                client=client,
-                english_only=english_only,
-                lid_model=lid_model,
-            )
+        summary = curate(  # --worldwide is a mode of the one pipeline
+            shards,
+            metadata,
+            output,
+            worldwide=worldwide,
+            options=read_options(text_column, key_column),
+            ts=list(ts) or None,  # --worldwide without --t: MetaCLIP 2's t_en
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+            threads=threads,
+            client=client,
+            english_only=english_only,
+            lid_model=lid_model,
+            lang_column=lang_column,
+            image_column=image_column,
+            unknown=unknown_language,  # type: ignore[arg-type]
+        )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
         failure = click.ClickException(str(err))
         failure.exit_code = getattr(err, "exit_code", failure.exit_code)  # NothingRead: 4
@@ -473,7 +458,7 @@ def balance(
 ) -> None:
     """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT; writes
     summary.json and the report, as curate does."""
-    from metaclip_gpu.curate import run_balance
+    from metaclip_gpu.pipeline.balance import run_balance
 
     check_ts(ts, target_size)
     console = make_console()
@@ -527,7 +512,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""
-    from metaclip_gpu.curate import SUMMARY_NAME
+    from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 
     if not (run_dir / SUMMARY_NAME).is_file():
         raise click.BadParameter(

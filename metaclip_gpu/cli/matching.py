@@ -29,8 +29,8 @@ from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import MatchResult, match
 from metaclip_gpu.engine.metadata import MetadataError
-from metaclip_gpu.outcome import EXIT_NOTHING_READ, run_outcome
-from metaclip_gpu.read import ReadOptions, ShardError, read_table
+from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
+from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
 
 
 def _host(array: Any) -> np.ndarray:
@@ -246,7 +246,7 @@ def _match_stage(
     key_column: str | None,
     backend: str,
 ) -> None:
-    from metaclip_gpu.stages import run_match
+    from metaclip_gpu.pipeline.match import run_match
 
     shards = shards_or_fail(input_spec)
     try:
@@ -291,7 +291,8 @@ def _match_stage(
 )
 def count(metadata: Path, output: Path) -> None:
     """Counts the match stage's outputs: entry_counts.npy and entry_counts.parquet (stage alone)."""
-    from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET, run_count
+    from metaclip_gpu.pipeline.count import run_count
+    from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
 
     console = make_console()
     try:

@@ -64,7 +64,7 @@ from metaclip_gpu.metadata_builder.ngrams import (
     select_ngrams,
 )
 from metaclip_gpu.metadata_builder.wordnet import WordNetSource, read_wordnet
-from metaclip_gpu.read import ReadOptions, Shard
+from metaclip_gpu.pipeline.read import ReadOptions, Shard
 
 MAX_CHARS = 256
 FILTERS: tuple[str, ...] = ("metaclip1", "metaclip2")

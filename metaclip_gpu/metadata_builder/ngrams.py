@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip_gpu.engine.reference import CHARS_TO_SPACE, PUNCTS_TO_WRAP
-from metaclip_gpu.read import ReadOptions, Shard, read_shard
+from metaclip_gpu.pipeline.read import ReadOptions, Shard, read_shard
 
 PUNCTUATION: str = string.punctuation + "，。、；：？¿！“”‘’（）【】《》〈〉「」『』～—"  # noqa: RUF001
 """Characters of a punctuation-only token (MetaCLIP's ``is_punctuation``)."""
@@ -199,7 +199,7 @@ def count_corpus(
     """
     import dask.bag as db
 
-    from metaclip_gpu.cluster import run_backend
+    from metaclip_gpu.pipeline.cluster import run_backend
 
     backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
     if not shards:

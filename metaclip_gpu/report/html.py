@@ -4,7 +4,7 @@ Sections: the run (texts read, share matched, ...), the curated size per t (expe
 actual), the entry distribution (MetaCLIP's cumulative-count figure and a log-log
 rank/count plot, before and after balancing), the head entries with their keep
 probabilities, per-stage times, skipped rows and, for a worldwide (MetaCLIP 2) run whose
-summary has ``languages`` (`metaclip_gpu.worldwide`), a table and one cumulative figure per
+summary has ``languages`` (`pipeline.run`, worldwide mode), a table and one cumulative figure per
 language::
 
     "languages": {"<lang>": {"texts": int, "matched": int, "kept": {"<t_en label>": int},
@@ -36,10 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_gpu.balance import keep_probability
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import SUMMARY_NAME, t_label
-from metaclip_gpu.languages import ENGLISH
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.draws import keep_probability
+from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.languages import ENGLISH
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import t_label
 from metaclip_gpu.report.plots import (
     NO_BALANCING,
     Curve,
@@ -47,7 +49,6 @@ from metaclip_gpu.report.plots import (
     rank_count_figure,
     save_png,
 )
-from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET
 
 REPORT_DIR = "report"
 INDEX_NAME = "index.html"

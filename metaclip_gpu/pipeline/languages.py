@@ -38,8 +38,8 @@ from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
 from metaclip_gpu.engine.metadata import MetadataError, parse_metadata
 from metaclip_gpu.engine.texts import strip_whitespace
-from metaclip_gpu.lid import INSTALL_HINT, LidModel, identify, metadata_languages
-from metaclip_gpu.read import ShardError
+from metaclip_gpu.pipeline.lid import INSTALL_HINT, LidModel, identify, metadata_languages
+from metaclip_gpu.pipeline.read import ShardError
 
 UnknownLanguage = Literal["skip", "other"]
 OTHER = "other"

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaclip_gpu.balance import SOLVE_MAX_ITER, SOLVE_RTOL
+from metaclip_gpu.pipeline.draws import SOLVE_MAX_ITER, SOLVE_RTOL
 
 GRID_POINTS = 3  # per pass; more points: fewer passes over the files, more compute
 GRID_CELLS = 1 << 22  # (pair, t) cells evaluated at once: 32 MiB of float64

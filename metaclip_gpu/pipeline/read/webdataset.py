@@ -7,8 +7,8 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
-from metaclip_gpu.read.columns import Chunker
-from metaclip_gpu.read.shards import (
+from metaclip_gpu.pipeline.read.columns import Chunker
+from metaclip_gpu.pipeline.read.shards import (
     TEXT_CANDIDATES,
     ReadOptions,
     Shard,
@@ -16,7 +16,7 @@ from metaclip_gpu.read.shards import (
     ShardError,
     input_stream,
 )
-from metaclip_gpu.read.text_formats import rows_to_table, utf8_encodable
+from metaclip_gpu.pipeline.read.text_formats import rows_to_table, utf8_encodable
 
 
 def _split_wds_name(name: str) -> tuple[str, str] | None:

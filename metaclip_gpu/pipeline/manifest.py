@@ -9,7 +9,7 @@ shard supersedes an earlier one.
 A shard counts as done (`Manifest.is_done`) only when its latest record exists, the input's
 fingerprint (size and mtime_ns) and the run's ``config`` (metadata digest and read options)
 still match, and its output file, if it has one, exists and still has the bytes whose XXH64
-the record holds (``checksum``, `metaclip_gpu.checksums`; a damaged file is named in a warning
+the record holds (``checksum``, `checksums`; a damaged file is named in a warning
 and redone; a record without a checksum, from an older version, is redone).
 A record with an ``error`` (the shard could not be read) has no output and is done while the
 input is unchanged: reading it again would fail again.
@@ -28,9 +28,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from metaclip_gpu.checksums import checksum_matches
-from metaclip_gpu.oserrors import with_path
-from metaclip_gpu.read import Shard
+from metaclip_gpu.pipeline.checksums import checksum_matches
+from metaclip_gpu.pipeline.oserrors import with_path
+from metaclip_gpu.pipeline.read import Shard
 
 MANIFEST_NAME = "manifest.jsonl"
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
-from metaclip_gpu.read.columns import Chunker
-from metaclip_gpu.read.shards import (
+from metaclip_gpu.pipeline.read.columns import Chunker
+from metaclip_gpu.pipeline.read.shards import (
     ReadOptions,
     Shard,
     ShardChunk,
@@ -18,8 +18,8 @@ from metaclip_gpu.read.shards import (
     ShardReport,
     find_shards,
 )
-from metaclip_gpu.read.text_formats import read_delimited, read_jsonl, read_parquet
-from metaclip_gpu.read.webdataset import read_wds
+from metaclip_gpu.pipeline.read.text_formats import read_delimited, read_jsonl, read_parquet
+from metaclip_gpu.pipeline.read.webdataset import read_wds
 
 
 # ---------------------------------------------------------------------- readers

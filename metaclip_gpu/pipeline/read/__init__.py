@@ -30,13 +30,13 @@ they would skip the host copy but need the same skip-and-count handling of bad r
 pyarrow's block parser plus the per-line fallback here already provide.
 """
 
-from metaclip_gpu.read.readers import (
+from metaclip_gpu.pipeline.read.readers import (
     iter_shard_checked,
     read_shard,
     read_shard_checked,
     read_table,
 )
-from metaclip_gpu.read.shards import (
+from metaclip_gpu.pipeline.read.shards import (
     FORMATS,
     KEY_CANDIDATES,
     TEXT_CANDIDATES,

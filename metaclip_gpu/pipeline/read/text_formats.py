@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_gpu.read.columns import Chunker, Columns, normalize, resolve_columns
-from metaclip_gpu.read.shards import (
+from metaclip_gpu.pipeline.read.columns import Chunker, Columns, normalize, resolve_columns
+from metaclip_gpu.pipeline.read.shards import (
     CSV_BLOCK_BYTES,
     FIRST_LINE_PEEK,
     JSON_BLOCK_BYTES,

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip_gpu.engine.index import MetadataIndex
-from metaclip_gpu.lid import INSTALL_HINT, LidModel, english_mask, identify
-from metaclip_gpu.read import ShardError
+from metaclip_gpu.pipeline.lid import INSTALL_HINT, LidModel, english_mask, identify
+from metaclip_gpu.pipeline.read import ShardError
 
 NOT_ENGLISH = "not_english"
 

@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from metaclip_gpu.balance import splitmix64
+from metaclip_gpu.pipeline.draws import splitmix64
 
 XXH64_SEED = 0
 

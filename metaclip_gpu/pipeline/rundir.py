@@ -36,9 +36,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from metaclip_gpu.checksums import checksum_matches
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.metadata import content_digest
+from metaclip_gpu.pipeline.checksums import checksum_matches
 
 RUN_NAME = "run.json"
 RUN_FORMAT = 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from metaclip_gpu.read.shards import (
+from metaclip_gpu.pipeline.read.shards import (
     KEY_CANDIDATES,
     MAX_REPORTED_LINES,
     TEXT_CANDIDATES,
