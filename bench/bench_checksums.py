@@ -14,7 +14,7 @@ t = 20,000 into a scratch folder, then:
   verified files cleared first, so every file is hashed once), and with the check replaced by
   the former one (a Parquet footer read); their difference is what verifying costs a rerun;
 - ``--target-size`` of a tenth of the rows: `target_size.solve_target` over the match files
-  (passes over the files, seconds) against `balance.solve_t` over the pool's match lists in
+  (passes over the files, seconds) against `draws.solve_t` over the pool's match lists in
   memory (reading them included).
 
 Writes ``bench/results/bench_checksums.json``.

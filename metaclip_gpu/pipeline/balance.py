@@ -88,7 +88,7 @@ def _solve_target(
     target_size: int,
     client: Any = None,
 ) -> float:
-    """The t of `balance.solve_t` from per-file figures (`target_size.solve_target`)."""
+    """The t of `draws.solve_t` from per-file figures (`target_size.solve_target`)."""
     files = [out_dir / r.output for r in records.values() if r.output is not None]
     if not files:
         raise RuntimeError(f"{out_dir}: no match outputs to solve --target-size on")
@@ -112,7 +112,7 @@ def run_balance(
     """Balances every shard of `shards_spec` for each t and writes the curated shards.
 
     `ts`: thresholds (MetaCLIP: 20,000 for 400M pairs); `target_size`: also the t whose
-    expected kept size is `target_size` (`balance.solve_t` over all shards). At least one of
+    expected kept size is `target_size` (`draws.solve_t` over all shards). At least one of
     the two. `options` must pick the same text/key columns as the match stage did. The match
     and count stages must have run into `out_dir` for these very shards (else RuntimeError).
 
@@ -178,7 +178,7 @@ def run_balance(
             )
             for figures in shard_figures:
                 _record_curated(curated, figures)
-        else:  # in process: shards in order, two at once on the CPU (stages.SHARDS_IN_FLIGHT)
+        else:  # in process: shards in order, two at once on the CPU (files.SHARDS_IN_FLIGHT)
             shard_figures = []
             rows = 0
 

@@ -1,7 +1,7 @@
 """Dask clusters for the curate pipeline, and what its tasks need on a worker.
 
-`make_client` gives the `distributed.Client` that `curate.run_curate` (and `stages.run_match`,
-`stages.run_count`, `curate.run_balance`) take as ``client=``; with no client everything runs
+`make_client` gives the `distributed.Client` that `run.curate` (and `match.run_match`,
+`count.run_count`, `balance.run_balance`) take as ``client=``; with no client everything runs
 in the calling process. Each stage submits one task per shard; a task writes its own output
 (temporary name, then rename) and returns its figures (for the match stage: the manifest
 record) to the client, which alone appends to ``manifest.jsonl``. Output folders and the

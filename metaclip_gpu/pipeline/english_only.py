@@ -40,7 +40,7 @@ class EnglishOnly:
         return len(self.index)
 
     def config(self) -> list[Any]:
-        """What decides the match output besides the input (`stages.stage_config`)."""
+        """What decides the match output besides the input (`shard_match.stage_config`)."""
         stats = self.index.stats
         return [stats.digest, stats.padding, NOT_ENGLISH, self.model.describe()]
 

@@ -24,7 +24,7 @@ the bytes ``b`` with seed ``s``, as the ``xxhash`` package's ``xxh64_intdigest``
    with ``text bytes`` the UTF-8 bytes of the text (a null text hashes as ``b""``; it matches
    nothing, so its key is never used), ``row`` the row's position in its shard
    (`read.ShardChunk.first_row` ``+ i``, the ``row`` column of the match files) and
-   ``splitmix64`` the finalizer of `balance.splitmix64` (``z = row + 0x9E3779B97F4A7C15;
+   ``splitmix64`` the finalizer of `draws.splitmix64` (``z = row + 0x9E3779B97F4A7C15;
    z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9; z = (z ^ z >> 27) * 0x94D049BB133111EB;
    z ^ z >> 31``). The position is mixed in so two identical captions (common: "image",
    "photo") get independent draws.

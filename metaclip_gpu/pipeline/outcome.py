@@ -1,7 +1,7 @@
 """How a run ended, as an exit status and one line a person reads last (README: exit codes).
 
 A run that finishes records its outcome in ``summary.json`` (``outcome``: ``exit_code``,
-``status``, ``message``), computed here from the reading figures (`curate.read_figures`), so
+``status``, ``message``), computed here from the reading figures (`run_summary.read_figures`), so
 the summary, the printed last line and the command's exit status say the same thing.
 """
 

@@ -53,7 +53,7 @@ def curate_summary(
     english_only: bool = False,
     language_identifier: str | None = None,
 ) -> dict[str, Any]:
-    """The summary of a run: `read` (`curate.read_figures`), `balance` (`curate.run_balance`'s
+    """The summary of a run: `read` (`run_summary.read_figures`), `balance` (`balance.run_balance`'s
     result), the stages' `seconds` and the `curated` folders by t label."""
     return {
         **read,

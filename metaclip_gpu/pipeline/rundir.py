@@ -4,7 +4,7 @@ The match stage records, once per directory, the run's configuration: the metada
 SHA-256 and entry count; padding; per language for a worldwide run, with the language column
 and the unknown-language policy) and the read options that decide the match files (text and
 key columns, TSV columns, header), with the match config hash its manifest records carry
-(`stages.stage_config`), and the list of shards of the run. Later stages record what they
+(`shard_match.stage_config`), and the list of shards of the run. Later stages record what they
 made from it: the counts (for which config and shards, each file's checksum) and the last
 balance's seed. What each stage does with it:
 

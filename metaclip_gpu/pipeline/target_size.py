@@ -1,6 +1,6 @@
 """``--target-size``: the t whose expected kept size is the target, from per-shard figures.
 
-`balance.solve_t` needs the match lists of the whole pool in memory (about 4 bytes per match
+`draws.solve_t` needs the match lists of the whole pool in memory (about 4 bytes per match
 and 8 per text: tens of GB for a billion texts). Here the pool is never gathered: each pass
 asks every match file for its expected kept size at a GRID of t values
 (`file_expected`, one file streamed in batches; a task per file on a dask cluster), and the
@@ -87,7 +87,7 @@ def _batch_expected(
 
 def _grid_chances(offsets: np.ndarray, pair_counts: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Sum over texts of ``1 - prod(1 - p)`` at each t of `ts` (every text has a pair): the
-    same per-text formula as `balance.keep_chances` (``-expm1(sum log1p(-p))``, exactly 1 with
+    same per-text formula as `draws.keep_chances` (``-expm1(sum log1p(-p))``, exactly 1 with
     a ``p = 1`` pair), for the whole grid at once, in slices of about ``GRID_CELLS`` cells."""
     total = np.zeros(len(ts), dtype=np.float64)
     n_texts = len(offsets) - 1
@@ -183,7 +183,7 @@ def solve_target(
     match_files: Sequence[Path], counts: np.ndarray, target_size: float, client: Any = None
 ) -> float:
     """The t of `target_size` over the match files (in this process, or one dask task per
-    file per pass with `client`); equal to `balance.solve_t` of their concatenation."""
+    file per pass with `client`); equal to `draws.solve_t` of their concatenation."""
     if not match_files:
         raise RuntimeError("no match outputs to solve --target-size on")
     counts = np.asarray(counts)

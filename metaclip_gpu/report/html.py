@@ -17,7 +17,7 @@ run-wide distribution and head-entry sections show English, whose t is t_en.
 Every number on the page is read from ``summary.json`` or the run's entry counts
 (``entry_counts.npy``; the entry strings from ``entry_counts.parquet``). What is derived
 here is only shares (``matched / texts``) and the keep probabilities
-``t / max(count, t)`` of `balance.keep_probability`, the function balancing uses. The page
+``t / max(count, t)`` of `draws.keep_probability`, the function balancing uses. The page
 needs no network: the figures are PNG files beside it, referenced by relative path.
 """
 
