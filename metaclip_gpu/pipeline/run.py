@@ -109,12 +109,15 @@ class Mode:
         """A check of the match stage's reading before counting (none by default)."""
 
     def count(self, run: Run) -> None:
+        """Counts the match files of the run's shards and saves the counts."""
         raise NotImplementedError
 
     def balance(self, run: Run) -> Any:
+        """Thresholds, then the kept rows of every shard written; returns the figures."""
         raise NotImplementedError
 
     def summary(self, run: Run, reports: list[Any], balanced: Any, timer: StageTimer) -> dict:
+        """The run's ``summary.json`` (`run_summary`)."""
         raise NotImplementedError
 
 
@@ -123,7 +126,11 @@ class EachText(Mode):
     balanced on its own (`balance.run_balance`). `english_only`: MetaCLIP 1's LID filter."""
 
     def __init__(
-        self, ts: Iterable[float] | None, target_size: int | None, english_only: bool, lid_model
+        self,
+        ts: Iterable[float] | None,
+        target_size: int | None,
+        english_only: bool,
+        lid_model: str | os.PathLike[str] | None,
     ) -> None:
         self.ts, self.target_size = ts, target_size
         self.english_only, self.lid_model = english_only, lid_model
@@ -199,6 +206,8 @@ class OneTextPerImage(Mode):
         self.lang_column, self.image_column = lang_column, image_column
         self.unknown, self.lid_model = unknown, lid_model
         self.langs: LanguageIndexes | None = None
+        self.counts: dict[str, Any] = {}  # per language (`count`)
+        self.thresholds: list[Any] = []  # per t_en (`balance`)
         self.matcher: Any = None
 
     def load(self, metadata: Any, run: Run) -> Any:
