@@ -219,12 +219,16 @@ def test_debug_shows_the_traceback(pool, tmp_path: Path) -> None:
 def test_a_known_cluster_error_is_one_line(
     pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """E.g. LocalCUDACluster without NVML: make_client raises a RuntimeError saying so."""
+    """E.g. LocalCUDACluster without NVML: make_client raises a RuntimeError saying so.
+    (CuPy is said to see a GPU: without one, --backend gpu stops earlier, where the run's
+    backend is resolved before the cluster starts, with its own line.)"""
+    import metaclip_gpu.engine.backends as backends
     import metaclip_gpu.pipeline.cluster as cluster
 
     def no_nvml(**kwargs):
         raise RuntimeError("NVML is not available: no NVIDIA driver [libnvidia-ml.so.1]")
 
+    monkeypatch.setattr(backends, "gpu_available", lambda: True)
     monkeypatch.setattr(cluster, "make_client", no_nvml)
     args = curate_args(pool, tmp_path / "out")
     result = invoke([*args, "--cluster", "local", "--backend", "gpu"])
