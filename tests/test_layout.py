@@ -69,3 +69,20 @@ def test_the_public_api() -> None:
     assert metaclip_gpu.run_count is run_count
     assert metaclip_gpu.run_balance is run_balance
     assert {"match", "MatchResult", "MetadataIndex", "load_metadata"} <= set(metaclip_gpu.__all__)
+
+
+def test_every_package_is_a_regular_package_listed_in_pyproject() -> None:
+    """``[tool.setuptools] packages`` is an explicit list: a folder missing there (or without
+    ``__init__.py``) is left out of the wheel although an editable install still finds it."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"]) - set(config.get("package-dir", {}))
+    folders = {
+        ".".join(path.parent.relative_to(PACKAGE.parent).parts)
+        for path in PACKAGE.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert folders == listed
+    root = PACKAGE.parent
+    assert all((root / name.replace(".", "/") / "__init__.py").is_file() for name in listed)
