@@ -220,11 +220,14 @@ def test_a_known_cluster_error_is_one_line(
     pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """E.g. LocalCUDACluster without NVML: make_client raises a RuntimeError saying so."""
+    import metaclip_gpu.backends as backends
     import metaclip_gpu.cluster as cluster
 
     def no_nvml(**kwargs):
         raise RuntimeError("NVML is not available: no NVIDIA driver [libnvidia-ml.so.1]")
 
+    # a GPU is reported (the backend is resolved before the cluster starts, issue 10)
+    monkeypatch.setattr(backends, "gpu_available", lambda: True)
     monkeypatch.setattr(cluster, "make_client", no_nvml)
     args = curate_args(pool, tmp_path / "out")
     result = invoke([*args, "--cluster", "local", "--backend", "gpu"])
