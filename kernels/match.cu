@@ -12,11 +12,12 @@
 // Both scans emit into the same per-text sink.
 //
 // Kernels (each instantiated for int32 and int64 string offsets):
-//   mc_match_fixed_*  single pass; keeps the text's distinct ids sorted in a
-//                     per-thread buffer of MC_LOCAL_CAP and writes them to the
-//                     text's fixed-width row of `out_ids`; count = -1 when the
-//                     buffer overflows (the caller re-runs those texts with
-//                     the two kernels below).
+//   mc_match_fixed_*  single pass; keeps the text's first MC_LOCAL_CAP
+//                     distinct ids sorted in a per-thread list and writes them
+//                     to the text's slot-major column of `out_ids`;
+//                     further ids go to a global spill (count -1), and a text
+//                     whose ids do not fit the spill gets count -2 (the caller
+//                     re-runs those texts with the two kernels below).
 //   mc_count_raw_*    number of (position, id) hits per text, duplicates kept.
 //   mc_fill_raw_*     the same hits, written from the text's CSR offset.
 //   mc_gather_fixed_rows  moves mc_match_fixed's rows into CSR order.
@@ -286,18 +287,41 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
   if (ix.max_bytes > 0 && !sink.full()) mc_scan_bytes(ix, text, n, sink);
 }
 
-// Distinct ids kept sorted in a small per-thread array.
-struct McSortedSink {
-  mc_i32 ids[MC_LOCAL_CAP];
+// The distinct ids of one text. The first MC_LOCAL_CAP distinct ids stay in a
+// per-thread list kept sorted as they come (one pass from the top moves the
+// larger ids up while looking for the place; a duplicate moves them back).
+//
+// A text with more distinct ids than that does not stop and is not scanned
+// again: each further id that is not in the list (binary search) is appended
+// to a global spill as a (row << 32 | id) key, at a position taken with one
+// atomicAdd; the caller sorts and deduplicates the spilled keys with the list
+// (match.py). So a text's cost keeps growing by about the same step per id on
+// both sides of MC_LOCAL_CAP. Only when the spill's capacity runs out does the
+// text stop (count MC_COUNT_REDO) and the caller re-run it through count and
+// fill; spill_used still counts every key asked for, so the caller can size
+// the next spill from it.
+#define MC_COUNT_SPILLED (-1)  // the row holds MC_LOCAL_CAP ids, the rest are spilled
+#define MC_COUNT_REDO (-2)     // the spill ran out: the caller re-runs the text
+
+struct McIdSink {
+  mc_i32 ids[MC_LOCAL_CAP];  // distinct ids, ascending
   int n;
-  int overflow;
+  int spilled;  // some id went to the spill
+  int lost;     // the spill ran out
+  mc_i64 row;
+  mc_i64* spill;
+  mc_i64 spill_cap;
+  mc_u64* spill_used;
+
+  MC_METHOD void begin(mc_i64 r) {
+    n = 0;
+    spilled = 0;
+    lost = 0;
+    row = r;
+  }
   MC_METHOD void emit(mc_i32 id) {
-    // One pass from the top: move larger ids up while looking for the place;
-    // a duplicate (rarer) moves them back.
     if (n == MC_LOCAL_CAP) {
-      for (int k = 0; k < n; ++k)
-        if (ids[k] == id) return;
-      overflow = 1;
+      to_spill(id);
       return;
     }
     int k = n;
@@ -312,7 +336,26 @@ struct McSortedSink {
     ids[k] = id;
     ++n;
   }
-  MC_METHOD int full() const { return overflow; }
+  // The list is full: spill `id` unless the list has it. An id already spilled may come
+  // again; the caller's sort removes those duplicates.
+  MC_METHOD void to_spill(mc_i32 id) {
+    int lo = 0, hi = MC_LOCAL_CAP;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (ids[mid] < id)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo < MC_LOCAL_CAP && ids[lo] == id) return;
+    spilled = 1;
+    const mc_u64 at = atomicAdd(spill_used, (mc_u64)1);
+    if (at < (mc_u64)spill_cap)
+      spill[at] = (row << 32) | (mc_i64)id;
+    else
+      lost = 1;
+  }
+  MC_METHOD int full() const { return lost; }
 };
 
 struct McCountSink {
@@ -355,25 +398,36 @@ MC_FN const mc_u8* mc_text_of(const mc_u8* chars, const Off* offsets,
 #define MC_MAKE_INDEX() {slots, mask, blob, byte_slots, byte_mask, byte_blob, byte_blob[0]}
 // Below, valid == 0 means "no validity bitmap" and rows == 0 "rows 0..n_rows-1".
 
+// Output layout, slot-major: slot k of launch row i is out_ids[k * n_rows + i]
+// (a (MC_LOCAL_CAP, n_rows) array). On the GPU the threads of a warp hold
+// consecutive rows, so when they store their k-th ids together the 32 stores
+// fall in one 128-byte line and coalesce into one transaction; a row-major
+// layout put each thread's row MC_LOCAL_CAP * 4 = 128+ bytes from the next, so
+// the same stores touched 32 lines. mc_gather_fixed reads the same way. On the
+// CPU one thread runs a block of consecutive rows, so its stores to a slot
+// also land on shared cache lines, and rows past a batch's longest text are
+// never touched.
 template <typename Off>
 MC_FN void mc_match_fixed(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), mc_i32* out_ids,
-                          mc_i32* out_count) {
+                          mc_i32* out_count, mc_i64* spill, mc_i64 spill_cap,
+                          mc_u64* spill_used) {
   const McIndex ix = MC_MAKE_INDEX();
+  McIdSink sink;
+  sink.spill = spill;
+  sink.spill_cap = spill_cap;
+  sink.spill_used = spill_used;
   for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
     const mc_i64 row = rows ? rows[i] : i;
     mc_i64 n;
     const mc_u8* text = mc_text_of(chars, offsets, valid, valid_bit_offset, row, &n);
-    McSortedSink sink;
-    sink.n = 0;
-    sink.overflow = 0;
+    sink.begin(i);
     if (n >= 0) mc_scan_text(ix, text, n, sink);
-    if (sink.overflow) {
-      out_count[i] = -1;
+    if (sink.lost) {
+      out_count[i] = MC_COUNT_REDO;
       continue;
     }
-    mc_i32* out = out_ids + i * (mc_i64)MC_LOCAL_CAP;
-    for (int k = 0; k < sink.n; ++k) out[k] = sink.ids[k];
-    out_count[i] = sink.n;
+    for (int k = 0; k < sink.n; ++k) out_ids[k * n_rows + i] = sink.ids[k];
+    out_count[i] = sink.spilled ? MC_COUNT_SPILLED : sink.n;
   }
 }
 
@@ -406,14 +460,14 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
   }
 }
 
-// Copies each text's ids from its fixed-width row to its CSR position; a text
-// that overflowed (count -1) is skipped: the caller fills its place.
+// Copies each text's ids from mc_match_fixed's slot-major rows to its CSR
+// position; a text with a negative count (spilled or to redo) is skipped: the
+// caller fills its place.
 MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
                            const mc_i64* out_offsets, mc_i64 n_rows, mc_i32* out_ids) {
   for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
-    const mc_i32* row = fixed_ids + i * (mc_i64)MC_LOCAL_CAP;
     mc_i32* out = out_ids + out_offsets[i];
-    for (mc_i32 k = 0; k < counts[i]; ++k) out[k] = row[k];
+    for (mc_i32 k = 0; k < counts[i]; ++k) out[k] = fixed_ids[k * n_rows + i];
   }
 }
 
@@ -426,11 +480,11 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i32* out_ids,         \
-      mc_i32* out_count) {                                                      \
+      mc_i32* out_count, mc_i64* spill, mc_i64 spill_cap, mc_u64* spill_used) {  \
     mc_match_fixed<Off>(MC_INDEX_ARGS,                                          \
                         chars, offsets, has_valid ? valid : 0,                  \
                         valid_bit_offset, has_rows ? rows : 0, n_rows, out_ids, \
-                        out_count);                                             \
+                        out_count, spill, spill_cap, spill_used);               \
   }                                                                             \
   MC_KERNEL void mc_count_raw_##SUFFIX(                                         \
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \
