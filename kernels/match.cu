@@ -31,7 +31,7 @@
 #include "tokens.cuh"
 
 #ifndef MC_LOCAL_CAP
-#define MC_LOCAL_CAP 32
+#define MC_LOCAL_CAP 64
 #endif
 
 struct McIndex {

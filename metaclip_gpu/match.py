@@ -30,7 +30,7 @@ class _SpillSize:
     """Spill keys a batch gets room for: a number per row, grown after a batch that needed
     more, so dense texts pay for the count/fill re-run once rather than in every batch."""
 
-    def __init__(self, per_row: float = 16.0) -> None:
+    def __init__(self, per_row: float = 64.0) -> None:
         self.per_row = per_row
 
     def capacity(self, n_rows: int) -> int:

@@ -37,10 +37,10 @@ ROOT = HERE.parent.parent
 FLAGS = ["-O3", "-std=c++17", "-fno-strict-aliasing"]  # metaclip_gpu/_native/build_ext.py
 
 
-def build_harness(out: Path, source: Path, kernels: Path) -> Path:
+def build_harness(out: Path, source: Path, kernels: Path, defines: list[str]) -> Path:
     exe = out / "kernel_harness"
     subprocess.run(
-        ["g++", *FLAGS, "-g", "-I", str(kernels), str(source),
+        ["g++", *FLAGS, *defines, "-g", "-I", str(kernels), str(source),
          "-o", str(exe)],
         check=True,
     )  # fmt: skip
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernels", type=Path, default=ROOT / "kernels", help="kernel folder (A/B runs)"
     )
     parser.add_argument("--harness", type=Path, default=HERE / "kernel_harness.cpp")
+    parser.add_argument("--local-cap", type=int, default=None, help="-DMC_LOCAL_CAP (A/B runs)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("profile_kernel.py needs valgrind", file=sys.stderr)
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = np.diff(np.asarray(match(texts, index, backend="cpu").offsets))
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        exe = build_harness(Path(tmp), args.harness, args.kernels)
+        defines = [] if args.local_cap is None else [f"-DMC_LOCAL_CAP={args.local_cap}"]
+        exe = build_harness(Path(tmp), args.harness, args.kernels, defines)
         for label, lo, hi in BUCKETS:
             members = np.flatnonzero((counts >= lo) & (counts <= hi))[: args.texts]
             if len(members) == 0:
