@@ -300,6 +300,9 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
 // text stop (count MC_COUNT_REDO) and the caller re-run it through count and
 // fill; spill_used still counts every key asked for, so the caller can size
 // the next spill from it.
+#ifndef MC_SINK_SCAN  // below this many ids a linear pass beats a binary search (callgrind)
+#define MC_SINK_SCAN 16
+#endif
 #define MC_COUNT_SPILLED (-1)  // the row holds MC_LOCAL_CAP ids, the rest are spilled
 #define MC_COUNT_REDO (-2)     // the spill ran out: the caller re-runs the text
 
@@ -320,34 +323,43 @@ struct McIdSink {
     row = r;
   }
   MC_METHOD void emit(mc_i32 id) {
+    if (n < MC_SINK_SCAN) {  // few ids: one pass from the top, moving the larger ones up
+      int k = n;
+      while (k > 0 && ids[k - 1] > id) {
+        ids[k] = ids[k - 1];
+        --k;
+      }
+      if (k > 0 && ids[k - 1] == id) {  // a duplicate (rarer): move them back
+        for (; k < n; ++k) ids[k] = ids[k + 1];
+        return;
+      }
+      ids[k] = id;
+      ++n;
+      return;
+    }
+    const int k = lower_bound(id);  // more: find the place first, so a duplicate moves none
+    if (k < n && ids[k] == id) return;
     if (n == MC_LOCAL_CAP) {
       to_spill(id);
       return;
     }
-    int k = n;
-    while (k > 0 && ids[k - 1] > id) {
-      ids[k] = ids[k - 1];
-      --k;
-    }
-    if (k > 0 && ids[k - 1] == id) {
-      for (; k < n; ++k) ids[k] = ids[k + 1];
-      return;
-    }
+    for (int j = n; j > k; --j) ids[j] = ids[j - 1];
     ids[k] = id;
     ++n;
   }
-  // The list is full: spill `id` unless the list has it. An id already spilled may come
-  // again; the caller's sort removes those duplicates.
-  MC_METHOD void to_spill(mc_i32 id) {
-    int lo = 0, hi = MC_LOCAL_CAP;
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (ids[mid] < id)
-        lo = mid + 1;
-      else
-        hi = mid;
+  // The first position whose id is not below `id` (branch-free halving).
+  MC_METHOD int lower_bound(mc_i32 id) const {
+    int base = 0;
+    for (int len = n; len > 1;) {
+      const int half = len / 2;
+      base = ids[base + half - 1] < id ? base + half : base;
+      len -= half;
     }
-    if (lo < MC_LOCAL_CAP && ids[lo] == id) return;
+    return n > 0 && ids[base] < id ? base + 1 : base;
+  }
+  // The list is full and lacks `id`: spill it. An id already spilled may come again; the
+  // caller's sort removes those duplicates.
+  MC_METHOD void to_spill(mc_i32 id) {
     spilled = 1;
     const mc_u64 at = atomicAdd(spill_used, (mc_u64)1);
     if (at < (mc_u64)spill_cap)

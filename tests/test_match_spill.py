@@ -35,6 +35,7 @@ def _texts(n: int = 300, seed: int = 5) -> list[str | None]:
         texts.append(rng.choice([" ", " . ", ", "]).join(run))
     texts[4] = None
     texts[5] = " ".join(WORDS + WORDS[::-1])  # repeats: spilled ids come again
+    texts[6] = " ".join(WORDS[:20] + WORDS[19::-1] + WORDS[5:9])  # repeats below local_cap
     return texts
 
 
