@@ -231,7 +231,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cc3m-copies", type=int, default=2, help="copies of the CC3M texts (default 2)"
     )
     parser.add_argument(
-        "--min-rows", type=int, default=40_000, help="rows a bucket is timed on (repeated)"
+        "--min-rows", type=int, default=100_000, help="rows a bucket is timed on (repeated)"
     )
     parser.add_argument("--aho-texts", type=int, default=2_000, help="pyahocorasick texts/bucket")
     parser.add_argument("--reps", type=int, default=5, help="runs of each CPU-backend setting")
