@@ -27,18 +27,23 @@ _COUNT_REDO = -2  # MC_COUNT_REDO: the spill ran out; the text is re-run
 
 
 class _SpillSize:
-    """Spill keys a batch gets room for: a number per row, grown after a batch that needed
-    more, so dense texts pay for the count/fill re-run once rather than in every batch."""
+    """Spill keys a batch gets room for: 64 a row (a text holds 64 ids in the kernel, so
+    that is room for texts of twice that), at most 2**24 keys (128 MiB: a GPU batch of
+    millions of rows does not reserve gigabytes for a rare case). After a batch that asked
+    for more, both grow to 1.25x what it asked, so dense texts pay for the count/fill re-run
+    once rather than in every batch. On the CPU untouched spill pages cost nothing."""
 
-    def __init__(self, per_row: float = 64.0) -> None:
+    def __init__(self, per_row: float = 64.0, most: int = 1 << 24) -> None:
         self.per_row = per_row
+        self.most = most
 
     def capacity(self, n_rows: int) -> int:
-        return max(int(n_rows * self.per_row), 4096)
+        return max(min(int(n_rows * self.per_row), self.most), 4096)
 
     def update(self, needed: int, n_rows: int) -> None:
         if needed > self.capacity(n_rows):
             self.per_row = max(self.per_row, 1.25 * needed / max(n_rows, 1))
+            self.most = max(self.most, int(1.25 * needed))
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,15 @@ def test_fixed_rows_are_slot_major(index, texts, expected) -> None:
 def test_batch_rows_must_fit_the_spill_keys(index) -> None:
     with pytest.raises(ValueError, match="batch_rows"):
         match(["w1"], index, backend="cpu", batch_rows=2**31)
+
+
+def test_spill_size_is_capped_and_grows_after_a_batch_that_needed_more() -> None:
+    size = match_module._SpillSize()
+    assert size.capacity(10) == 4096
+    assert size.capacity(1 << 16) == 64 << 16  # 64 keys a row on the CPU's batches
+    assert size.capacity(1 << 24) == 1 << 24  # capped for a device-sized batch
+    size.update(needed=3 << 24, n_rows=1 << 24)
+    assert size.capacity(1 << 24) >= 3 << 24
+    before = size.capacity(100)
+    size.update(needed=10, n_rows=100)  # it fitted: nothing changes
+    assert size.capacity(100) == before
