@@ -103,6 +103,11 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
 // entry has more than MC_TOKEN_RING - MC_READ_AHEAD - 1 tokens.
 struct McTokenRing {
   McToken tok[MC_TOKEN_RING];
+#if MC_READ_AHEAD > 0
+  // Each token's 1-gram key, computed once for the prefetch and kept for the probe (the
+  // device reads nothing ahead, so it recomputes the key rather than hold 128 more bytes).
+  mc_u64 first_hash[MC_TOKEN_RING];
+#endif
   mc_i64 produced;  // tokens read so far
   McTokenStream stream;
   // Token k (counting from t_1), reading up to k + MC_READ_AHEAD; 0 past the end.
@@ -111,8 +116,12 @@ struct McTokenRing {
       McToken t;
       if (!mc_stream_next(&stream, &t)) break;
       tok[produced & (MC_TOKEN_RING - 1)] = t;
+#if MC_READ_AHEAD > 0
+      const mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, t.hash);
+      first_hash[produced & (MC_TOKEN_RING - 1)] = h;
+      mc_prefetch(ix.slots + (h & ix.mask));
+#endif
       ++produced;
-      mc_prefetch(ix.slots + (mc_ngram_extend(MC_NGRAM_SEED, t.hash) & ix.mask));
     }
     if (k >= produced) return 0;
     *out = tok[k & (MC_TOKEN_RING - 1)];
@@ -126,7 +135,7 @@ struct McTokenRing {
 template <typename Window, typename Sink>
 MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
                        Window& window, Sink& sink) {
-  mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, window.at(0).hash);
+  mc_u64 h = window.first_key();
   int n_tokens = 1;
   for (;;) {
     const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
@@ -149,6 +158,13 @@ struct McRingWindow {  // the n-gram starting at token j of the ring
   McTokenRing* ring;
   mc_i64 j;
   MC_METHOD McToken at(int k) const { return ring->tok[(j + k) & (MC_TOKEN_RING - 1)]; }
+  MC_METHOD mc_u64 first_key() const {
+#if MC_READ_AHEAD > 0
+    return ring->first_hash[j & (MC_TOKEN_RING - 1)];
+#else
+    return mc_ngram_extend(MC_NGRAM_SEED, at(0).hash);
+#endif
+  }
   MC_METHOD int extend(const McIndex& ix, int k, McToken* out) {
     return ring->get(ix, j + k, out);
   }
@@ -173,6 +189,7 @@ struct McStreamWindow {  // the n-gram whose first token is `first`
   McTokenStream after_first;
   McToken first;
   McTokenStream ahead;  // positioned after the n-gram's last token
+  MC_METHOD mc_u64 first_key() const { return mc_ngram_extend(MC_NGRAM_SEED, first.hash); }
   MC_METHOD McToken at(int k) const {
     McTokenStream s = after_first;
     McToken t = first;
