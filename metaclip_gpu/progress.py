@@ -102,10 +102,10 @@ class LineProgress:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
-        self.emit(final=True)
+        self.emit(final=exc_type is None)  # an interrupted stage is not "done"
 
     def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
         with self.lock:

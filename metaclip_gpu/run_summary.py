@@ -10,6 +10,7 @@ shards, the seconds are the stages' own (``index`` is inside ``match`` there).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,4 +81,6 @@ def mark_synthetic(out_dir: Path) -> None:
     path = Path(out_dir) / SUMMARY_NAME
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["input_kind"] = SYNTHETIC_INPUT
-    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # as `curate.write_json`: never a half-written summary

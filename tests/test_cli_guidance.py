@@ -110,3 +110,13 @@ def test_the_report_says_synthetic_input_and_the_backend_that_ran(tmp_path: Path
     assert real.exit_code == 0, real.output
     page = (tmp_path / "real" / "report" / "index.html").read_text()
     assert "SYNTHETIC" not in page and '<td id="input">files (real data)</td>' in page
+
+
+def test_count_after_curate_names_curates_input(tmp_path: Path) -> None:
+    metadata, pool = _pool(tmp_path)
+    out = tmp_path / "run"
+    curated = _invoke("curate", "--metadata", str(metadata), "--input", str(pool), "--output",
+                      str(out), "--t", "50", "--no-report")  # fmt: skip
+    assert curated.exit_code == 0, curated.output
+    counted = _invoke("count", "--metadata", str(metadata), "--output", str(out), "--quiet")
+    assert f"next: metaclip-gpu balance --input {pool} --output {out} --t " in counted.stdout

@@ -233,6 +233,20 @@ def warn(message: str) -> None:
         click.echo(f"warning: {message}", err=True)
 
 
+INPUT_RECORD = "cli_input"  # the --input of match or curate, in the run record
+
+
+def record_input(output: Path, input_spec: tuple[str, ...]) -> None:
+    """Keeps a matching command's --input in the run record, for `count` to print the next
+    step."""
+    from metaclip_gpu.rundir import load_state, save_state
+
+    state = load_state(output)
+    if state is not None:
+        state[INPUT_RECORD] = list(input_spec)
+        save_state(output, state)
+
+
 def finish(
     outcome: dict[str, Any], command: str = "", payload: dict[str, Any] | None = None
 ) -> None:

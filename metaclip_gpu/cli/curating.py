@@ -27,6 +27,7 @@ from metaclip_gpu.cli.common import (
     log_options,
     make_console,
     read_options,
+    record_input,
     shards_or_fail,
     start_run,
     step,
@@ -454,6 +455,7 @@ def curate(
         raise failure from err
     finally:
         close_client(client)
+    record_input(output, input_spec)
     if worldwide:
         _print_worldwide_summary(console, summary)
     else:

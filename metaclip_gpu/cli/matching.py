@@ -16,6 +16,7 @@ from rich.text import Text
 from metaclip_gpu import progress
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
+    INPUT_RECORD,
     KEY_COLUMN_OPTION,
     METADATA_OPTION,
     THREADS_OPTION,
@@ -23,6 +24,7 @@ from metaclip_gpu.cli.common import (
     log_options,
     make_console,
     read_options,
+    record_input,
     shards_or_fail,
     start_run,
     step,
@@ -271,7 +273,7 @@ def _match_stage(
         )  # fmt: skip
     except (MetadataError, RuntimeError, ValueError) as err:
         raise click.ClickException(str(err)) from err
-    _record_input(output, input_spec)
+    record_input(output, input_spec)
     table = Table(title="metaclip-gpu match (stage)", show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value")
@@ -345,19 +347,6 @@ def count(metadata: Path, output: Path) -> None:
     )
 
 
-INPUT_RECORD = "cli_input"  # the match stage command's --input, in the run record
-
-
-def _record_input(output: Path, input_spec: tuple[str, ...]) -> None:
-    """Keeps the match stage's --input in the run record, for `count` to print the next step."""
-    from metaclip_gpu.rundir import load_state, save_state
-
-    state = load_state(output)
-    if state is not None:
-        state[INPUT_RECORD] = list(input_spec)
-        save_state(output, state)
-
-
 def next_balance(output: Path, counts: np.ndarray) -> str:
     """The ``balance`` command that goes on from the counts in `output`: its --input is the
     match stage command's (SHARDS when another route matched); its t MetaCLIP's 20000 when
@@ -367,7 +356,7 @@ def next_balance(output: Path, counts: np.ndarray) -> str:
 
     from metaclip_gpu.rundir import load_state
 
-    inputs = (load_state(output) or {}).get(INPUT_RECORD) or ["SHARDS"]
+    inputs = (load_state(output) or {}).get(INPUT_RECORD) or ["SHARDS"]  # `record_input`
     source = " --input ".join(shlex.quote(str(spec)) for spec in inputs)
     matched = counts[counts > 0]
     t = 20000
