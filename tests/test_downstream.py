@@ -9,6 +9,7 @@ small files the test writes, fetched through ``file://`` URLs: no network.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -116,7 +117,9 @@ def test_img2dataset_downloads_every_kept_row_with_its_caption_and_entry_ids(
         "--distributor", "multiprocessing",
         "--enable_wandb", "False",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # albumentations (imported by img2dataset) would look for its own update online
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     arrived: dict[str, dict] = {}
