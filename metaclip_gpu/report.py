@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_gpu.advice import t_keeps_nearly_all
 from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.count import load_entry_counts
 from metaclip_gpu.curate import SUMMARY_NAME, t_label
@@ -211,6 +212,7 @@ def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS)
             rank_png=RANK_PNG,
             languages=languages,
             language_labels=language_labels,
+            warning=t_keeps_nearly_all(per_t),
         )
     )
     index = out / INDEX_NAME
