@@ -12,11 +12,12 @@
 // Both scans emit into the same per-text sink.
 //
 // Kernels (each instantiated for int32 and int64 string offsets):
-//   mc_match_fixed_*  single pass; keeps the text's distinct ids sorted in a
-//                     per-thread buffer of MC_LOCAL_CAP and writes them to the
-//                     text's fixed-width row of `out_ids`; count = -1 when the
-//                     buffer overflows (the caller re-runs those texts with
-//                     the two kernels below).
+//   mc_match_fixed_*  single pass; keeps the text's first MC_LOCAL_CAP
+//                     distinct ids sorted in a per-thread list and writes them
+//                     to the text's slot-major column of `out_ids`;
+//                     further ids go to a global spill (count -1), and a text
+//                     whose ids do not fit the spill gets count -2 (the caller
+//                     re-runs those texts with the two kernels below).
 //   mc_count_raw_*    number of (position, id) hits per text, duplicates kept.
 //   mc_fill_raw_*     the same hits, written from the text's CSR offset.
 //   mc_gather_fixed_rows  moves mc_match_fixed's rows into CSR order.
@@ -30,7 +31,7 @@
 #include "tokens.cuh"
 
 #ifndef MC_LOCAL_CAP
-#define MC_LOCAL_CAP 32
+#define MC_LOCAL_CAP 64
 #endif
 
 struct McIndex {
@@ -102,6 +103,11 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
 // entry has more than MC_TOKEN_RING - MC_READ_AHEAD - 1 tokens.
 struct McTokenRing {
   McToken tok[MC_TOKEN_RING];
+#if MC_READ_AHEAD > 0
+  // Each token's 1-gram key, computed once for the prefetch and kept for the probe (the
+  // device reads nothing ahead, so it recomputes the key rather than hold 128 more bytes).
+  mc_u64 first_hash[MC_TOKEN_RING];
+#endif
   mc_i64 produced;  // tokens read so far
   McTokenStream stream;
   // Token k (counting from t_1), reading up to k + MC_READ_AHEAD; 0 past the end.
@@ -110,8 +116,12 @@ struct McTokenRing {
       McToken t;
       if (!mc_stream_next(&stream, &t)) break;
       tok[produced & (MC_TOKEN_RING - 1)] = t;
+#if MC_READ_AHEAD > 0
+      const mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, t.hash);
+      first_hash[produced & (MC_TOKEN_RING - 1)] = h;
+      mc_prefetch(ix.slots + (h & ix.mask));
+#endif
       ++produced;
-      mc_prefetch(ix.slots + (mc_ngram_extend(MC_NGRAM_SEED, t.hash) & ix.mask));
     }
     if (k >= produced) return 0;
     *out = tok[k & (MC_TOKEN_RING - 1)];
@@ -125,7 +135,7 @@ struct McTokenRing {
 template <typename Window, typename Sink>
 MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
                        Window& window, Sink& sink) {
-  mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, window.at(0).hash);
+  mc_u64 h = window.first_key();
   int n_tokens = 1;
   for (;;) {
     const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
@@ -148,6 +158,13 @@ struct McRingWindow {  // the n-gram starting at token j of the ring
   McTokenRing* ring;
   mc_i64 j;
   MC_METHOD McToken at(int k) const { return ring->tok[(j + k) & (MC_TOKEN_RING - 1)]; }
+  MC_METHOD mc_u64 first_key() const {
+#if MC_READ_AHEAD > 0
+    return ring->first_hash[j & (MC_TOKEN_RING - 1)];
+#else
+    return mc_ngram_extend(MC_NGRAM_SEED, at(0).hash);
+#endif
+  }
   MC_METHOD int extend(const McIndex& ix, int k, McToken* out) {
     return ring->get(ix, j + k, out);
   }
@@ -172,6 +189,7 @@ struct McStreamWindow {  // the n-gram whose first token is `first`
   McTokenStream after_first;
   McToken first;
   McTokenStream ahead;  // positioned after the n-gram's last token
+  MC_METHOD mc_u64 first_key() const { return mc_ngram_extend(MC_NGRAM_SEED, first.hash); }
   MC_METHOD McToken at(int k) const {
     McTokenStream s = after_first;
     McToken t = first;
@@ -286,33 +304,89 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
   if (ix.max_bytes > 0 && !sink.full()) mc_scan_bytes(ix, text, n, sink);
 }
 
-// Distinct ids kept sorted in a small per-thread array.
-struct McSortedSink {
-  mc_i32 ids[MC_LOCAL_CAP];
+// The distinct ids of one text. The first MC_LOCAL_CAP distinct ids stay in a
+// per-thread list kept sorted as they come (one pass from the top moves the
+// larger ids up while looking for the place; a duplicate moves them back).
+//
+// A text with more distinct ids than that does not stop and is not scanned
+// again: each further id that is not in the list (binary search) is appended
+// to a global spill as a (row << 32 | id) key, at a position taken with one
+// atomicAdd; the caller sorts and deduplicates the spilled keys with the list
+// (match.py). So a text's cost keeps growing by about the same step per id on
+// both sides of MC_LOCAL_CAP. Only when the spill's capacity runs out does the
+// text stop (count MC_COUNT_REDO) and the caller re-run it through count and
+// fill; spill_used still counts every key asked for, so the caller can size
+// the next spill from it.
+#ifndef MC_SINK_SCAN  // below this many ids a linear pass beats a binary search (callgrind)
+#define MC_SINK_SCAN 16
+#endif
+#define MC_COUNT_SPILLED (-1)  // the row holds MC_LOCAL_CAP ids, the rest are spilled
+#define MC_COUNT_REDO (-2)     // the spill ran out: the caller re-runs the text
+
+struct McIdSink {
+  mc_i32 ids[MC_LOCAL_CAP];  // distinct ids, ascending
   int n;
-  int overflow;
+  int spilled;  // some id went to the spill
+  int lost;     // the spill ran out
+  mc_i64 row;
+  mc_i64* spill;
+  mc_i64 spill_cap;
+  mc_u64* spill_used;
+
+  MC_METHOD void begin(mc_i64 r) {
+    n = 0;
+    spilled = 0;
+    lost = 0;
+    row = r;
+  }
   MC_METHOD void emit(mc_i32 id) {
-    // One pass from the top: move larger ids up while looking for the place;
-    // a duplicate (rarer) moves them back.
+    // few ids: one pass from the top, moving the larger ones up. Bounded by MC_LOCAL_CAP too:
+    // a build with a cap below MC_SINK_SCAN must spill at the cap, not write past `ids`.
+    if (n < MC_SINK_SCAN && n < MC_LOCAL_CAP) {
+      int k = n;
+      while (k > 0 && ids[k - 1] > id) {
+        ids[k] = ids[k - 1];
+        --k;
+      }
+      if (k > 0 && ids[k - 1] == id) {  // a duplicate (rarer): move them back
+        for (; k < n; ++k) ids[k] = ids[k + 1];
+        return;
+      }
+      ids[k] = id;
+      ++n;
+      return;
+    }
+    const int k = lower_bound(id);  // more: find the place first, so a duplicate moves none
+    if (k < n && ids[k] == id) return;
     if (n == MC_LOCAL_CAP) {
-      for (int k = 0; k < n; ++k)
-        if (ids[k] == id) return;
-      overflow = 1;
+      to_spill(id);
       return;
     }
-    int k = n;
-    while (k > 0 && ids[k - 1] > id) {
-      ids[k] = ids[k - 1];
-      --k;
-    }
-    if (k > 0 && ids[k - 1] == id) {
-      for (; k < n; ++k) ids[k] = ids[k + 1];
-      return;
-    }
+    for (int j = n; j > k; --j) ids[j] = ids[j - 1];
     ids[k] = id;
     ++n;
   }
-  MC_METHOD int full() const { return overflow; }
+  // The first position whose id is not below `id` (branch-free halving).
+  MC_METHOD int lower_bound(mc_i32 id) const {
+    int base = 0;
+    for (int len = n; len > 1;) {
+      const int half = len / 2;
+      base = ids[base + half - 1] < id ? base + half : base;
+      len -= half;
+    }
+    return n > 0 && ids[base] < id ? base + 1 : base;
+  }
+  // The list is full and lacks `id`: spill it. An id already spilled may come again; the
+  // caller's sort removes those duplicates.
+  MC_METHOD void to_spill(mc_i32 id) {
+    spilled = 1;
+    const mc_u64 at = atomicAdd(spill_used, (mc_u64)1);
+    if (at < (mc_u64)spill_cap)
+      spill[at] = (row << 32) | (mc_i64)id;
+    else
+      lost = 1;
+  }
+  MC_METHOD int full() const { return lost; }
 };
 
 struct McCountSink {
@@ -355,25 +429,36 @@ MC_FN const mc_u8* mc_text_of(const mc_u8* chars, const Off* offsets,
 #define MC_MAKE_INDEX() {slots, mask, blob, byte_slots, byte_mask, byte_blob, byte_blob[0]}
 // Below, valid == 0 means "no validity bitmap" and rows == 0 "rows 0..n_rows-1".
 
+// Output layout, slot-major: slot k of launch row i is out_ids[k * n_rows + i]
+// (a (MC_LOCAL_CAP, n_rows) array). On the GPU the threads of a warp hold
+// consecutive rows, so when they store their k-th ids together the 32 stores
+// fall in one 128-byte line and coalesce into one transaction; a row-major
+// layout put each thread's row MC_LOCAL_CAP * 4 = 128+ bytes from the next, so
+// the same stores touched 32 lines. mc_gather_fixed reads the same way. On the
+// CPU one thread runs a block of consecutive rows, so its stores to a slot
+// also land on shared cache lines, and rows past a batch's longest text are
+// never touched.
 template <typename Off>
 MC_FN void mc_match_fixed(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), mc_i32* out_ids,
-                          mc_i32* out_count) {
+                          mc_i32* out_count, mc_i64* spill, mc_i64 spill_cap,
+                          mc_u64* spill_used) {
   const McIndex ix = MC_MAKE_INDEX();
+  McIdSink sink;
+  sink.spill = spill;
+  sink.spill_cap = spill_cap;
+  sink.spill_used = spill_used;
   for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
     const mc_i64 row = rows ? rows[i] : i;
     mc_i64 n;
     const mc_u8* text = mc_text_of(chars, offsets, valid, valid_bit_offset, row, &n);
-    McSortedSink sink;
-    sink.n = 0;
-    sink.overflow = 0;
+    sink.begin(i);
     if (n >= 0) mc_scan_text(ix, text, n, sink);
-    if (sink.overflow) {
-      out_count[i] = -1;
+    if (sink.lost) {
+      out_count[i] = MC_COUNT_REDO;
       continue;
     }
-    mc_i32* out = out_ids + i * (mc_i64)MC_LOCAL_CAP;
-    for (int k = 0; k < sink.n; ++k) out[k] = sink.ids[k];
-    out_count[i] = sink.n;
+    for (int k = 0; k < sink.n; ++k) out_ids[k * n_rows + i] = sink.ids[k];
+    out_count[i] = sink.spilled ? MC_COUNT_SPILLED : sink.n;
   }
 }
 
@@ -406,14 +491,14 @@ MC_FN void mc_fill_raw(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), const mc_i64* out_o
   }
 }
 
-// Copies each text's ids from its fixed-width row to its CSR position; a text
-// that overflowed (count -1) is skipped: the caller fills its place.
+// Copies each text's ids from mc_match_fixed's slot-major rows to its CSR
+// position; a text with a negative count (spilled or to redo) is skipped: the
+// caller fills its place.
 MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
                            const mc_i64* out_offsets, mc_i64 n_rows, mc_i32* out_ids) {
   for (mc_i64 i = mc_global_thread(); i < n_rows; i += mc_global_stride()) {
-    const mc_i32* row = fixed_ids + i * (mc_i64)MC_LOCAL_CAP;
     mc_i32* out = out_ids + out_offsets[i];
-    for (mc_i32 k = 0; k < counts[i]; ++k) out[k] = row[k];
+    for (mc_i32 k = 0; k < counts[i]; ++k) out[k] = fixed_ids[k * n_rows + i];
   }
 }
 
@@ -426,11 +511,11 @@ MC_FN void mc_gather_fixed(const mc_i32* fixed_ids, const mc_i32* counts,
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \
       const mc_u8* valid, int has_valid, mc_i64 valid_bit_offset,               \
       const mc_i64* rows, int has_rows, mc_i64 n_rows, mc_i32* out_ids,         \
-      mc_i32* out_count) {                                                      \
+      mc_i32* out_count, mc_i64* spill, mc_i64 spill_cap, mc_u64* spill_used) {  \
     mc_match_fixed<Off>(MC_INDEX_ARGS,                                          \
                         chars, offsets, has_valid ? valid : 0,                  \
                         valid_bit_offset, has_rows ? rows : 0, n_rows, out_ids, \
-                        out_count);                                             \
+                        out_count, spill, spill_cap, spill_used);               \
   }                                                                             \
   MC_KERNEL void mc_count_raw_##SUFFIX(                                         \
       MC_INDEX_PARAMS, const mc_u8* chars, const Off* offsets,                  \

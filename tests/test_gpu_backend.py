@@ -38,7 +38,7 @@ def _texts(n: int = 600, seed: int = 11) -> list[str | None]:
     texts[3] = None
     texts[100] = None
     texts[101] = ""
-    texts[7] = " ".join(WORDS)  # > 32 distinct ids: the count/fill overflow path
+    texts[7] = " ".join(WORDS)  # more distinct ids than local_cap (64): the spill path
     texts[8] = " ".join(WORDS[::-1]) + ", new york city w7"
     return texts
 
@@ -191,7 +191,7 @@ def test_to_cudf_list_round_trip(gpu, index, texts, cpu_result) -> None:
 
 # ------------------------------------------------------- worldwide padding ---
 WORLDWIDE_ENTRIES = ["中国", "中", "东京", "\uff0c", ",", "Hello世界", "ไทย", "dr.", "dog", ""]
-WORLDWIDE_ENTRIES += ["中国", *(chr(0x4E00 + 3 * k) for k in range(40))]  # > 32 ids in a text
+WORLDWIDE_ENTRIES += ["中国", *(chr(0x4E00 + 3 * k) for k in range(80))]  # > local_cap (64) ids
 
 
 def _worldwide_texts() -> list[str | None]:
@@ -201,7 +201,7 @@ def _worldwide_texts() -> list[str | None]:
         "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 16))) for _ in range(400)
     ]
     texts[3] = None
-    texts[4] = "".join(WORLDWIDE_ENTRIES[11:])  # the count/fill overflow path
+    texts[4] = "".join(WORLDWIDE_ENTRIES[11:])  # more ids than local_cap: the spill path
     return texts
 
 

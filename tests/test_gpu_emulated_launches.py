@@ -162,7 +162,8 @@ def test_every_thread_of_any_grid_runs(emulated_cupy, recorded, grid, block) -> 
 def test_compile_options_reach_the_host_build(emulated_cupy, recorded, case) -> None:
     """-DMC_LOCAL_CAP from the options sizes the per-text buffer: built with 20, the text of 25
     ids no longer fits (a negative count) while the default build keeps it; every text that
-    fits has the CPU's count."""
+    fits has the CPU's count. Built with 2 (a cap below the sink's linear scan), texts past it
+    spill instead of writing past the buffer (which crashed the launch)."""
     cp = emulated_cupy
     grid, block, args = recorded["mc_match_fixed_i32"]
     counts_at, ids_at = _int32_outputs(args)
@@ -170,7 +171,7 @@ def test_compile_options_reach_the_host_build(emulated_cupy, recorded, case) -> 
     index, texts = case
     lengths = [len(ids) for ids in match(texts, index, backend="cpu").to_lists()]
     assert len(lengths) == n and any(SMALL_CAP < k <= LOCAL_CAP for k in lengths)
-    for cap in (LOCAL_CAP, SMALL_CAP):
+    for cap in (LOCAL_CAP, SMALL_CAP, 2):  # 2: below the sink's linear-scan length (16)
         fresh = [cp.zeros_like(a) if i in _outputs("mc_match_fixed_i32") else a
                  for i, a in enumerate(args)]  # fmt: skip
         fresh[counts_at] = cp.empty(n, dtype=np.int32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from metaclip_gpu import __version__
+from metaclip_gpu import __version__, progress
 from metaclip_gpu.cli.building import build_metadata_cmd
 from metaclip_gpu.cli.curating import balance, curate, demo, report
 from metaclip_gpu.cli.errors import DEBUG_ENV
@@ -40,6 +40,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     130 interrupted (rerunning the same command resumes).
     """
     ctx.obj = {"debug": debug}
+    progress.configure(format="text", quiet=False, interval=None)  # a command's options set them
 
 
 for command in (demo, curate, match_cmd, count, balance, report, build_index, build_metadata_cmd):

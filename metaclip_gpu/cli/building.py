@@ -12,12 +12,14 @@ from rich.table import Table
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     TEXT_COLUMN_OPTION,
+    log_options,
     make_console,
     read_options,
     start_run,
     step,
 )
 from metaclip_gpu.cli.errors import Command
+from metaclip_gpu.pipeline import progress
 
 
 def _print_build_summary(console: Console, result: Any) -> None:
@@ -136,6 +138,7 @@ def _resolve_rule(rule: str, wordnet: Any) -> str:
 @click.option("--cluster", type=click.Choice(["local"]), default=None, help="As curate's.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="As curate's.")
 @click.option("--scheduler-address", default=None, help="As curate's.")
+@log_options
 def build_metadata_cmd(
     out: Path,
     wordnet_spec: str,
@@ -219,3 +222,12 @@ def build_metadata_cmd(
     except (WordNetError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     _print_build_summary(console, result)
+    payload = {
+        "entries": result.entries,
+        "metadata": str(result.metadata),
+        "provenance": str(result.provenance),
+        "added": {name: fig.added for name, fig in result.figures.items()},
+    }
+    progress.summary_line(
+        "build-metadata", payload, f"wrote {result.entries:,} entries to {result.metadata}"
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.read import ReadOptions
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
@@ -40,13 +43,15 @@ T_OPTION = click.option(
     "ts",
     multiple=True,
     type=click.FloatRange(min=0, min_open=True),
-    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several.",
+    help="Balancing threshold (MetaCLIP: 20000 for 400M pairs); repeat for several. "
+    "Required: --t or --target-size (or both).",
 )
 TARGET_OPTION = click.option(
     "--target-size",
     type=click.IntRange(1),
     default=None,
-    help="Also solve for the t whose expected kept size is this many texts.",
+    help="Solve for the t whose expected kept size is this many texts (as well as any --t). "
+    "Required: --t or --target-size.",
 )
 SEED_OPTION = click.option("--seed", default=0, show_default=True, type=int)
 TEXT_COLUMN_OPTION = click.option(
@@ -59,12 +64,62 @@ KEY_COLUMN_OPTION = click.option(
 )
 
 
+def _log_setting(name: str) -> Any:
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        progress.configure(**{name: value})
+        return value
+
+    return store
+
+
+def log_options(command: Any) -> Any:
+    """``--quiet``, ``--log-format`` and ``--progress-interval``: set this process's
+    `progress.LogSettings` as they are parsed (the command does not take them)."""
+    for option in reversed(
+        [
+            click.option(
+                "--quiet",
+                "-q",
+                is_flag=True,
+                expose_value=False,
+                callback=_log_setting("quiet"),
+                help="No progress and no tables: only the summary's last line.",
+            ),
+            click.option(
+                "--log-format",
+                type=click.Choice(["text", "json"]),
+                default="text",
+                show_default=True,
+                expose_value=False,
+                callback=_log_setting("format"),
+                help="json: progress (stderr) and the final summary (stdout) as JSON objects, "
+                "one a line.",
+            ),
+            click.option(
+                "--progress-interval",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                envvar=progress.INTERVAL_ENV,
+                expose_value=False,
+                callback=_log_setting("interval"),
+                help="Seconds between progress lines when stderr is not a terminal (a batch "
+                f"job's log) or with --log-format json [{progress.DEFAULT_INTERVAL:g}; "
+                f"${progress.INTERVAL_ENV}].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 def make_console() -> Console:
     """A console on the current stdout (rich reads ``sys.stdout`` when printing).
 
     Markup is off: what is printed holds paths, errors, entries and texts, whose square
     brackets rich would read as tags ("metaclip-gpu[report]" printed as "metaclip-gpu"). A
     styled line is a `rich.text.Text` (`Text.from_markup` with its values `escape`d)."""
+    if progress.settings().plain:  # --quiet, --log-format json: only `finish`'s summary
+        return Console(highlight=False, markup=False, quiet=True)
     console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(highlight=False, markup=False, width=120)
@@ -73,7 +128,16 @@ def make_console() -> Console:
 
 @contextmanager
 def step(console: Console, description: str) -> Iterator[None]:
-    """A transient spinner with the elapsed time while a long step runs."""
+    """A transient spinner with the elapsed time while a long step runs; in a log (stderr not
+    a terminal, or JSON logs) a line when it starts and one when it ends."""
+    if not progress.settings().quiet and (
+        progress.settings().format == "json" or not Console(stderr=True).is_terminal
+    ):
+        started = time.monotonic()
+        progress.step_line(description, None)
+        yield
+        progress.step_line(description, time.monotonic() - started)
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", markup=False),  # it holds file names
@@ -81,8 +145,8 @@ def step(console: Console, description: str) -> Iterator[None]:
         console=console,
         transient=True,
         disable=not console.is_terminal,
-    ) as progress:
-        progress.add_task(description, total=None)
+    ) as spinner:
+        spinner.add_task(description, total=None)
         yield
 
 
@@ -161,11 +225,39 @@ def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
         raise click.BadParameter(str(err), param_hint="'--input'") from err
 
 
-def finish(outcome: dict[str, Any]) -> None:
+def warn(message: str) -> None:
+    """A warning on stderr, in every mode (in JSON logs as ``{"event": "warning"}``)."""
+    if progress.settings().format == "json":
+        click.echo(json.dumps({"event": "warning", "message": message}), err=True)
+    else:
+        click.echo(f"warning: {message}", err=True)
+
+
+INPUT_RECORD = "cli_input"  # the --input of match or curate, in the run record
+
+
+def record_input(output: Path, input_spec: tuple[str, ...]) -> None:
+    """Keeps a matching command's --input in the run record, for `count` to print the next
+    step."""
+    from metaclip_gpu.pipeline.rundir import load_state, save_state
+
+    state = load_state(output)
+    if state is not None:
+        state[INPUT_RECORD] = list(input_spec)
+        save_state(output, state)
+
+
+def finish(
+    outcome: dict[str, Any], command: str = "", payload: dict[str, Any] | None = None
+) -> None:
     """Prints a run's `outcome.run_outcome` line last (stderr unless all went well) and
-    exits with its code."""
+    exits with its code; with ``--log-format json`` the `payload` (the summary) instead, as
+    one JSON object on stdout."""
     code = outcome["exit_code"]
-    console = Console(stderr=code != 0, highlight=False, markup=False, soft_wrap=True)
-    console.print(outcome["message"])
+    if progress.settings().format == "json":
+        progress.summary_line(command, {**(payload or {}), "outcome": outcome}, "")
+    else:
+        console = Console(stderr=code != 0, highlight=False, markup=False, soft_wrap=True)
+        console.print(outcome["message"])
     if code:
         raise click.exceptions.Exit(code)

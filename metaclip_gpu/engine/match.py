@@ -1,8 +1,11 @@
 """Stage `match`: every text against every metadata entry, as a CSR of distinct entry ids.
 
 `match(texts, index)` runs on either backend (see metaclip_gpu.engine.backends) with one code path:
-the single-pass kernel handles texts with up to `local_cap` distinct matches; the rare longer
-texts are re-run through the count and fill kernels and de-duplicated with a library sort.
+one pass of the kernel matches every text; a text keeps its first `local_cap` distinct ids in
+the kernel and appends the others to a spill of (row, id) keys, which a library sort merges
+and de-duplicates, so no text is scanned twice. Only when a batch's spill runs out are the
+texts that lost ids re-run through the count and fill kernels (and the spill grows for the
+next batch).
 """
 
 from __future__ import annotations
@@ -17,6 +20,30 @@ from metaclip_gpu.engine.arrays import to_host
 from metaclip_gpu.engine.backends import Backend, BackendName, get_backend
 from metaclip_gpu.engine.backends.cpu import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS  # re-export
 from metaclip_gpu.engine.index import MetadataIndex
+
+_MAX_BATCH_ROWS = 2**31  # spill keys hold the row in their high 32 bits (kernels/match.cu)
+_COUNT_SPILLED = -1  # MC_COUNT_SPILLED: the row holds local_cap ids, the rest are spilled
+_COUNT_REDO = -2  # MC_COUNT_REDO: the spill ran out; the text is re-run
+
+
+class _SpillSize:
+    """Spill keys a batch gets room for: 64 a row (a text holds 64 ids in the kernel, so
+    that is room for texts of twice that), at most 2**24 keys (128 MiB: a GPU batch of
+    millions of rows does not reserve gigabytes for a rare case). After a batch that asked
+    for more, both grow to 1.25x what it asked, so dense texts pay for the count/fill re-run
+    once rather than in every batch. On the CPU untouched spill pages cost nothing."""
+
+    def __init__(self, per_row: float = 64.0, most: int = 1 << 24) -> None:
+        self.per_row = per_row
+        self.most = most
+
+    def capacity(self, n_rows: int) -> int:
+        return max(min(int(n_rows * self.per_row), self.most), 4096)
+
+    def update(self, needed: int, n_rows: int) -> None:
+        if needed > self.capacity(n_rows):
+            self.per_row = max(self.per_row, 1.25 * needed / max(n_rows, 1))
+            self.most = max(self.most, int(1.25 * needed))
 
 
 @dataclass(frozen=True)
@@ -68,13 +95,14 @@ def match(
     text, `backends.device_layout.GPU_BATCH_BYTES`). The GPU backend is the process's one
     (`get_backend`): each index is uploaded once, whatever the number of calls.
     """
-    if batch_rows is not None and batch_rows <= 0:  # None: the backend's own batch size
-        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+    if batch_rows is not None and not 0 < batch_rows < _MAX_BATCH_ROWS:  # None: backend's
+        raise ValueError(f"batch_rows must be in [1, 2**31), got {batch_rows}")
     be = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
     xp = be.xp
     parts_counts, parts_ids = [], []
+    spill_size = _SpillSize()
     for batch in be.text_batches(texts, batch_rows):
-        counts, ids = _match_batch(be, index, batch)
+        counts, ids = _match_batch(be, index, batch, spill_size)
         parts_counts.append(counts)
         parts_ids.append(ids)
     if not parts_counts:
@@ -85,25 +113,45 @@ def match(
     return MatchResult(offsets, xp.concatenate(parts_ids), be.name)
 
 
-def _match_batch(be: Backend, index: MetadataIndex, batch: Any) -> tuple[Any, Any]:
+def _match_batch(
+    be: Backend, index: MetadataIndex, batch: Any, spill_size: _SpillSize
+) -> tuple[Any, Any]:
     """(per-text distinct counts, flat ids) for one batch."""
     xp = be.xp
-    fixed_ids, counts = be.match_fixed(index, batch)
+    n_rows = len(batch)
+    capacity = spill_size.capacity(n_rows)
+    fixed_ids, counts, spill, needed = be.match_fixed(index, batch, capacity)
+    spill_size.update(needed, n_rows)
     lengths = counts.astype(xp.int64)
-    long_rows = xp.flatnonzero(counts < 0)
-    if len(long_rows):
-        long_counts, long_ids = _match_long(be, index, batch, long_rows)
-        lengths[long_rows] = long_counts
+    parts = []  # (rows, their counts, their ids) of the texts not complete in fixed_ids
+    spilled_rows = xp.flatnonzero(counts == _COUNT_SPILLED)
+    if len(spilled_rows):
+        parts.append((spilled_rows, *_merge_spill(xp, fixed_ids, counts, spilled_rows, spill)))
+    redo_rows = xp.flatnonzero(counts == _COUNT_REDO)
+    if len(redo_rows):
+        parts.append((redo_rows, *_match_long(be, index, batch, redo_rows)))
+    for rows, row_counts, _ids in parts:
+        lengths[rows] = row_counts
     starts = xp.zeros(len(lengths) + 1, dtype=xp.int64)
     xp.cumsum(lengths, out=starts[1:])
-    flat = be.gather_fixed(fixed_ids, counts, starts)  # leaves the long rows' places
-    if len(long_rows):
-        flat[_positions(xp, starts, long_rows, long_counts)] = long_ids
+    flat = be.gather_fixed(fixed_ids, counts, starts)  # leaves the other rows' places
+    for rows, row_counts, ids in parts:
+        flat[_positions(xp, starts, rows, row_counts)] = ids
     return lengths, flat
 
 
+def _merge_spill(xp: Any, fixed_ids: Any, counts: Any, rows: Any, spill: Any) -> tuple[Any, Any]:
+    """The distinct ids of texts that spilled: their local_cap kernel ids (slot-major
+    `fixed_ids` columns) and their spill keys, sorted and de-duplicated together."""
+    spill = spill[counts[spill >> 32] == _COUNT_SPILLED]  # keys of texts that lost none
+    local = (rows.astype(xp.int64) << 32)[None, :] | fixed_ids[:, rows].astype(xp.int64)
+    keys = _sorted_unique(xp, xp.concatenate([local.ravel(), spill]))
+    row_counts = xp.bincount(keys >> 32, minlength=len(counts))[rows].astype(xp.int64)
+    return row_counts, (keys & 0xFFFFFFFF).astype(xp.int32)
+
+
 def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tuple[Any, Any]:
-    """Texts with more than `local_cap` distinct ids: count, fill, then sort-unique per text."""
+    """Texts whose spill ran out, re-run: count, fill, then sort-unique per text."""
     xp = be.xp
     raw_counts = be.count_raw(index, batch, rows)
     raw_offsets = xp.zeros(len(rows) + 1, dtype=xp.int64)

@@ -78,25 +78,7 @@ def remove_stale_tmp(directory: Path) -> list[Path]:
     return removed
 
 
-def _progress(enabled: bool):  # -> rich.progress.Progress
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def _progress(enabled: bool):  # -> a rich Progress, or progress lines in a log
+    from metaclip_gpu.pipeline.progress import stage_progress
 
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled or not console.is_terminal,
-    )
+    return stage_progress(enabled)

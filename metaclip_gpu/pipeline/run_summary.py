@@ -9,7 +9,9 @@ shards, the seconds are the stages' own (``index`` is inside ``match`` there).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -243,3 +245,17 @@ def worldwide_summary(
             "summary": str(out_dir / SUMMARY_NAME),
         },
     }
+
+
+SYNTHETIC_INPUT = "synthetic (metaclip_gpu.synthetic: metadata and texts made from wordfreq)"
+
+
+def mark_synthetic(out_dir: Path) -> None:
+    """Records in ``summary.json`` (its ``input_kind``) that the run's input was the demo's
+    synthetic pool, for the report to say so (absent in a curate run of files)."""
+    path = Path(out_dir) / SUMMARY_NAME
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["input_kind"] = SYNTHETIC_INPUT
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # as `write.write_json`: never a half-written summary

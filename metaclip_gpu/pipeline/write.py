@@ -68,6 +68,10 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
     table = keyed.chunk.table.rename_columns(_restore_names(keyed.chunk))
     if "entry_ids" in table.column_names:
         table = table.drop_columns(["entry_ids"])
+    order = {name: i for i, name in enumerate(keyed.chunk.source_columns)}
+    if order:  # the input's column order (the reader puts text and key first)
+        names = sorted(table.column_names, key=lambda name: order.get(name, len(order)))
+        table = table.select(names)
     table = table.append_column("entry_ids", keyed.entry_lists)
     return table.filter(pa.array(mask, pa.bool_()))
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
 from metaclip_gpu.pipeline.count import load_entry_counts
 from metaclip_gpu.pipeline.draws import keep_probability
 from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
@@ -212,6 +213,7 @@ def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS)
             rank_png=RANK_PNG,
             languages=languages,
             language_labels=language_labels,
+            warning=t_keeps_nearly_all(per_t),
         )
     )
     index = out / INDEX_NAME

@@ -34,14 +34,17 @@ int mc_max_threads(void);
 
 /* The three kernels, run on `n_threads` host threads; the index arguments are
    the token table, its mask and blob, then the byte table's (kernels/tokens.cuh). `offsets` holds int32
-   or int64 values as `offsets_are_64` says; `valid` and `rows` may be NULL. */
+   or int64 values as `offsets_are_64` says; `valid` and `rows` may be NULL. mc_cpu_match_fixed
+   writes slot-major rows (out_ids[k * n_rows + i]) and appends ids past MC_LOCAL_CAP to
+   `spill` (capacity `spill_cap`) as row << 32 | id keys, counting them in *spill_used. */
 void mc_cpu_match_fixed(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                         const uint64_t* byte_slots, uint64_t byte_mask,
                         const int32_t* byte_blob,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
-                        int32_t* out_ids, int32_t* out_count, int n_threads);
+                        int32_t* out_ids, int32_t* out_count, int64_t* spill,
+                        int64_t spill_cap, uint64_t* spill_used, int n_threads);
 void mc_cpu_count_raw(const uint64_t* slots, uint64_t mask, const int32_t* blob,
                       const uint64_t* byte_slots, uint64_t byte_mask,
                       const int32_t* byte_blob,

@@ -56,8 +56,10 @@ void mc_cpu_match_fixed(MC_CPU_INDEX_PARAMS,
                         const uint8_t* chars, const void* offsets, int offsets_are_64,
                         const uint8_t* valid, int64_t valid_bit_offset,
                         const int64_t* rows, int64_t n_rows,
-                        int32_t* out_ids, int32_t* out_count, int n_threads) {
-  MC_CPU_DISPATCH(mc_match_fixed, out_ids, out_count)
+                        int32_t* out_ids, int32_t* out_count, int64_t* spill,
+                        int64_t spill_cap, uint64_t* spill_used, int n_threads) {
+  MC_CPU_DISPATCH(mc_match_fixed, out_ids, out_count, spill, spill_cap,
+                  spill_used)
 }
 
 void mc_cpu_count_raw(MC_CPU_INDEX_PARAMS,

@@ -17,14 +17,16 @@ BackendName = Literal["auto", "cpu", "gpu"]
 class Backend(Protocol):
     name: str
     xp: Any  # numpy or cupy
-    local_cap: int  # ids a text can hold in mc_match_fixed's per-thread buffer
+    local_cap: int  # ids a text keeps in mc_match_fixed's per-thread list (more are spilled)
 
     def text_batches(self, texts: Any, batch_rows: int | None = None) -> Any:
         """Yields TextBatch views over `texts` of at most `batch_rows` rows each (None: the
         backend's own batch size)."""
 
-    def match_fixed(self, index: Any, batch: Any) -> tuple[Any, Any]:
-        """Runs mc_match_fixed: ((rows, local_cap) int32 ids, int32 counts, -1 = overflow)."""
+    def match_fixed(self, index: Any, batch: Any, spill_capacity: int) -> tuple[Any, Any, Any, int]:
+        """Runs mc_match_fixed: slot-major (local_cap, rows) int32 ids, int32 counts (-1: the
+        ids past local_cap are in the spill, -2: the spill ran out), the int64 spill keys
+        (row << 32 | id) that fit `spill_capacity`, and the number of keys asked for."""
 
     def gather_fixed(self, fixed_ids: Any, counts: Any, starts: Any) -> Any:
         """Runs mc_gather_fixed_rows: rows with count >= 0 copied to CSR `starts` (n + 1)."""

@@ -104,18 +104,25 @@ class CPUBackend:
 
     # --------------------------------------------------------------- kernels
     def match_fixed(
-        self, index: MetadataIndex, batch: ArrowTextBatch
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.empty((len(batch), self.local_cap), dtype=np.int32)
-        counts = np.empty(len(batch), dtype=np.int32)
+        self, index: MetadataIndex, batch: ArrowTextBatch, spill_capacity: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        n_rows = len(batch)
+        ids = np.empty((self.local_cap, n_rows), dtype=np.int32)  # slot-major (match.cu)
+        counts = np.empty(n_rows, dtype=np.int32)
+        spill = np.empty(max(spill_capacity, 1), dtype=np.int64)
+        used = np.zeros(1, dtype=np.uint64)
         lib.mc_cpu_match_fixed(
             *self._index_args(index),
             *self._text_args(batch, None),
             ffi.from_buffer("int32_t[]", ids),
             ffi.from_buffer("int32_t[]", counts),
+            ffi.from_buffer("int64_t[]", spill),
+            spill_capacity,
+            ffi.from_buffer("uint64_t[]", used),
             self.threads,
         )
-        return ids, counts
+        needed = int(used[0])
+        return ids, counts, spill[: min(needed, spill_capacity)], needed
 
     def gather_fixed(
         self, fixed_ids: np.ndarray, counts: np.ndarray, starts: np.ndarray

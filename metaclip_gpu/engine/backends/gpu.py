@@ -333,16 +333,22 @@ class GPUBackend:
         return "i64" if batch.offsets_are_64 else "i32"
 
     # --------------------------------------------------------------- kernels
-    def match_fixed(self, index: MetadataIndex, batch: DeviceTextBatch) -> tuple[Any, Any]:
-        ids = cupy.empty((batch.n_rows, self.local_cap), dtype=np.int32)
+    def match_fixed(
+        self, index: MetadataIndex, batch: DeviceTextBatch, spill_capacity: int
+    ) -> tuple[Any, Any, Any, int]:
+        ids = cupy.empty((self.local_cap, batch.n_rows), dtype=np.int32)  # slot-major (match.cu)
         counts = cupy.empty(batch.n_rows, dtype=np.int32)
+        spill = cupy.empty(max(spill_capacity, 1), dtype=np.int64)
+        used = cupy.zeros(1, dtype=np.uint64)
         text_args, n = self._text_args(batch, None)
         _launch(
             f"mc_match_fixed_{self._suffix(batch)}",
             n,
-            (*self._index_args(index), *text_args, ids, counts),
-        )
-        return ids, counts
+            (*self._index_args(index), *text_args, ids, counts, spill, np.int64(spill_capacity),
+             used),
+        )  # fmt: skip
+        needed = int(used[0])
+        return ids, counts, spill[: min(needed, spill_capacity)], needed
 
     def gather_fixed(self, fixed_ids: Any, counts: Any, starts: Any) -> Any:
         fixed_ids = cupy.ascontiguousarray(fixed_ids, dtype=np.int32)

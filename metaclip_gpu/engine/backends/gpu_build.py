@@ -16,9 +16,9 @@ import importlib.resources
 import re
 from pathlib import Path
 
-# Ids a text holds in mc_match_fixed's per-thread buffer. kernels/match.cu defaults
-# MC_LOCAL_CAP to the same value, which the CPU extension is built with.
-LOCAL_CAP = 32
+# Ids a text keeps in mc_match_fixed's per-thread list (the rest are spilled); kernels/match.cu
+# defaults MC_LOCAL_CAP to the same value, which the CPU extension is built with.
+LOCAL_CAP = 64
 KERNEL_SOURCE_FILE = "match.cu"
 KERNEL_NAMES: tuple[str, ...] = (
     "mc_match_fixed_i32",

@@ -124,6 +124,7 @@ class Chunker:
         self.reported_lines = 0
         self.text_column = "text"
         self.key_column: str | None = None
+        self.source_columns: tuple[str, ...] = ()
         self.last_schema: pa.Schema | None = None
 
     def skip(self, reason: str, count: int = 1, line: int | None = None) -> None:
@@ -168,6 +169,7 @@ class Chunker:
             invalid_lines=self.lines,
             text_column=self.text_column,
             key_column=self.key_column,
+            source_columns=self.source_columns,
         )
         self.next_row += rows
         self.skipped = Counter()

@@ -104,8 +104,9 @@ class ShardChunk:
     valid UTF-8), ``key`` when the shard has a key column, and the kept columns; a kept column
     called ``text`` or ``key`` that is not the text/key column becomes ``text_orig``/``key_orig``.
     ``text_column``/``key_column`` are the source names (to write curated rows back under their
-    own names). ``skipped`` counts the rows skipped since the previous chunk, by reason; a
-    shard whose last rows were all skipped ends with a 0-row chunk that carries those counts.
+    own names, in the order of ``source_columns``). ``skipped`` counts the rows skipped since
+    the previous chunk, by reason; a shard whose last rows were all skipped ends with a 0-row
+    chunk that carries those counts.
     """
 
     shard: Shard
@@ -115,6 +116,7 @@ class ShardChunk:
     invalid_lines: list[int] = field(default_factory=list)
     text_column: str = "text"
     key_column: str | None = None
+    source_columns: tuple[str, ...] = ()  # the input's column order, where the format has one
 
     @property
     def num_rows(self) -> int:

@@ -36,6 +36,7 @@ def read_parquet(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterat
         names = pf.schema_arrow.names
         columns = resolve_columns(shard, names, options)
         chunker.text_column, chunker.key_column = columns.text, columns.key
+        chunker.source_columns = tuple(names)
         wanted = [
             n
             for n in names
@@ -110,6 +111,7 @@ def read_jsonl(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterator
             if names is not None:
                 columns = resolve_columns(shard, names, options)
                 chunker.text_column, chunker.key_column = columns.text, columns.key
+                chunker.source_columns = tuple(names)
                 parse_options = pajson.ParseOptions(
                     explicit_schema=pa.schema([(columns.text, pa.string())]),
                     unexpected_field_behavior="infer",
@@ -231,6 +233,7 @@ def read_delimited(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iter
         names += [f"f{i}" for i in range(len(names), fields)]
     columns = resolve_columns(shard, names, options)
     chunker.text_column, chunker.key_column = columns.text, columns.key
+    chunker.source_columns = tuple(names)
 
     lines = _RecordLines(1 if header else 0)
 
