@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import click
 
-from metaclip_gpu import __version__, progress
+from metaclip_gpu import __version__
 from metaclip_gpu.cli.building import build_metadata_cmd
 from metaclip_gpu.cli.curating import balance, curate, demo, report
 from metaclip_gpu.cli.errors import DEBUG_ENV
 from metaclip_gpu.cli.matching import build_index, count, match_cmd
+from metaclip_gpu.pipeline import progress
 
 __all__ = ["main"]
 
