@@ -386,6 +386,7 @@ def curate(
     Give --t (one or more) or --target-size: one of them is required (with --worldwide, --t
     is t_en, 170000 when not given)."""
     from metaclip_gpu.pipeline.cluster import close_client
+    from metaclip_gpu.pipeline.run import curate as run_pipeline
 
     if worldwide:
         if target_size is not None:
@@ -415,7 +416,7 @@ def curate(
             import dask
 
             dask.config.set({NO_WORKER_TIMEOUT: no_worker_timeout})
-        summary = curate(  # --worldwide is a mode of the one pipeline
+        summary = run_pipeline(  # --worldwide is a mode of the one pipeline
             shards,
             metadata,
             output,
