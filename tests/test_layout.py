@@ -64,7 +64,7 @@ def test_the_public_api() -> None:
     from metaclip_gpu.pipeline.match import run_match
     from metaclip_gpu.pipeline.run import curate
 
-    assert metaclip_gpu.pipeline.balance is curate
+    assert metaclip_gpu.curate is curate
     assert metaclip_gpu.run_match is run_match
     assert metaclip_gpu.run_count is run_count
     assert metaclip_gpu.run_balance is run_balance
