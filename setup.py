@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["metaclip_gpu/_native/build_ext.py:ffibuilder"])
+setup(cffi_modules=["metaclip_gpu/engine/_native/build_ext.py:ffibuilder"])

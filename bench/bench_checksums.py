@@ -14,7 +14,7 @@ t = 20,000 into a scratch folder, then:
   verified files cleared first, so every file is hashed once), and with the check replaced by
   the former one (a Parquet footer read); their difference is what verifying costs a rerun;
 - ``--target-size`` of a tenth of the rows: `target_size.solve_target` over the match files
-  (passes over the files, seconds) against `balance.solve_t` over the pool's match lists in
+  (passes over the files, seconds) against `draws.solve_t` over the pool's match lists in
   memory (reading them included).
 
 Writes ``bench/results/bench_checksums.json``.
@@ -46,10 +46,12 @@ from _common import (
 )
 from bench_curate import write_shards
 
-from metaclip_gpu import checksums, curate, manifest, stages, target_size
-from metaclip_gpu.balance import solve_t
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import csr_of, run_curate
+from metaclip_gpu.pipeline import balance_shard, checksums, count, manifest, target_size
+from metaclip_gpu.pipeline.aligned import csr_of
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.draws import solve_t
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_checksums.json"
 T = 20_000.0
@@ -61,15 +63,15 @@ def footer_check(path: Any, expected: str | None, what: str = "") -> bool:
 
 
 def timed_rerun(shards: Path, metadata: Path, out: Path, check: Any) -> float:
-    saved = (manifest.checksum_matches, stages.checksum_matches, curate.checksum_matches)
-    manifest.checksum_matches = stages.checksum_matches = curate.checksum_matches = check
+    saved = (manifest.checksum_matches, count.checksum_matches, balance_shard.checksum_matches)
+    manifest.checksum_matches = count.checksum_matches = balance_shard.checksum_matches = check
     checksums._verified.clear()
     try:
         start = time.perf_counter()
         summary = run_curate(shards, metadata, out, ts=[T], progress=False)
         seconds = time.perf_counter() - start
     finally:
-        manifest.checksum_matches, stages.checksum_matches, curate.checksum_matches = saved
+        manifest.checksum_matches, count.checksum_matches, balance_shard.checksum_matches = saved
     assert summary["shards_matched_this_run"] == 0
     return seconds
 
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, metadata: Path, data_dir: Path, scratch: Path)
     first = time.perf_counter() - start
 
     match_files = sorted((out / "matches").glob("*.parquet"))
-    curated_files = sorted(curate.curated_dir(out, T).glob("*.parquet"))
+    curated_files = sorted(curated_dir(out, T).glob("*.parquet"))
     files = match_files + curated_files
     size = sum(p.stat().st_size for p in files)
     start = time.perf_counter()

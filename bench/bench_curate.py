@@ -55,9 +55,9 @@ from _common import (
 )
 
 from metaclip_gpu import MetadataIndex
-from metaclip_gpu.curate import run_curate
-from metaclip_gpu.metadata import load_metadata
-from metaclip_gpu.reference import spaced_entries, spacing
+from metaclip_gpu.engine.metadata import load_metadata
+from metaclip_gpu.engine.reference import spaced_entries, spacing
+from metaclip_gpu.pipeline.run import run_curate
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_curate.json"
 
@@ -219,7 +219,7 @@ def run(args, console: Console, metadata: Path, data_dir: Path, scratch: Path) -
 
     dask: dict[str, Any] | None = None
     if not args.no_dask:
-        from metaclip_gpu.cluster import close_client, make_client
+        from metaclip_gpu.pipeline.cluster import close_client, make_client
 
         started = time.perf_counter()
         client = make_client(cluster="local", workers=cores, threads_per_worker=1)

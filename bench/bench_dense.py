@@ -58,8 +58,8 @@ from _common import (
 from bench_match import aho_match, compare, ptxas_usage
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.metadata import load_metadata
-from metaclip_gpu.reference import spaced_entries
+from metaclip_gpu.engine.metadata import load_metadata
+from metaclip_gpu.engine.reference import spaced_entries
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_dense.json"
 BUCKETS: tuple[tuple[str, int, int], ...] = (

@@ -51,8 +51,9 @@ from _common import (
 from bench_curate import write_shards
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends import gpu_count
-from metaclip_gpu.curate import curated_dir, run_curate
+from metaclip_gpu.engine.backends import gpu_count
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "bench_gpu.json"
@@ -148,7 +149,7 @@ def curated_urls(out: Path, t: float) -> list[str]:
 def bench_curate(
     shards: Path, metadata: Path, scratch: Path, t: float, cluster: bool
 ) -> dict[str, Any]:
-    from metaclip_gpu.cluster import close_client, make_client
+    from metaclip_gpu.pipeline.cluster import close_client, make_client
 
     figures: dict[str, Any] = {}
     for backend in ("cpu", "gpu"):

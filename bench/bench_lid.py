@@ -11,7 +11,7 @@ before NumPy loads), so the figures are texts/s on one core: each method's CPU s
 this process (``time.process_time``, what a shared, loaded machine disturbs least) and wall
 seconds, the median of ``--reps`` runs, the methods interleaved run by run. Methods:
 
-  (a) ``metaclip_gpu.lid.identify``: what the pipeline runs per chunk (newlines replaced in
+  (a) ``metaclip_gpu.pipeline.lid.identify``: what the pipeline runs per chunk (newlines replaced in
       Arrow, one multi-line predict call, labels back as an Arrow column);
   (b) the model's own ``predict`` called once per Python string (as the reference's
       ``ftlangdetect.detect`` does), newlines replaced per text;
@@ -52,7 +52,7 @@ DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "bench_lid.json"
 sys.path.insert(0, str(REPO_ROOT))
 import pyarrow as pa  # noqa: E402
 
-from metaclip_gpu import lid  # noqa: E402
+from metaclip_gpu.pipeline import lid  # noqa: E402
 
 
 def timed_interleaved(fns: dict[str, Any], reps: int) -> dict[str, tuple[float, float, Any]]:

@@ -65,8 +65,8 @@ from _common import (  # noqa: E402  (bench/_common.py, beside this script)
 )
 
 from metaclip_gpu import MetadataIndex, match  # noqa: E402
-from metaclip_gpu.metadata import load_metadata  # noqa: E402
-from metaclip_gpu.reference import spaced_entries, spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
+from metaclip_gpu.engine.metadata import load_metadata  # noqa: E402
+from metaclip_gpu.engine.reference import spaced_entries, spacing  # noqa: E402  (MetaCLIP's spacing(), verbatim)
 
 # ----------------------------------------------------------------------------- MetaCLIP's path
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # ------------------------------------------------------------------ backends
-    from metaclip_gpu.backends import gpu_available
+    from metaclip_gpu.engine.backends import gpu_available
 
     settings: list[tuple[str, str, int | None]] = [
         ("cpu_1_thread", "cpu", 1),

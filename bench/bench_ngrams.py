@@ -39,9 +39,9 @@ MIN_UNIGRAM_COUNT = 100
 MIN_PMI = 30.0
 
 sys.path.insert(0, str(REPO_ROOT))
-from metaclip_gpu.ngrams import PUNCTUATION, count_corpus, select_ngrams  # noqa: E402
-from metaclip_gpu.read import ReadOptions, Shard, find_shards  # noqa: E402
-from metaclip_gpu.reference import spacing  # noqa: E402
+from metaclip_gpu.engine.reference import spacing  # noqa: E402
+from metaclip_gpu.metadata_builder.ngrams import PUNCTUATION, count_corpus, select_ngrams  # noqa: E402
+from metaclip_gpu.pipeline.read import ReadOptions, Shard, find_shards  # noqa: E402
 
 
 def _is_word(token: str) -> bool:

@@ -57,9 +57,9 @@ from _common import (
 )
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.languages import LanguageIndexes
-from metaclip_gpu.metadata import load_metadata
-from metaclip_gpu.reference import spacing, worldwide_spaced_entries
+from metaclip_gpu.engine.metadata import load_metadata
+from metaclip_gpu.engine.reference import spacing, worldwide_spaced_entries
+from metaclip_gpu.pipeline.languages import LanguageIndexes
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_worldwide.json"
 ALPHABETS = {  # (code point ranges, words joined by a space)

@@ -39,12 +39,13 @@ import pyarrow.parquet as pq
 from IPython.display import display
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.balance import keep_probability
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import run_curate, t_label
-from metaclip_gpu.plots import NO_BALANCING, Curve, cumulative_figure, rank_count_figure
-from metaclip_gpu.report import write_report
-from metaclip_gpu.stages import COUNTS_NPY
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.draws import keep_probability
+from metaclip_gpu.pipeline.files import COUNTS_NPY
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import t_label
+from metaclip_gpu.report.html import write_report
+from metaclip_gpu.report.plots import NO_BALANCING, Curve, cumulative_figure, rank_count_figure
 
 DATA = Path(os.environ.get("METACLIP_SHARED_DATA") or Path.cwd().parent.parent / "shared" / "data")
 CC3M, METADATA = DATA / "cc3m_val.tsv", DATA / "metadata_wordnet_wordfreq_500k.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_gpu.backends import gpu_available
+from metaclip_gpu.engine.backends import gpu_available
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CC3M_FILE = "cc3m_val.tsv"
@@ -81,7 +81,7 @@ def metadata_500k(metadata_500k_path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def oracle_500k(metadata_500k: list[str]):
     """A `FastOracle` over the 500k metadata (built once per session)."""
-    from metaclip_gpu.reference import FastOracle
+    from metaclip_gpu.engine.reference import FastOracle
 
     return FastOracle(metadata_500k)
 
@@ -90,7 +90,7 @@ def oracle_500k(metadata_500k: list[str]):
 def emulated_cupy():
     """The emulated `cupy` (tests/gpu_emulation), installed in sys.modules for this test.
 
-    `metaclip_gpu.backends.gpu` is imported afresh against it and dropped again afterwards;
+    `metaclip_gpu.engine.backends.gpu` is imported afresh against it and dropped again afterwards;
     `gpu_available()` is True (the emulated runtime reports one device). The launch log
     `gpu_emulation.launch_log` and `gpu_emulation.last_launch` start empty.
     """

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.reference import FastOracle, reference_match, spacing
+from metaclip_gpu.engine.reference import FastOracle, reference_match, spacing
 
 ALPHABET = ["a", "b", "c", " ", "\t", "\n", "\r", ",", ".", ";", ":", "?", "!", "`", "é", "中", "-"]
 PUNCTS = [",", ".", ";", ":", "?", "!", "`"]

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.curate import SUMMARY_NAME, curated_dir
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import curated_dir
 
 ENTRIES = ["dog", "red car", "beach", "cat"]
 GOOD_TEXTS = ["a dog on the beach", "red car, red cat", "nothing here", "a cat"]
@@ -115,7 +116,7 @@ def test_match_matches_a_str_with_a_lone_surrogate_as_bytes() -> None:
 
 def test_metadata_with_a_lone_surrogate_names_the_file_and_element(tmp_path: Path) -> None:
     from metaclip_gpu import MetadataIndex
-    from metaclip_gpu.metadata import MetadataError
+    from metaclip_gpu.engine.metadata import MetadataError
 
     path = tmp_path / "meta.json"
     path.write_text('["dog", "bad \\ud800 x", "red"]')
@@ -136,7 +137,7 @@ def test_one_invalid_utf8_row_loses_only_that_row(tmp_path: Path, fmt: str) -> N
     """One line with a byte that is not UTF-8 made the whole TSV/CSV shard unreadable. Now it
     is skipped and counted as ``invalid_utf8`` with its line: 999 of 1,000 rows are read, the
     rows after it keep their texts and keys."""
-    from metaclip_gpu.read import ReadOptions, find_shards, read_shard_checked
+    from metaclip_gpu.pipeline.read import ReadOptions, find_shards, read_shard_checked
 
     sep = "\t" if fmt == "tsv" else ","
     head = [f"caption{sep}url"] if fmt == "csv" else []
@@ -185,7 +186,7 @@ def last_line(output: str) -> str:
 def test_every_shard_unreadable_exits_nothing_read_with_one_line(
     tmp_path: Path, metadata: Path
 ) -> None:
-    from metaclip_gpu.outcome import EXIT_NOTHING_READ
+    from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ
 
     root = tmp_path / "in"
     root.mkdir()
@@ -204,7 +205,7 @@ def test_every_shard_unreadable_exits_nothing_read_with_one_line(
 def test_some_shards_unreadable_exit_3_and_the_rest_is_curated(
     tmp_path: Path, metadata: Path
 ) -> None:
-    from metaclip_gpu.outcome import EXIT_SOME_UNREADABLE
+    from metaclip_gpu.pipeline.outcome import EXIT_SOME_UNREADABLE
 
     root = tmp_path / "in"
     write_good_shard(root)
@@ -245,7 +246,7 @@ def test_square_brackets_in_messages_paths_and_entries_are_printed(
     "pip install 'metaclip-gpu'". Paths, errors and entries with brackets print as they are."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "metaclip_gpu.report", None)  # the report extra missing
+    monkeypatch.setitem(sys.modules, "metaclip_gpu.report.html", None)  # the report extra missing
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(["[film]", "dog"]))
     root = tmp_path / "in [v2]"

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from metaclip_gpu.balance import (
+from metaclip_gpu.pipeline.count import entry_counts
+from metaclip_gpu.pipeline.draws import (
     csr_uniform_draws,
     expected_kept,
     keep_chances,
@@ -19,7 +20,6 @@ from metaclip_gpu.balance import (
     solve_t,
     uniform_draws,
 )
-from metaclip_gpu.count import entry_counts
 
 M64 = (1 << 64) - 1
 

@@ -1,4 +1,4 @@
-"""Building metadata (metaclip_gpu.build_metadata and ``metaclip-gpu build-metadata``):
+"""Building metadata (metaclip_gpu.metadata_builder.build and ``metaclip-gpu build-metadata``):
 source order, de-duplication, both filter sets, caps and the total cap; titles files; the WordNet
 rules; the provenance; the built file in the matcher."""
 
@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from wordnet_fixture import LEMMAS, OMW_LEMMAS, SYNSET_NAMES, write_omw, write_wordnet
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.build_metadata import (
+from metaclip_gpu.cli import main
+from metaclip_gpu.engine.reference import FastOracle
+from metaclip_gpu.metadata_builder.build import (
     BUILD_KEY,
     Caps,
     SourceList,
@@ -26,9 +28,7 @@ from metaclip_gpu.build_metadata import (
     read_titles,
     title_source,
 )
-from metaclip_gpu.cli import main
-from metaclip_gpu.reference import FastOracle
-from metaclip_gpu.wordnet import find_wordnet
+from metaclip_gpu.metadata_builder.wordnet import find_wordnet
 
 
 def _source(name: str, entries: list[str]) -> SourceList:

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from metaclip_gpu.advice import t_keeps_nearly_all
 from metaclip_gpu.cli import main
+from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
 
 METADATA = ["red car", "blue sky", "dog", "cat", "the"]
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.arrays import array_module
-from metaclip_gpu.count import (
+from metaclip_gpu.engine.arrays import array_module
+from metaclip_gpu.pipeline.count import (
     add_counts,
     counts_table,
     entry_counts,

@@ -1,4 +1,4 @@
-"""Stage balance + write and the single-process curate pipeline (metaclip_gpu.curate, SPEC 4)."""
+"""Stage balance + write and the single-process curate pipeline (pipeline.balance, SPEC 4)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,15 @@ from click.testing import CliRunner
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import (
-    BALANCE_CONFIG,
-    SUMMARY_NAME,
-    curated_dir,
-    run_balance,
-    run_curate,
-    t_label,
-)
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.read import ReadOptions
-from metaclip_gpu.stages import COUNTS_NPY, run_count, run_match
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.pipeline.balance import run_balance
+from metaclip_gpu.pipeline.count import load_entry_counts, run_count
+from metaclip_gpu.pipeline.files import COUNTS_NPY
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.read import ReadOptions
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import BALANCE_CONFIG, curated_dir, t_label
 
 TS = [20.0, 200.0]
 SMALL_ENTRIES = ["dog", "beach", "red car", "man", "woman", "city", "the sun"]
@@ -180,7 +177,7 @@ def test_curated_parquet_keeps_the_input_columns(base, cc3m_path) -> None:
     _, out, _ = base
     files = sorted(curated_dir(out, TS[0]).glob("*.parquet"))
     assert len(files) == 4
-    table = pq.read_table(files[0])
+    table = pq.ParquetFile(files[0]).read()  # no hive column from the t=... folder name
     assert table.column_names == ["caption", "url", "entry_ids"]
     assert table.schema.field("entry_ids").type == pa.list_(pa.int32())
     source = dict(
@@ -297,7 +294,7 @@ def test_without_a_key_column_the_text_and_row_fallback_is_used(cc3m_path, tmp_p
     def captions(out: Path) -> list[tuple[str, tuple[int, ...]]]:
         rows = []
         for path in sorted(curated_dir(out, 3).glob("*.parquet")):
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # no hive column from the t=... folder name
             assert table.column_names == ["caption", "entry_ids"]
             rows += zip(
                 table.column("caption").to_pylist(),
@@ -334,12 +331,12 @@ def test_curate_killed_in_the_balance_stage_resumes_to_the_same_result(
     import sys
     import time
 
-    from metaclip_gpu.stages import DELAY_ENV
+    from metaclip_gpu.pipeline.files import DELAY_ENV
 
     shards, clean, _ = base
     killed = tmp_path / "killed"
     code = (
-        "import sys; from metaclip_gpu.curate import run_curate; "
+        "import sys; from metaclip_gpu.pipeline.run import run_curate; "
         f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, seed=0, progress=False)"
     )
     env = {**os.environ, DELAY_ENV: "0.6"}  # match: 0.3 s before and after each rename

@@ -19,10 +19,12 @@ from click.testing import CliRunner
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import curated_dir, run_balance, run_curate
-from metaclip_gpu.manifest import MANIFEST_NAME
-from metaclip_gpu.stages import COUNTS_NPY
+from metaclip_gpu.pipeline.balance import run_balance
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.files import COUNTS_NPY
+from metaclip_gpu.pipeline.manifest import MANIFEST_NAME
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 distributed = pytest.importorskip("distributed")
 

@@ -24,7 +24,7 @@ import pytest
 os.environ.setdefault("RAPIDS_NO_INITIALIZE", "1")
 plc = pytest.importorskip("pylibcudf", reason="the gpu extra is not installed (no pylibcudf)")
 
-from metaclip_gpu.backends.device_layout import (  # noqa: E402 - after the skip
+from metaclip_gpu.engine.backends.device_layout import (  # noqa: E402 - after the skip
     GPU_BATCH_BYTES,
     StringsLayout,
     batch_bounds,
@@ -260,7 +260,7 @@ def _cudf_series(texts: list[str], pad: int, spillable: bool) -> tuple[Any, Any,
 def _gpu_module() -> Any:
     pytest.importorskip("cupy", reason="the gpu extra is not installed (no cupy)")
     pytest.importorskip("cudf", reason="the gpu extra is not installed (no cudf)")
-    from metaclip_gpu.backends import gpu
+    from metaclip_gpu.engine.backends import gpu
 
     return gpu
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_gpu.curate import curated_dir, run_curate
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 METADATA = ["red car", "blue sky", "dog", "cat", "the"]
 T = 3.0  # "the" (in every caption) is thinned; rare entries keep their texts

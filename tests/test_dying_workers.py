@@ -20,9 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_gpu.curate import curated_dir, run_curate
-from metaclip_gpu.manifest import Manifest
-from metaclip_gpu.stages import DELAY_ENV, MATCHES_DIR
+from metaclip_gpu.pipeline.files import DELAY_ENV, MATCHES_DIR
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 pytest.importorskip("distributed")
 
@@ -195,7 +196,7 @@ def test_a_task_that_kills_its_workers_is_a_cluster_error_naming_the_scheduler()
     import dask
     from distributed import Client, LocalCluster
 
-    from metaclip_gpu.cluster import ClusterError, results_as_completed
+    from metaclip_gpu.pipeline.cluster import ClusterError, results_as_completed
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)

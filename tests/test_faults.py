@@ -30,9 +30,9 @@ import pytest
 from click.testing import CliRunner
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.curate import curated_dir
-from metaclip_gpu.manifest import Manifest
-from metaclip_gpu.stages import DELAY_ENV
+from metaclip_gpu.pipeline.files import DELAY_ENV
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.write import curated_dir
 
 WORDS = [f"w{i}" for i in range(60)] + ["dog", "red car", "beach"]
 ENTRIES = [*WORDS[:40], "w1 w2", "dog"]
@@ -219,14 +219,15 @@ def test_debug_shows_the_traceback(pool, tmp_path: Path) -> None:
 def test_a_known_cluster_error_is_one_line(
     pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """E.g. LocalCUDACluster without NVML: make_client raises a RuntimeError saying so."""
-    import metaclip_gpu.backends as backends
-    import metaclip_gpu.cluster as cluster
+    """E.g. LocalCUDACluster without NVML: make_client raises a RuntimeError saying so.
+    (CuPy is said to see a GPU: without one, --backend gpu stops earlier, where the run's
+    backend is resolved before the cluster starts, with its own line.)"""
+    import metaclip_gpu.engine.backends as backends
+    import metaclip_gpu.pipeline.cluster as cluster
 
     def no_nvml(**kwargs):
         raise RuntimeError("NVML is not available: no NVIDIA driver [libnvidia-ml.so.1]")
 
-    # a GPU is reported (the backend is resolved before the cluster starts, issue 10)
     monkeypatch.setattr(backends, "gpu_available", lambda: True)
     monkeypatch.setattr(cluster, "make_client", no_nvml)
     args = curate_args(pool, tmp_path / "out")
@@ -276,7 +277,7 @@ def test_ctrl_c_exits_130_saying_a_rerun_resumes_and_it_does(
 
 
 def test_describe_names_the_path_the_errno_and_what_to_do(tmp_path: Path) -> None:
-    from metaclip_gpu.oserrors import describe, with_path
+    from metaclip_gpu.pipeline.oserrors import describe, with_path
 
     with pytest.raises(OSError) as caught, with_path(tmp_path / "x.parquet"):
         raise OSError(errno.ENOSPC, "No space left on device")  # as pyarrow raises it

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends import get_backend
+from metaclip_gpu.engine.backends import get_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -91,7 +91,7 @@ def test_auto_picks_gpu(index: MetadataIndex) -> None:
 
 
 def test_local_cap_matches_cpu_build(gpu) -> None:
-    from metaclip_gpu._native import lib
+    from metaclip_gpu.engine._native import lib
 
     assert gpu.local_cap == int(lib.mc_local_cap())
 
@@ -149,7 +149,7 @@ def test_cudf_sliced_series_with_nulls(gpu, index, texts) -> None:
     expected = _cpu(texts[5:450], index)
     assert_same(match(sliced, index, backend=gpu), expected)
     assert_same(match(sliced, index, backend=gpu, batch_rows=29), expected)
-    from metaclip_gpu.backends.gpu import cudf_text_column
+    from metaclip_gpu.engine.backends.gpu import cudf_text_column
 
     whole = cudf_text_column(sliced)
     assert whole is not None and whole.n_rows == 445
@@ -180,7 +180,7 @@ def test_cudf_overflow_and_empty(gpu, index) -> None:
 
 def test_to_cudf_list_round_trip(gpu, index, texts, cpu_result) -> None:
     pytest.importorskip("cudf")
-    from metaclip_gpu.backends.gpu import to_cudf_list
+    from metaclip_gpu.engine.backends.gpu import to_cudf_list
 
     result = match(texts, index, backend=gpu)
     lists = to_cudf_list(result)
@@ -238,7 +238,7 @@ def test_index_signature_agrees_and_a_foreign_index_is_refused(gpu, index) -> No
     """The device computes the same hash/layout signature as the host build of the index."""
     import dataclasses
 
-    from metaclip_gpu.backends.gpu import GPUBackend
+    from metaclip_gpu.engine.backends.gpu import GPUBackend
 
     texts = ["w1 w2", "new york"]
     assert (

@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _no_gpu() -> None:
-    from metaclip_gpu.backends import gpu_count
+    from metaclip_gpu.engine.backends import gpu_count
 
     if gpu_count():
         pytest.skip("a GPU is visible here: these tests are about machines without one")

@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import metaclip_gpu.backends as backends
-import metaclip_gpu.cluster as cluster_module
-from metaclip_gpu import curate, ngrams, stages
+import metaclip_gpu.engine.backends as backends
+import metaclip_gpu.pipeline.cluster as cluster_module
 from metaclip_gpu.cli import main
+from metaclip_gpu.metadata_builder import ngrams
+from metaclip_gpu.pipeline import balance as balance_stage
+from metaclip_gpu.pipeline import match as match_stage
+from metaclip_gpu.pipeline import run
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
@@ -37,7 +40,11 @@ CAPTIONS = [
 # What the wrapped tasks received (module level: the in-process workers call these).
 RECEIVED: list[tuple[str, str]] = []
 CLUSTERS: list[dict[str, Any]] = []
-_REAL = {"match": stages._match_task, "balance": curate._balance_task, "ngrams": ngrams.count_shard}
+_REAL = {
+    "match": match_stage._match_task,
+    "balance": balance_stage._balance_task,
+    "ngrams": ngrams.count_shard,
+}
 
 
 def _match_task(*args: Any, backend: str, **kwargs: Any) -> Any:
@@ -94,8 +101,8 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("dask_cuda")
     fake.LocalCUDACluster = RecordingCUDACluster  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dask_cuda", fake)
-    monkeypatch.setattr(stages, "_match_task", _match_task)
-    monkeypatch.setattr(curate, "_balance_task", _balance_task)
+    monkeypatch.setattr(match_stage, "_match_task", _match_task)
+    monkeypatch.setattr(balance_stage, "_balance_task", _balance_task)
     monkeypatch.setattr(ngrams, "count_shard", _count_shard)
 
 
@@ -201,15 +208,15 @@ def test_in_process_auto_reaches_the_stages_resolved(
     monkeypatch.setattr(backends, "gpu_available", lambda: False)
     monkeypatch.setattr(backends, "gpu_count", lambda: 0, raising=False)
     seen: list[str] = []
-    real = stages.match_shard_output
+    real = match_stage.match_shard_output
 
     def spy(*args: Any, backend: str, **kwargs: Any) -> Any:
         seen.append(backend)
         return real(*args, backend=backend, **kwargs)
 
-    monkeypatch.setattr(stages, "match_shard_output", spy)
+    monkeypatch.setattr(match_stage, "match_shard_output", spy)
     metadata, shards = pool
-    summary = curate.run_curate(shards, metadata, tmp_path / "o", ts=[2], backend="auto")
+    summary = run.run_curate(shards, metadata, tmp_path / "o", ts=[2], backend="auto")
     assert summary["backend"] == "cpu"
     assert seen == ["cpu", "cpu"]
 
@@ -260,8 +267,8 @@ def test_an_in_process_gpu_run_gets_its_memory_pool_where_it_starts(
     the process gets RMM's asynchronous allocator (`ensure_device_memory(None)`)."""
     import click
 
-    from metaclip_gpu.backends import gpu_memory
     from metaclip_gpu.cli.common import start_run
+    from metaclip_gpu.engine.backends import gpu_memory
 
     asked: list[str | None] = []
     monkeypatch.setattr(gpu_memory, "ensure_device_memory", lambda size=None: asked.append(size))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends import get_backend
+from metaclip_gpu.engine.backends import get_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -94,7 +94,7 @@ def test_device_memory_is_pooled_and_shared_with_cupy() -> None:
     rmm = pytest.importorskip("rmm")
     from rmm.allocators.cupy import rmm_cupy_allocator
 
-    from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+    from metaclip_gpu.engine.backends.gpu_memory import ensure_device_memory
 
     state = ensure_device_memory()
     assert state in ("async", "kept", "pool")
@@ -109,7 +109,7 @@ def test_device_memory_is_pooled_and_shared_with_cupy() -> None:
 def _curated_rows(out: Path, t: float) -> list[tuple[str, ...]]:
     import pyarrow.parquet as pq
 
-    from metaclip_gpu.curate import curated_dir
+    from metaclip_gpu.pipeline.write import curated_dir
 
     rows: list[tuple[str, ...]] = []
     for path in sorted(curated_dir(out, t).glob("*.parquet")):
@@ -124,8 +124,8 @@ def test_local_cuda_cluster_with_pool_and_spilling(
     pool_size: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("dask_cuda")
-    from metaclip_gpu.cluster import close_client, make_client
-    from metaclip_gpu.curate import run_curate
+    from metaclip_gpu.pipeline.cluster import close_client, make_client
+    from metaclip_gpu.pipeline.run import run_curate
 
     monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "cache"))
     metadata = tmp_path / "metadata.json"

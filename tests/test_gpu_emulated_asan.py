@@ -25,7 +25,7 @@ BAD_LAUNCH = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, "tests")
     import gpu_emulation
-    from metaclip_gpu.backends.gpu_build import kernel_source, nvrtc_options
+    from metaclip_gpu.engine.backends.gpu_build import kernel_source, nvrtc_options
 
     cp = gpu_emulation.install()
     module = cp.RawModule(code=kernel_source(), options=nvrtc_options())

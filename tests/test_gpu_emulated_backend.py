@@ -1,6 +1,6 @@
 """The GPU backend on the emulated device (tests/gpu_emulation) equals the CPU backend.
 
-Every kernel launch of metaclip_gpu/backends/gpu.py runs here without a GPU: the host build of
+Every kernel launch of engine/backends/gpu.py runs here without a GPU: the host build of
 kernels/match.cu over the launch's whole grid, each launch's arguments checked against the
 kernel's parameters. cuDF / pylibcudf inputs need a real device and are left to the ``gpu``
 tests (tests/test_gpu_backend.py). Fixtures that touch CuPy are function-scoped: the emulated
@@ -25,7 +25,7 @@ from test_gpu_backend import (
 )
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends.gpu_build import KERNEL_NAMES, LOCAL_CAP
+from metaclip_gpu.engine.backends.gpu_build import KERNEL_NAMES, LOCAL_CAP
 
 pytestmark = pytest.mark.emulated_gpu
 
@@ -51,7 +51,7 @@ def _launched() -> set[str]:
 
 
 def test_auto_resolves_to_the_emulated_gpu(index) -> None:
-    from metaclip_gpu.backends import get_backend, gpu_available
+    from metaclip_gpu.engine.backends import get_backend, gpu_available
 
     assert gpu_available()
     assert get_backend("auto").name == "gpu"
@@ -145,7 +145,7 @@ def test_every_kernel_is_launched_and_checked() -> None:
 def test_foreign_index_signature_is_refused(index) -> None:
     import dataclasses
 
-    from metaclip_gpu.backends.gpu import GPUBackend
+    from metaclip_gpu.engine.backends.gpu import GPUBackend
 
     foreign = dataclasses.replace(
         index, stats=dataclasses.replace(index.stats, signature=index.stats.signature ^ 1)

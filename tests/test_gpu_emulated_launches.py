@@ -19,7 +19,7 @@ from gpu_emulation import KernelMemoryError, LaunchArgumentError, host_build
 from test_gpu_emulated_backend import dense_case
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends.gpu_build import (
+from metaclip_gpu.engine.backends.gpu_build import (
     KERNEL_NAMES,
     LOCAL_CAP,
     kernel_source,

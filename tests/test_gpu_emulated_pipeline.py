@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_worldwide_pipeline import METADATA, curated_rows, make_pool, write_shards
 
-from metaclip_gpu.curate import curated_dir, run_curate
-from metaclip_gpu.read import ReadOptions
-from metaclip_gpu.worldwide import run_worldwide
+from metaclip_gpu.pipeline.read import ReadOptions
+from metaclip_gpu.pipeline.run import run_curate, run_worldwide
+from metaclip_gpu.pipeline.write import curated_dir
 
 pytestmark = pytest.mark.emulated_gpu
 

@@ -2,7 +2,7 @@
 
 `plc.gpumemoryview` takes any object with ``__cuda_array_interface__``; the emulated arrays
 (tests/gpu_emulation) give their host address there, so real `pylibcudf.Column` objects can be
-built over them without a GPU, and `metaclip_gpu.backends.gpu.cudf_strings` reads them as it
+built over them without a GPU, and `metaclip_gpu.engine.backends.gpu.cudf_strings` reads them as it
 reads a cuDF column on a device (data pointer, offsets child and its offset, the slice offset,
 the null mask), then the kernels run on the emulated device. Needs the gpu extra (pylibcudf
 installed; CI installs it); skipped without it. cuDF Series (which allocate through RMM) still

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.read import ReadOptions
-from metaclip_gpu.stages import run_match
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.read import ReadOptions
 
 pytestmark = pytest.mark.emulated_gpu
 
@@ -37,7 +37,7 @@ def signature_launches() -> int:
 
 
 def _uploads() -> int:
-    from metaclip_gpu.backends import get_backend
+    from metaclip_gpu.engine.backends import get_backend
 
     return get_backend("gpu").indexes.uploads  # type: ignore[attr-defined]
 
@@ -121,11 +121,11 @@ def test_a_dask_worker_uploads_once_for_all_its_shards(tmp_path: Path) -> None:
 def test_device_batches_are_cut_by_bytes_of_text(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    from metaclip_gpu.backends import get_backend
+    from metaclip_gpu.engine.backends import get_backend
 
-    # importlib, not `from metaclip_gpu.backends import gpu`: the package attribute may still
+    # importlib, not `from metaclip_gpu.engine.backends import gpu`: the package attribute may still
     # be a real-CuPy gpu module imported by an earlier test
-    gpu_module = importlib.import_module("metaclip_gpu.backends.gpu")
+    gpu_module = importlib.import_module("metaclip_gpu.engine.backends.gpu")
     texts = ["x" * 10] * 20 + ["y" * 100] + ["z"] * 5
     monkeypatch.setattr(gpu_module, "GPU_BATCH_BYTES", 45)
     sizes = [len(b) for b in get_backend("gpu").text_batches(texts)]
@@ -140,7 +140,7 @@ def test_worldwide_uploads_each_language_once_across_runs(tmp_path: Path) -> Non
     LanguageIndexes objects, the same digests) uploads nothing."""
     from test_worldwide_pipeline import METADATA, make_pool, write_shards
 
-    from metaclip_gpu.worldwide import run_worldwide
+    from metaclip_gpu.pipeline.run import run_worldwide
 
     pool = make_pool(300, seed=4)
     shards = write_shards(pool, tmp_path / "in", [100, 200])

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metaclip_gpu.backends.gpu_build import KERNEL_NAMES, kernel_source, nvrtc_options
+from metaclip_gpu.engine.backends.gpu_build import KERNEL_NAMES, kernel_source, nvrtc_options
 
 pytestmark = pytest.mark.emulated_gpu
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from metaclip_gpu.backends.gpu_ngrams import device_input
-from metaclip_gpu.ngrams import count_texts
+from metaclip_gpu.metadata_builder.gpu_ngrams import device_input
+from metaclip_gpu.metadata_builder.ngrams import count_texts
 
 RAW = [b"caf\xe9 au lait", None, b"ok text", b"\xff\xfe dog", "naïve".encode()]
 
@@ -33,7 +33,7 @@ def test_string_texts_pass_unchanged() -> None:
 
 @pytest.mark.gpu
 def test_gpu_counts_of_invalid_utf8_equal_the_cpu_counts() -> None:
-    from metaclip_gpu.backends.gpu_ngrams import count_texts_gpu
+    from metaclip_gpu.metadata_builder.gpu_ngrams import count_texts_gpu
 
     texts = pa.array(RAW * 3, type=pa.binary())
     gpu, cpu = count_texts_gpu(texts), count_texts(texts)

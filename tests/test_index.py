@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.index import INDEX_FORMAT, MAX_LOAD
-from metaclip_gpu.reference import FastOracle
+from metaclip_gpu.engine.index import INDEX_FORMAT, MAX_LOAD
+from metaclip_gpu.engine.reference import FastOracle
 
 ENTRIES = ["dog", "hot dog", "St. Louis", "tab\there", "a b c d", "", "dog", "café"]
 
@@ -101,7 +101,7 @@ def test_entries_longer_than_the_token_ring_use_the_stream_scan() -> None:
 
 def test_cache_is_keyed_by_the_hash_signature(tmp_path: Path) -> None:
     """An index cached by code that hashes differently is never read back (it is rebuilt)."""
-    from metaclip_gpu.index import build_signature
+    from metaclip_gpu.engine.index import build_signature
 
     cache = tmp_path / "cache"
     meta = _write(tmp_path / "metadata.json", ENTRIES)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_gpu.backends import gpu_build
-from metaclip_gpu.backends.gpu_build import (
+from metaclip_gpu.engine.backends import gpu_build
+from metaclip_gpu.engine.backends.gpu_build import (
     KERNEL_DIR,
     KERNEL_NAMES,
     KERNEL_SOURCE_FILE,
@@ -159,7 +159,7 @@ def test_nvrtc_options_shape() -> None:
 
 def test_gpu_build_imports_without_cupy() -> None:
     code = (
-        "import sys; import metaclip_gpu.backends.gpu_build as g; g.kernel_source(); "
+        "import sys; import metaclip_gpu.engine.backends.gpu_build as g; g.kernel_source(); "
         "g.nvrtc_options(); "
         "bad = [m for m in ('cupy', 'cudf', 'pylibcudf') if m in sys.modules]; "
         "assert not bad, bad"
@@ -190,7 +190,7 @@ def test_nvrtc_compiles_the_file_through_the_include_path() -> None:
 
 
 def test_local_cap_agrees_with_source_default_and_cpu_extension() -> None:
-    from metaclip_gpu._native import lib
+    from metaclip_gpu.engine._native import lib
 
     assert gpu_build.default_local_cap_in_source() == LOCAL_CAP
     assert int(lib.mc_local_cap()) == LOCAL_CAP

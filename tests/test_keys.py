@@ -1,4 +1,4 @@
-"""Text keys for the balancing draws (metaclip_gpu.keys, SPEC 4)."""
+"""Text keys for the balancing draws (metaclip_gpu.pipeline.keys, SPEC 4)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from metaclip_gpu.keys import fallback_keys, key_column_keys, text_keys, xxh64_bytes
+from metaclip_gpu.pipeline.keys import fallback_keys, key_column_keys, text_keys, xxh64_bytes
 
 M64 = (1 << 64) - 1
 

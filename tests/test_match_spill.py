@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.backends.cpu import CPUBackend
-from metaclip_gpu.reference import reference_match
+from metaclip_gpu.engine.backends.cpu import CPUBackend
+from metaclip_gpu.engine.reference import reference_match
 
-match_module = importlib.import_module("metaclip_gpu.match")  # the package exports `match`
+match_module = importlib.import_module("metaclip_gpu.engine.match")  # the package exports `match`
 WORDS = [f"w{k}" for k in range(150)]
 ENTRIES = WORDS + [f"{a} {b}" for a, b in itertools.pairwise(WORDS)] + ["w7", "w9 w10"]
 

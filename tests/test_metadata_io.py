@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from metaclip_gpu import load_metadata
-from metaclip_gpu.metadata import MetadataError
+from metaclip_gpu.engine.metadata import MetadataError
 
 
 def test_json_list(tmp_path: Path) -> None:

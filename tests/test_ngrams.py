@@ -1,4 +1,4 @@
-"""N-gram counts and PMI (metaclip_gpu.ngrams) against a Counter oracle, nltk, and dask.
+"""N-gram counts and PMI (metadata_builder.ngrams) against a Counter oracle, nltk, and dask.
 
 The oracle is written from the rule in the module doc: tokens of ``spacing(text)`` split on
 ``' '``; words are the tokens that are not empty and not punctuation-only; bigrams are two
@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from tsv_shards import split_lines
 
-from metaclip_gpu.ngrams import (
+from metaclip_gpu.engine.reference import spacing
+from metaclip_gpu.metadata_builder.ngrams import (
     PUNCTUATION,
     NgramCounts,
     bigram_pmi,
@@ -25,8 +26,7 @@ from metaclip_gpu.ngrams import (
     merge_counts,
     select_ngrams,
 )
-from metaclip_gpu.read import ReadOptions, find_shards
-from metaclip_gpu.reference import spacing
+from metaclip_gpu.pipeline.read import ReadOptions, find_shards
 
 
 def _is_word(token: str) -> bool:
@@ -161,7 +161,7 @@ def test_two_worker_cluster_equals_in_process(cc3m_shards) -> None:
 
 @pytest.mark.gpu
 def test_gpu_chunk_counts_equal_cpu(cc3m_texts: list[str], cc3m_counts: NgramCounts) -> None:
-    from metaclip_gpu.backends.gpu_ngrams import count_texts_gpu
+    from metaclip_gpu.metadata_builder.gpu_ngrams import count_texts_gpu
 
     gpu = count_texts_gpu(pa.array(cc3m_texts))
     assert gpu.unigram_dict() == cc3m_counts.unigram_dict()

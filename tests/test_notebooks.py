@@ -17,7 +17,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from metaclip_gpu.curate import SUMMARY_NAME, t_label
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import t_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))

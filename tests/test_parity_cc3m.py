@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.reference import FastOracle
+from metaclip_gpu.engine.reference import FastOracle
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Progress in batch jobs: plain lines in a log as the run goes, ``--quiet``, ``--log-format
-json`` (metaclip_gpu.progress and the commands' log options)."""
+json`` (metaclip_gpu.pipeline.progress and the commands' log options)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage ``read`` (metaclip_gpu.read): every shard format, chunking, shard discovery, bad input."""
+"""Stage ``read`` (pipeline.read): every shard format, chunking, shard discovery, bad input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_gpu.read import (
+from metaclip_gpu.pipeline.read import (
     ReadOptions,
     Shard,
     ShardChunk,
@@ -181,7 +181,7 @@ def test_small_batches_give_identical_tables_and_first_rows(tmp_path: Path, fmt:
 
 def test_jsonl_small_blocks_give_identical_tables(tmp_path: Path, monkeypatch) -> None:
     """Many line blocks (and a block boundary inside each line) change nothing."""
-    import metaclip_gpu.read.text_formats as read_mod  # the JSONL reader reads it there
+    import metaclip_gpu.pipeline.read.text_formats as read_mod  # the JSONL reader reads it there
 
     path, expected = write_format(tmp_path, "jsonl")
     [shard] = find_shards(path)

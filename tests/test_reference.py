@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.reference import FastOracle, reference_match, spacing
+from metaclip_gpu.engine.reference import FastOracle, reference_match, spacing
 
 HAND_ENTRIES = [
     "a",

@@ -1,4 +1,4 @@
-"""The report of a curate run (metaclip_gpu.report, `metaclip-gpu report`): sections, PNGs and
+"""The report of a curate run (metaclip_gpu.report.html, `metaclip-gpu report`): sections, PNGs and
 numbers equal to summary.json, on the CC3M data; the worldwide section on a hand-made run."""
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from PIL import Image
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.curate import SUMMARY_NAME, run_curate, t_label
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.report import INDEX_NAME, REPORT_DIR, write_report
-from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import t_label
+from metaclip_gpu.report.html import INDEX_NAME, REPORT_DIR, write_report
 
 TS = [20.0, 200.0]
 SECTIONS = [

@@ -37,8 +37,8 @@ def checkout(tmp_path: Path) -> Path:
         shutil.copy2(REPO / name, root / name)
     shutil.copytree(REPO / "kernels", root / "kernels")
     shutil.copytree(
-        REPO / "metaclip_gpu" / "_native",
-        root / "metaclip_gpu" / "_native",
+        REPO / "metaclip_gpu" / "engine" / "_native",
+        root / "metaclip_gpu" / "engine" / "_native",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     bin_dir = root / ".venv" / "bin"
@@ -79,7 +79,11 @@ def test_run_installs_once_then_only_when_an_input_changes(checkout: Path) -> No
     calls, err = _run(checkout, "lint")  # nothing changed: no pip at all
     assert calls == [] and "up to date" in err
 
-    for changed in ("kernels/match.cu", "metaclip_gpu/_native/cpu_launch.cpp", "pyproject.toml"):
+    for changed in (
+        "kernels/match.cu",
+        "metaclip_gpu/engine/_native/cpu_launch.cpp",
+        "pyproject.toml",
+    ):
         with (checkout / changed).open("a") as f:
             f.write("\n")
         calls, _ = _run(checkout, "lint")

@@ -1,6 +1,6 @@
 """A run directory owns its state (SPEC section 7): one configuration and one shard list at a
 time, checksums verified on reuse, a lock against a second run, and the same summary for the
-stage-at-a-time route as for ``curate`` (metaclip_gpu.rundir, checksums, run_lock)."""
+stage-at-a-time route as for ``curate`` (metaclip_gpu.pipeline.rundir, checksums, run_lock)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,16 @@ from test_curate import curated_rows
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
-from metaclip_gpu.curate import SUMMARY_NAME, curated_dir, run_balance, run_curate
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.manifest import Manifest
-from metaclip_gpu.read import ReadOptions
-from metaclip_gpu.stages import COUNTS_NPY, DELAY_ENV, run_count, run_match
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.pipeline.balance import run_balance
+from metaclip_gpu.pipeline.count import run_count
+from metaclip_gpu.pipeline.files import COUNTS_NPY, DELAY_ENV
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.read import ReadOptions
+from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import curated_dir
 
 TS = [20.0, 200.0]
 SMALL_ENTRIES = ["dog", "beach", "red car", "man", "woman", "city", "the sun", "the"]
@@ -204,7 +209,7 @@ def test_a_second_curate_into_a_directory_in_use_is_refused(
     other.write_text(json.dumps(SMALL_ENTRIES))
     out = tmp_path / "out"
     code = (
-        "import sys; from metaclip_gpu.curate import run_curate; "
+        "import sys; from metaclip_gpu.pipeline.run import run_curate; "
         f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, progress=False)"
     )
     args = [sys.executable, "-c", code, str(tmp_path / "in"), str(metadata_500k_path), str(out)]
@@ -294,7 +299,7 @@ def test_stage_at_a_time_writes_the_summary_and_report_of_curate(
 
 
 def test_the_lock_is_reentrant_and_a_reused_pid_of_this_process_is_stale(tmp_path) -> None:
-    from metaclip_gpu.run_lock import LOCK_NAME, RunDirBusy, run_lock
+    from metaclip_gpu.pipeline.run_lock import LOCK_NAME, RunDirBusy, run_lock
 
     lock = tmp_path / LOCK_NAME
     earlier = {"host": socket.gethostname(), "pid": os.getpid(), "token": "earlier"}
@@ -306,7 +311,7 @@ def test_the_lock_is_reentrant_and_a_reused_pid_of_this_process_is_stale(tmp_pat
             assert json.loads(lock.read_text()) == held
         assert json.loads(lock.read_text()) == held
         code = (
-            "import sys; from metaclip_gpu.run_lock import run_lock\n"
+            "import sys; from metaclip_gpu.pipeline.run_lock import run_lock\n"
             "with run_lock(sys.argv[1]): pass"
         )
         other = subprocess.run(

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.reference import FastOracle, reference_match, spacing
+from metaclip_gpu.engine.reference import FastOracle, reference_match, spacing
 
 Text = str | bytes | None
 

@@ -1,4 +1,4 @@
-"""Stages ``match`` (persisted, idempotent, resumable) and ``count`` (metaclip_gpu.stages)."""
+"""Stages ``match`` (persisted, idempotent, resumable) and ``count`` (pipeline.match, .count)."""
 
 from __future__ import annotations
 
@@ -17,22 +17,20 @@ import pyarrow.parquet as pq
 import pytest
 from tsv_shards import split_lines
 
-from metaclip_gpu.count import load_entry_counts
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.manifest import MANIFEST_NAME, Manifest
-from metaclip_gpu.read import ReadOptions, find_shards
-from metaclip_gpu.reference import FastOracle
-from metaclip_gpu.stages import (
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.reference import FastOracle
+from metaclip_gpu.pipeline.count import count_matches, load_entry_counts, run_count
+from metaclip_gpu.pipeline.files import (
     COUNTS_NPY,
     COUNTS_PARQUET,
     DELAY_ENV,
     MATCHES_DIR,
-    MatchReport,
-    count_matches,
     output_name,
-    run_count,
-    run_match,
 )
+from metaclip_gpu.pipeline.manifest import MANIFEST_NAME, Manifest
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.read import ReadOptions, find_shards
+from metaclip_gpu.pipeline.shard_match import MatchReport
 
 SMALL_ENTRIES = ["cat", "dog", "a dog", "red", ",", "red car", "beach", "dog"]
 
@@ -149,7 +147,7 @@ def test_resume_after_sigkill(
     split_lines(cc3m_path, tmp_path / "in", n_shards, limit=4000)
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     code = (
-        "import sys; from metaclip_gpu.stages import run_match; "
+        "import sys; from metaclip_gpu.pipeline.match import run_match; "
         "run_match(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)"
     )
     env = {**os.environ, DELAY_ENV: "0.4"}

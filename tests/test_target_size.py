@@ -1,4 +1,4 @@
-"""``--target-size`` from per-file figures (metaclip_gpu.target_size): equal to `solve_t` of the
+"""``--target-size`` from per-file figures (pipeline.target_size): equal to `solve_t` of the
 whole pool (its memory: test_target_size_memory.py)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from test_balance import zipf_pool
 from tsv_shards import split_lines
 
-from metaclip_gpu.balance import expected_kept, solve_t
-from metaclip_gpu.count import entry_counts
-from metaclip_gpu.curate import csr_of
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.manifest import Manifest
-from metaclip_gpu.stages import run_count, run_match
-from metaclip_gpu.target_size import solve_target
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.pipeline.aligned import csr_of
+from metaclip_gpu.pipeline.count import entry_counts, run_count
+from metaclip_gpu.pipeline.draws import expected_kept, solve_t
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.match import run_match
+from metaclip_gpu.pipeline.target_size import solve_target
 
 
 def write_match_files(root: Path, offsets: np.ndarray, ids: np.ndarray, n_files: int) -> list[Path]:

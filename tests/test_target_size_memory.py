@@ -1,5 +1,5 @@
 """``--target-size`` at any scale: the balance stage's memory does not grow with the pool
-(the t is solved from per-file figures, `metaclip_gpu.target_size`, not from every match list
+(the t is solved from per-file figures, `pipeline.target_size`, not from every match list
 in memory)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_gpu.curate import run_balance
-from metaclip_gpu.stages import run_count, run_match
+from metaclip_gpu.pipeline.balance import run_balance
+from metaclip_gpu.pipeline.count import run_count
+from metaclip_gpu.pipeline.match import run_match
 
 
 def write_text_shards(root: Path, n_shards: int, rows: int) -> None:

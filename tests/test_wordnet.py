@@ -1,4 +1,4 @@
-"""WordNet's two rules (metaclip_gpu.wordnet: synset names and lemmas): a tiny database in the
+"""WordNet's two rules (metadata_builder.wordnet: synset names and lemmas): a tiny database in the
 real format, Debian's WordNet 3.0 files where installed (``apt-get install wordnet-base``;
 ``.ci/run`` installs it), and nltk's reader over the same files."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from wordnet_fixture import LEMMAS, OMW_LEMMAS, OMW_LINES, SYNSET_NAMES, write_omw, write_wordnet
 
-from metaclip_gpu.wordnet import (
+from metaclip_gpu.metadata_builder.wordnet import (
     DATA_FILES,
     DEBIAN_DIR,
     WordNetError,

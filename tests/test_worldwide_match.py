@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaclip_gpu import MetadataIndex, match
-from metaclip_gpu.metadata import (
+from metaclip_gpu.engine.metadata import (
     CJK_PUNCTUATION,
     PAD_BOTH,
     PAD_LEFT,
@@ -33,7 +33,7 @@ from metaclip_gpu.metadata import (
     spaced_entry,
     worldwide_padding,
 )
-from metaclip_gpu.reference import (
+from metaclip_gpu.engine.reference import (
     FastOracle,
     reference_match,
     spacing,
@@ -450,6 +450,8 @@ def test_kernels_honour_any_padding_flags(data: tuple[list[str], list[int], list
     keys = [spaced_entry(entry, flag) for entry, flag in zip(entries, flags, strict=True)]
     expected = [[i for i, key in enumerate(keys) if key in spacing(text)] for text in texts]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("metaclip_gpu.index.padding_flags", lambda *_: np.array(flags, np.uint8))
+        patch.setattr(
+            "metaclip_gpu.engine.index.padding_flags", lambda *_: np.array(flags, np.uint8)
+        )
         got = worldwide_lists(texts, entries)
     assert got == expected, (entries, flags, texts)

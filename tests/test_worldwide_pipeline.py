@@ -16,12 +16,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.balance import keep_probability, p_to_t, t_to_p
 from metaclip_gpu.cli import main
-from metaclip_gpu.languages import LanguageIndexes, load_language_metadata
-from metaclip_gpu.metadata import MetadataError
-from metaclip_gpu.reference import reference_match
-from metaclip_gpu.worldwide import choose_one_per_sample, run_worldwide
+from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.engine.reference import reference_match
+from metaclip_gpu.pipeline.balance_per_image import choose_one_per_sample
+from metaclip_gpu.pipeline.draws import keep_probability, p_to_t, t_to_p
+from metaclip_gpu.pipeline.languages import LanguageIndexes, load_language_metadata
+from metaclip_gpu.pipeline.run import run_worldwide
 
 METADATA = {
     "en": ["cat", "black cat", "dog", "a", "the", "photo", "C++", "Mr.", "New York"],
@@ -233,7 +234,7 @@ def test_same_set_for_another_split_a_rerun_and_two_workers(
 
 @pytest.mark.slow
 def test_dask_cluster_gives_the_same_set(base, metadata_dir: Path, tmp_path: Path) -> None:
-    from metaclip_gpu.cluster import close_client, make_client
+    from metaclip_gpu.pipeline.cluster import close_client, make_client
 
     shards, summary = base
     client = make_client(cluster="local", workers=2, threads_per_worker=1)
@@ -357,7 +358,7 @@ def test_cli_worldwide_prints_the_languages(metadata_dir: Path, pool: pa.Table, 
 def test_the_report_has_a_section_per_language(base) -> None:
     import re
 
-    from metaclip_gpu.report import write_report
+    from metaclip_gpu.report.html import write_report
 
     _, summary = base
     run = Path(summary["outputs"]["dir"])

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.languages import LanguageIndexes
-from metaclip_gpu.match import match
-from metaclip_gpu.texts import strip_whitespace
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.match import match
+from metaclip_gpu.engine.texts import strip_whitespace
+from metaclip_gpu.pipeline.languages import LanguageIndexes
 
 CODE_POINTS = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
 

@@ -31,7 +31,7 @@ from _common import CC3M_FILE, METADATA_FILE, find_data_dir, read_cc3m_rows  # n
 from bench_dense import BUCKETS, dense_metadata, web_texts  # noqa: E402
 
 from metaclip_gpu import MetadataIndex, match  # noqa: E402
-from metaclip_gpu.metadata import load_metadata  # noqa: E402
+from metaclip_gpu.engine.metadata import load_metadata  # noqa: E402
 
 ROOT = HERE.parent.parent
 FLAGS = ["-O3", "-std=c++17", "-fno-strict-aliasing"]  # metaclip_gpu/_native/build_ext.py

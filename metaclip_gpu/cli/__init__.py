@@ -1,8 +1,8 @@
 """The ``metaclip-gpu`` command line.
 
 ``demo`` curates synthetic data made locally (metaclip_gpu.synthetic) end to end; ``curate``
-runs the sharded pipeline (match -> count -> balance, `metaclip_gpu.curate`; ``--worldwide``:
-MetaCLIP 2's, `metaclip_gpu.worldwide`) and writes the report; ``match`` (with an output
+runs the sharded pipeline (match -> count -> balance, `pipeline.run`; ``--worldwide``:
+MetaCLIP 2's, worldwide mode) and writes the report; ``match`` (with an output
 directory), ``count`` and ``balance`` run its stages one at a time, and ``match`` with one
 file shows (and can write) that file's matches; ``report`` (re)writes a run's report;
 ``build-index`` compiles and caches the index of a metadata file; ``build-metadata`` makes a
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import click
 
-from metaclip_gpu import __version__, progress
+from metaclip_gpu import __version__
 from metaclip_gpu.cli.building import build_metadata_cmd
 from metaclip_gpu.cli.curating import balance, curate, demo, report
 from metaclip_gpu.cli.errors import DEBUG_ENV
 from metaclip_gpu.cli.matching import build_index, count, match_cmd
+from metaclip_gpu.pipeline import progress
 
 __all__ = ["main"]
 

@@ -9,7 +9,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from metaclip_gpu import progress
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     TEXT_COLUMN_OPTION,
@@ -20,6 +19,7 @@ from metaclip_gpu.cli.common import (
     step,
 )
 from metaclip_gpu.cli.errors import Command
+from metaclip_gpu.pipeline import progress
 
 
 def _print_build_summary(console: Console, result: Any) -> None:
@@ -163,16 +163,16 @@ def build_metadata_cmd(
     scheduler_address: str | None,
 ) -> None:
     """Builds a MetaCLIP metadata.json from WordNet, corpus n-grams and titles."""
-    from metaclip_gpu.build_metadata import (
+    from metaclip_gpu.metadata_builder.build import (
         Caps,
         TitlesError,
         build_metadata,
         count_corpus_ngrams,
         read_titles,
     )
-    from metaclip_gpu.cluster import close_client
-    from metaclip_gpu.read import find_shards
-    from metaclip_gpu.wordnet import WordNetError, WordNetNotFound, find_wordnet
+    from metaclip_gpu.metadata_builder.wordnet import WordNetError, WordNetNotFound, find_wordnet
+    from metaclip_gpu.pipeline.cluster import close_client
+    from metaclip_gpu.pipeline.read import find_shards
 
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")

@@ -14,8 +14,8 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from metaclip_gpu import progress
-from metaclip_gpu.read import ReadOptions
+from metaclip_gpu.pipeline import progress
+from metaclip_gpu.pipeline.read import ReadOptions
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
 
@@ -167,7 +167,7 @@ def start_run(
     "auto" from its workers. A GPU run in this process gets its RMM pool here
     (`rmm_pool_size`, else the asynchronous allocator). The caller closes the client.
     """
-    from metaclip_gpu.cluster import close_client, make_client, run_backend
+    from metaclip_gpu.pipeline.cluster import close_client, make_client, run_backend
 
     if cluster and scheduler_address:
         raise click.UsageError("give --cluster or --scheduler-address, not both")
@@ -198,7 +198,7 @@ def start_run(
         close_client(client)
         raise
     if client is None and backend == "gpu":
-        from metaclip_gpu.backends.gpu_memory import ensure_device_memory
+        from metaclip_gpu.engine.backends.gpu_memory import ensure_device_memory
 
         try:
             ensure_device_memory(rmm_pool_size)
@@ -217,7 +217,7 @@ def check_ts(ts: tuple[float, ...], target_size: int | None) -> None:
 
 
 def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
-    from metaclip_gpu.read import find_shards
+    from metaclip_gpu.pipeline.read import find_shards
 
     try:
         return find_shards(list(input_spec))
@@ -239,7 +239,7 @@ INPUT_RECORD = "cli_input"  # the --input of match or curate, in the run record
 def record_input(output: Path, input_spec: tuple[str, ...]) -> None:
     """Keeps a matching command's --input in the run record, for `count` to print the next
     step."""
-    from metaclip_gpu.rundir import load_state, save_state
+    from metaclip_gpu.pipeline.rundir import load_state, save_state
 
     state = load_state(output)
     if state is not None:

@@ -11,8 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from metaclip_gpu import progress
-from metaclip_gpu.balance import keep_probability
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     INPUT_SHARDS_OPTION,
@@ -34,10 +32,12 @@ from metaclip_gpu.cli.common import (
     warn,
 )
 from metaclip_gpu.cli.errors import Command
-from metaclip_gpu.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
-from metaclip_gpu.metadata import MetadataError
-from metaclip_gpu.read import ShardError
-from metaclip_gpu.run_summary import mark_synthetic
+from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.pipeline import progress
+from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
+from metaclip_gpu.pipeline.draws import keep_probability
+from metaclip_gpu.pipeline.read import ShardError
+from metaclip_gpu.pipeline.run_summary import mark_synthetic
 
 SHOWN_SHARDS = 5  # shards with skipped rows listed in the printed summary (all in the JSON)
 SHOWN_LINES = 5  # their first line numbers
@@ -75,7 +75,7 @@ def demo(
     seed: int,
 ) -> None:
     """Curates a SYNTHETIC pool end to end (no files needed): the `curate` command's run."""
-    from metaclip_gpu.curate import run_curate
+    from metaclip_gpu.pipeline.run import run_curate
 
     console = make_console()
     backend, _ = start_run(backend)
@@ -118,7 +118,7 @@ def demo(
 
 
 def _warn_ts(per_t: list[dict[str, Any]]) -> None:
-    from metaclip_gpu.advice import t_keeps_nearly_all
+    from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
 
     warning = t_keeps_nearly_all(per_t)
     if warning is not None:
@@ -385,8 +385,8 @@ def curate(
 
     Give --t (one or more) or --target-size: one of them is required (with --worldwide, --t
     is t_en, 170000 when not given)."""
-    from metaclip_gpu.cluster import close_client
-    from metaclip_gpu.curate import run_curate
+    from metaclip_gpu.pipeline.cluster import close_client
+    from metaclip_gpu.pipeline.run import curate as run_pipeline
 
     if worldwide:
         if target_size is not None:
@@ -416,39 +416,24 @@ def curate(
             import dask
 
             dask.config.set({NO_WORKER_TIMEOUT: no_worker_timeout})
-        if worldwide:
-            from metaclip_gpu.worldwide import DEFAULT_T_EN, run_worldwide
-
-            summary = run_worldwide(
-                shards,
-                metadata,
-                output,
-                options=read_options(text_column, key_column),
-                t_en=list(ts) or [DEFAULT_T_EN],
-                seed=seed,
-                lang_column=lang_column,
-                image_column=image_column,
-                unknown=unknown_language,  # type: ignore[arg-type]
-                backend=backend,
-                threads=threads,
-                client=client,
-                lid_model=lid_model,
-            )
-        else:
-            summary = run_curate(
-                shards,
-                metadata,
-                output,
-                options=read_options(text_column, key_column),
-                ts=list(ts),
-                target_size=target_size,
-                seed=seed,
-                backend=backend,
-                threads=threads,
-                client=client,
-                english_only=english_only,
-                lid_model=lid_model,
-            )
+        summary = run_pipeline(  # --worldwide is a mode of the one pipeline
+            shards,
+            metadata,
+            output,
+            worldwide=worldwide,
+            options=read_options(text_column, key_column),
+            ts=list(ts) or None,  # --worldwide without --t: MetaCLIP 2's t_en
+            target_size=target_size,
+            seed=seed,
+            backend=backend,
+            threads=threads,
+            client=client,
+            english_only=english_only,
+            lid_model=lid_model,
+            lang_column=lang_column,
+            image_column=image_column,
+            unknown=unknown_language,  # type: ignore[arg-type]
+        )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
         failure = click.ClickException(str(err))
         failure.exit_code = getattr(err, "exit_code", failure.exit_code)  # NothingRead: 4
@@ -495,7 +480,7 @@ def balance(
 ) -> None:
     """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT; writes
     summary.json and the report, as curate does."""
-    from metaclip_gpu.curate import run_balance
+    from metaclip_gpu.pipeline.balance import run_balance
 
     check_ts(ts, target_size)
     console = make_console()
@@ -538,7 +523,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
     """Writes the report of `run_dir` and prints where it is. Without matplotlib/jinja2 (the
     ``report`` extra) this fails when `required`, else prints how to get the report later."""
     try:
-        from metaclip_gpu.report import write_report
+        from metaclip_gpu.report.html import write_report
     except ImportError as err:
         hint = f"the report needs the 'report' extra ({err}): pip install 'metaclip-gpu[report]'"
         if required:
@@ -554,7 +539,7 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run_dir: Path) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""
-    from metaclip_gpu.curate import SUMMARY_NAME
+    from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 
     if not (run_dir / SUMMARY_NAME).is_file():
         raise click.BadParameter(

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from metaclip_gpu.oserrors import describe
-from metaclip_gpu.outcome import EXIT_INTERRUPTED
+from metaclip_gpu.pipeline.oserrors import describe
+from metaclip_gpu.pipeline.outcome import EXIT_INTERRUPTED
 
 DEBUG_ENV = "METACLIP_GPU_DEBUG"
 WRITES_UNDER = ("output", "out", "run_dir")  # parameters naming where a command writes

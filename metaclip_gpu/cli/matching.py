@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from metaclip_gpu import progress
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
     INPUT_RECORD,
@@ -30,11 +29,12 @@ from metaclip_gpu.cli.common import (
     step,
 )
 from metaclip_gpu.cli.errors import Command
-from metaclip_gpu.index import MetadataIndex
-from metaclip_gpu.match import MatchResult, match
-from metaclip_gpu.metadata import MetadataError
-from metaclip_gpu.outcome import EXIT_NOTHING_READ, run_outcome
-from metaclip_gpu.read import ReadOptions, ShardError, read_table
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.match import MatchResult, match
+from metaclip_gpu.engine.metadata import MetadataError
+from metaclip_gpu.pipeline import progress
+from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
+from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
 
 
 def _host(array: Any) -> np.ndarray:
@@ -263,7 +263,7 @@ def _match_stage(
     key_column: str | None,
     backend: str,
 ) -> None:
-    from metaclip_gpu.stages import run_match
+    from metaclip_gpu.pipeline.match import run_match
 
     shards = shards_or_fail(input_spec)
     try:
@@ -318,7 +318,8 @@ def _match_stage(
 @log_options
 def count(metadata: Path, output: Path) -> None:
     """Counts the match stage's outputs: entry_counts.npy and entry_counts.parquet (stage alone)."""
-    from metaclip_gpu.stages import COUNTS_NPY, COUNTS_PARQUET, run_count
+    from metaclip_gpu.pipeline.count import run_count
+    from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
 
     console = make_console()
     try:
@@ -354,7 +355,7 @@ def next_balance(output: Path, counts: np.ndarray) -> str:
     (a pool too small for 20000 would keep everything)."""
     import shlex
 
-    from metaclip_gpu.rundir import load_state
+    from metaclip_gpu.pipeline.rundir import load_state
 
     inputs = (load_state(output) or {}).get(INPUT_RECORD) or ["SHARDS"]  # `record_input`
     source = " --input ".join(shlex.quote(str(spec)) for spec in inputs)
@@ -375,7 +376,7 @@ def next_balance(output: Path, counts: np.ndarray) -> str:
 )
 def build_index(metadata: Path, cache_dir: Path | None) -> None:
     """Builds (or reads from the cache) the index of METADATA and prints its statistics."""
-    from metaclip_gpu.index import default_cache_dir
+    from metaclip_gpu.engine.index import default_cache_dir
 
     console = make_console()
     where = cache_dir if cache_dir is not None else default_cache_dir()

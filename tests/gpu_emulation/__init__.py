@@ -1,8 +1,8 @@
 """An emulated CUDA device for the test suite (never part of the package).
 
 `install()` puts a fake ``cupy`` package (tests/gpu_emulation/cupy) into ``sys.modules`` and
-drops the cached modules that imported the real one (`metaclip_gpu.backends.gpu`,
-`metaclip_gpu.backends.gpu_ngrams`); `uninstall()` undoes both. Tests use it through the
+drops the cached modules that imported the real one (`metaclip_gpu.engine.backends.gpu`,
+`metaclip_gpu.metadata_builder.gpu_ngrams`); `uninstall()` undoes both. Tests use it through the
 ``emulated_cupy`` fixture or the ``emulated_gpu`` marker (tests/conftest.py).
 
 What it is: NumPy-backed device arrays that refuse implicit host reads and mixing with NumPy
@@ -35,7 +35,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 FAKE_ROOT = HERE / "cupy"
-GPU_MODULES = ("metaclip_gpu.backends.gpu", "metaclip_gpu.backends.gpu_ngrams")
+GPU_MODULES = ("metaclip_gpu.engine.backends.gpu", "metaclip_gpu.metadata_builder.gpu_ngrams")
 
 # Every launch of the emulated device: (kernel name, grid, block). The fixture clears it.
 launch_log: list[tuple[str, tuple[int, int, int], tuple[int, int, int]]] = []

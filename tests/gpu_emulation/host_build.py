@@ -6,7 +6,7 @@ options here. `host_library(code, options)` compiles that same text with the hos
 `emu_harness.h`, once per (source, options, sanitizer) in a cache folder, and loads it.
 
 Device compile settings: the NVRTC options' ``-D``/``-U``/``-I``/``-std=`` are passed on as they
-are (e.g. ``-DMC_LOCAL_CAP=32`` from `metaclip_gpu.backends.gpu_build.nvrtc_options()`), and every
+are (e.g. ``-DMC_LOCAL_CAP=32`` from `gpu_build.nvrtc_options()`), and every
 ``MC_*`` macro whose value the source sets to a different integer on the device (e.g.
 ``MC_TOKEN_RING``, ``MC_READ_AHEAD``) is defined to its device value, found by preprocessing the
 source as NVRTC would (``__CUDACC_RTC__`` defined). ``MC_ON_DEVICE`` stays 0: that is the

@@ -1,0 +1,189 @@
+"""One shard of the balance stage (MetaCLIP 1's policy: each text on its own): `balance_shard`
+reads the shard and its match file in step (`aligned.iter_keyed_matches`), draws the kept rows
+of every t in one pass (`draws.keep_masks`: the draws ``u(seed, text key, entry)`` do not depend
+on t) and writes one curated file per t (`write.curated_table`, `write.write_parquet`).
+`_shard_figures` reuses curated files that still have their recorded checksums.
+
+Memory: the kept rows of ONE shard are gathered per ``t`` and written at the end of the shard
+(the chunks of a JSONL shard may have different schemas, unified with
+``pa.concat_tables(promote_options="permissive")``); nothing grows with the number of shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches
+from metaclip_gpu.pipeline.checksums import checksum_matches
+from metaclip_gpu.pipeline.draws import expected_kept, keep_masks
+from metaclip_gpu.pipeline.files import (
+    ENTRY_IDS_TYPE,
+    delay_hook,
+)
+from metaclip_gpu.pipeline.read import (
+    ReadOptions,
+    Shard,
+)
+from metaclip_gpu.pipeline.write import (
+    curated_table,
+    write_parquet,
+)
+
+
+@dataclass
+class ShardFigures:
+    """One shard's balance figures: rows, matched rows and, per t, kept and expected."""
+
+    shard: str
+    texts: int = 0
+    matched: int = 0
+    kept: dict[float, int] = field(default_factory=dict)
+    expected: dict[float, float] = field(default_factory=dict)
+    reused: bool = False
+    checksums: dict[float, str] = field(default_factory=dict)  # of the files written
+
+
+def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
+    """Texts, matched texts and expected kept per t of a match file (for a skipped shard)."""
+    figures = ShardFigures("", expected=dict.fromkeys(ts, 0.0))
+    parquet = pq.ParquetFile(match_file)
+    try:
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
+            offsets, ids = csr_of(batch.column(0))
+            _add_stats(figures, offsets, ids, counts, ts)
+    finally:
+        parquet.close()
+    return figures
+
+
+def _add_stats(
+    figures: ShardFigures, offsets: Any, ids: Any, counts: Any, ts: Sequence[float]
+) -> None:
+    figures.texts += len(offsets) - 1
+    figures.matched += int((offsets[1:] > offsets[:-1]).sum())
+    for t in ts:
+        figures.expected[t] = figures.expected.get(t, 0.0) + expected_kept(offsets, ids, counts, t)
+
+
+def _xp(backend: str) -> Any:
+    if backend == "auto":
+        from metaclip_gpu.engine.backends import gpu_available
+
+        backend = "gpu" if gpu_available() else "cpu"
+    if backend == "cpu":
+        return np
+    if backend == "gpu":
+        import cupy
+
+        return cupy
+    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'cpu' or 'gpu'")
+
+
+def balance_shard(
+    shard: Shard,
+    match_file: Path,
+    counts: Any,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    xp: Any = np,
+) -> ShardFigures:
+    """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
+    figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
+    kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
+    host_counts = counts.get() if hasattr(counts, "get") else np.asarray(counts)
+    empty: pa.Table | None = None
+    for keyed in iter_keyed_matches(shard, match_file, options):
+        offsets, ids = keyed.offsets, keyed.entry_ids
+        _add_stats(figures, offsets, ids, host_counts, ts)
+        masks = keep_masks(
+            xp.asarray(offsets),
+            xp.asarray(ids),
+            lambda rows, keyed=keyed: xp.asarray(keyed.keys_of(rows)),
+            counts,
+            ts,
+            seed,
+        )
+        for t in ts:
+            mask = masks[t]
+            mask = mask.get() if hasattr(mask, "get") else np.asarray(mask)
+            part = curated_table(keyed, mask)
+            if empty is None:
+                empty = part.slice(0, 0)
+            if part.num_rows:
+                kept_parts[t].append(part)
+    for t in ts:
+        parts = kept_parts[t]
+        if parts:
+            table = pa.concat_tables(parts, promote_options="permissive")
+        elif empty is not None:
+            table = empty
+        else:  # a shard with no rows
+            table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
+        figures.kept[t] = table.num_rows
+        delay_hook()
+        figures.checksums[t] = write_parquet(table, outputs[t])
+    return figures
+
+
+def _shard_figures(
+    shard: Shard,
+    match_file: Path,
+    counts: Any,
+    host_counts: np.ndarray,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    xp: Any,
+    recorded: dict[float, str] | None = None,
+) -> ShardFigures:
+    """One shard of the balance stage: its figures from the curated files already there, or
+    `balance_shard` when one is missing or does not have its `recorded` checksum."""
+    recorded = recorded or {}
+    what = f"shard {shard.name} is balanced again"
+    if all(checksum_matches(p, recorded.get(t), what) for t, p in outputs.items()):
+        figures = _file_stats(match_file, host_counts, ts)
+        figures.shard, figures.reused = shard.name, True
+        for t, path in outputs.items():
+            figures.kept[t] = pq.ParquetFile(path).metadata.num_rows
+        return figures
+    return balance_shard(shard, match_file, counts, ts, seed, outputs, options=options, xp=xp)
+
+
+def _balance_task(
+    shard: Shard,
+    match_file: Path,
+    counts: np.ndarray,
+    ts: Sequence[float],
+    seed: int,
+    outputs: dict[float, Path],
+    *,
+    options: ReadOptions,
+    backend: str,
+    recorded: dict[float, str] | None = None,
+) -> ShardFigures:
+    """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
+    xp = _xp(backend)
+    return _shard_figures(
+        shard,
+        match_file,
+        xp.asarray(counts),
+        counts,
+        ts,
+        seed,
+        outputs,
+        options=options,
+        xp=xp,
+        recorded=recorded,
+    )

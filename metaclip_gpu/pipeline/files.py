@@ -1,0 +1,84 @@
+"""The run directory's shared names and file handling: where each stage's outputs go
+(``matches/``, ``entry_counts.*``), each shard's output name, temporary files a killed run left
+(`remove_stale_tmp`), the test hook that slows a stage down (`delay_hook`) and the progress bar.
+
+Test hook: when the environment variable ``METACLIP_GPU_TEST_SHARD_DELAY`` holds a number of
+seconds, `match_shard` sleeps half of it before renaming its output and half after, before the
+manifest record, and the balance stage half before writing each curated file, so a test can
+kill a run at the interesting moments. Unset in normal use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+MATCHES_DIR = "matches"
+COUNTS_NPY = "entry_counts.npy"
+COUNTS_PARQUET = "entry_counts.parquet"
+# In process on the CPU, two shards are worked on at once, so one's reading and writing
+# (pyarrow, GIL released) overlap the other's matching: 1.4x on 2 cores. One on the GPU.
+SHARDS_IN_FLIGHT = 2
+DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
+_TMP_RE = re.compile(r"\.tmp-(\d+)$")
+ENTRY_IDS_TYPE = pa.list_(pa.int32())
+
+
+def output_name(shard_name: str) -> str:
+    """A file name for a shard's matches: its name made safe, plus 8 hex digits of its SHA-1
+    (shard names are relative paths; ``a/b.tsv`` and ``a_b.tsv`` must not collide)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", shard_name).strip("._-") or "shard"
+    digest = hashlib.sha1(shard_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:150]}-{digest}.parquet"
+
+
+def delay_hook() -> None:
+    """Sleeps half of ``$METACLIP_GPU_TEST_SHARD_DELAY`` seconds when it is set (module doc)."""
+    value = os.environ.get(DELAY_ENV)
+    if value:
+        time.sleep(float(value) / 2)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_tmp(directory: Path) -> list[Path]:
+    """Deletes the ``*.tmp-<pid>`` files in `directory` of processes that no longer run (on
+    this host): outputs a killed run left half-written."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        found = _TMP_RE.search(path.name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # alive (or a zombie not yet reaped)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _progress(enabled: bool):  # -> a rich Progress, or progress lines in a log
+    from metaclip_gpu.pipeline.progress import stage_progress
+
+    return stage_progress(enabled)

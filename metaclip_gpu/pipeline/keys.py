@@ -1,0 +1,192 @@
+"""Text keys for the counter-based balancing draws (SPEC section 4).
+
+`balance.uniform_draws` draws ``u(seed, key, entry)`` from a uint64 *text key*; this module
+defines that key for every row of a shard, so the curated set does not depend on how the pool
+is split, chunked or distributed.
+
+The key, exactly (all arithmetic modulo ``2**64``; ``XXH64(b, s)`` is xxHash's 64-bit hash of
+the bytes ``b`` with seed ``s``, as the ``xxhash`` package's ``xxh64_intdigest`` computes it):
+
+1. The row has a non-null value ``v`` in the shard's key column (``url``, ``key``, ``id``, ...;
+   `read.ReadOptions.key_column`):
+
+   - integer column (any width, signed or not): ``key = v`` as uint64, a negative value as its
+     two's complement (an int64 reinterpreted);
+   - string or binary column (any offset width, views, dictionaries): ``key = XXH64(bytes, 0)``
+     where ``bytes`` are the value's UTF-8 bytes (a binary value's own bytes);
+   - any other type (floats, timestamps, booleans, ...): the value is first cast to an Arrow
+     string (``pyarrow.compute.cast``), then hashed as a string.
+
+2. Otherwise (no key column, or a null key in this row), the *position fallback*::
+
+       key = XXH64(text bytes, 0) ^ splitmix64(row)
+
+   with ``text bytes`` the UTF-8 bytes of the text (a null text hashes as ``b""``; it matches
+   nothing, so its key is never used), ``row`` the row's position in its shard
+   (`read.ShardChunk.first_row` ``+ i``, the ``row`` column of the match files) and
+   ``splitmix64`` the finalizer of `draws.splitmix64` (``z = row + 0x9E3779B97F4A7C15;
+   z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9; z = (z ^ z >> 27) * 0x94D049BB133111EB;
+   z ^ z >> 31``). The position is mixed in so two identical captions (common: "image",
+   "photo") get independent draws.
+
+   **The fallback is stable only for the same sharding**: it is identical across reruns,
+   read batch sizes, worker counts and backends, but splitting the pool differently changes
+   the rows, hence the keys and the curated set. Keep a stable id or url column (img2dataset
+   and MetaCLIP pools have ``url``/``key``) to get a curated set that is also independent of
+   the split.
+
+The key of a value does not depend on its column's name, only on its type: an integer key
+``5`` and a string key ``"5"`` differ, so keep the key column's type the same in every shard.
+
+GPU (for later): libcudf's ``XXHash_64<string_view>`` hashes a string's UTF-8 bytes
+(``key.data()``, ``key.size_bytes()``) with cuco's ``xxhash_64`` and the given seed
+(``DEFAULT_HASH_SEED`` is 0), i.e. ``XXH64(bytes, seed)`` as here (source read:
+``cpp/include/cudf/hashing/detail/xxhash_64.cuh``). Whether ``Series.hash_values(
+method="xxhash64", seed=0)`` returns that element hash unchanged depends on the cuDF version:
+older ``cpp/src/hashing/xxhash64.cu`` used a row hasher that chains the seed through the
+columns (one column: the element hash itself; a null row: ``UINT64_MAX``), while newer ones use
+the generic ``row::hash::row_hasher``, which folds each element hash into the seed with
+``hash_combine(seed, h) = seed ^ (h + 0x9E3779B97F4A7C15 + (seed << 6) + (seed >> 2))``
+(so ``h + 0x9E3779B97F4A7C15`` for seed 0, if the 64-bit accumulation is kept). The ``gpu``
+test ``tests/test_keys.py::test_cudf_xxhash64_equals_xxhash`` pins which one the installed
+cuDF gives; a GPU key path must then subtract that constant where needed. Null rows must be
+masked either way (they take the fallback here).
+
+Speed: hashing a string/binary column is a Python loop over ``xxh64_intdigest`` on byte slices
+of the Arrow buffers (no UTF-8 decoding): about 4 M keys/s (0.25 s for 1 M 50-byte urls on the
+development machine), which is small next to matching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from metaclip_gpu.pipeline.draws import splitmix64
+
+XXH64_SEED = 0
+
+
+def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
+def _byte_column(values: pa.Array) -> pa.Array:
+    """`values` as a (large_)binary array with the same bytes (strings: their UTF-8)."""
+    kind = values.type
+    if pa.types.is_dictionary(kind):
+        return _byte_column(values.cast(kind.value_type))
+    if pa.types.is_string_view(kind) or pa.types.is_large_string(kind):
+        return values.cast(pa.large_binary())
+    if pa.types.is_binary_view(kind) or pa.types.is_large_binary(kind):
+        return values.cast(pa.large_binary())
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        return values.cast(pa.binary())
+    if pa.types.is_null(kind):
+        return pa.array([b""] * len(values), pa.binary())
+    return _byte_column(pc.cast(values, pa.string()))
+
+
+def xxh64_bytes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``XXH64(bytes, 0)`` of each value of a string/binary column: uint64 ``[len(values)]``.
+
+    Strings hash their UTF-8 bytes, binary values their bytes, other types the bytes of their
+    Arrow string cast. A null hashes as ``b""`` (callers mask nulls themselves).
+    """
+    array = _byte_column(_as_array(values))
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    offset_type = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset : array.offset + n + 1]
+    data = buffers[2].to_pybytes() if buffers[2] is not None else b""
+    bounds = offsets.tolist()
+    starts, ends = bounds[:-1], bounds[1:]
+    if array.null_count:  # a null's slot may be non-empty in principle: hash it as b""
+        valid = np.asarray(array.is_valid())
+        ends = np.where(valid, offsets[1:], offsets[:-1]).tolist()
+    digest = xxhash.xxh64_intdigest
+    return np.fromiter(
+        (digest(data[s:e]) for s, e in zip(starts, ends, strict=True)), dtype=np.uint64, count=n
+    )
+
+
+def _valid_mask(values: pa.Array) -> np.ndarray:
+    if pa.types.is_null(values.type):
+        return np.zeros(len(values), dtype=bool)
+    if values.null_count == 0:
+        return np.ones(len(values), dtype=bool)
+    return np.asarray(values.is_valid())
+
+
+def key_column_keys(key: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The keys given by a key column: (uint64 keys, bool valid); rule 1 of the module doc.
+
+    Where ``valid`` is False (a null key) the key is 0 and the caller uses the fallback.
+    """
+    array = _as_array(key)
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    valid = _valid_mask(array)
+    if pa.types.is_integer(array.type):
+        kind = np.uint64 if pa.types.is_unsigned_integer(array.type) else np.int64
+        values = array.fill_null(0).to_numpy(zero_copy_only=False).astype(kind, copy=False)
+        keys = values.view(np.uint64) if kind is np.int64 else values
+        return np.where(valid, keys, np.uint64(0)).astype(np.uint64), valid
+    keys = xxh64_bytes(array)
+    return np.where(valid, keys, np.uint64(0)).astype(np.uint64), valid
+
+
+def fallback_keys(text: pa.Array | pa.ChunkedArray, rows: Any) -> np.ndarray:
+    """``XXH64(text bytes, 0) ^ splitmix64(row)`` per row (rule 2 of the module doc)."""
+    hashes = xxh64_bytes(text)
+    rows = np.asarray(rows)
+    if rows.shape != hashes.shape:
+        raise ValueError(f"{len(hashes)} texts but rows has shape {rows.shape}")
+    if rows.dtype.kind == "i":
+        rows = rows.astype(np.int64, copy=False).view(np.uint64)
+    return hashes ^ splitmix64(rows.astype(np.uint64, copy=False))
+
+
+def text_keys(
+    table: pa.Table,
+    first_row: int = 0,
+    *,
+    rows: Any = None,
+    text_column: str = "text",
+    key_column: str | None = "key",
+) -> np.ndarray:
+    """The uint64 text key of every row of `table` (module docstring).
+
+    `table` has the text column `text_column` (default ``text``, as in a `read.ShardChunk`)
+    and, when the shard has one, the key column `key_column` (default ``key``; ignored when
+    absent or None). `rows`: each row's position in its shard (e.g. a match file's ``row``
+    column); default ``first_row + arange(num_rows)``. Rows with a non-null key use it; the
+    others use the position fallback.
+    """
+    n = table.num_rows
+    if rows is None:
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    has_key = key_column is not None and key_column in table.column_names
+    if has_key:
+        keys, valid = key_column_keys(table.column(key_column))
+        if valid.all():
+            return keys
+    else:
+        valid = np.zeros(n, dtype=bool)
+        keys = np.zeros(n, dtype=np.uint64)
+    missing = np.flatnonzero(~valid)
+    text = _as_array(table.column(text_column))
+    rows = np.asarray(rows)
+    if len(missing) == n:
+        return fallback_keys(text, rows)
+    keys = keys.copy()
+    keys[missing] = fallback_keys(text.take(pa.array(missing)), rows[missing])
+    return keys

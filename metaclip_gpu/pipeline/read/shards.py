@@ -1,0 +1,305 @@
+"""Shards and their names: formats, `Shard`, `ReadOptions`, chunks (and `to_backend`), reports,
+`find_shards`."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+# ---------------------------------------------------------------------- formats and names
+TEXT_CANDIDATES: tuple[str, ...] = ("caption", "text", "alt", "alt_text", "TEXT")
+KEY_CANDIDATES: tuple[str, ...] = ("key", "url", "id", "uid", "URL")
+TSV_DEFAULT_COLUMNS: tuple[str, ...] = ("caption", "url")  # MetaCLIP/CC3M: caption<TAB>url
+
+FORMAT_SUFFIXES: dict[str, str] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",  # JSON lines, one object per line
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".txt": "tsv",
+    ".csv": "csv",
+    ".tar": "wds",  # WebDataset
+}
+# Compression suffixes allowed after a line format or a tar (decompressed by pyarrow's
+# compressed input streams, picked from the suffix).
+COMPRESSION_SUFFIXES: dict[str, str] = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+FORMATS: tuple[str, ...] = ("parquet", "jsonl", "tsv", "csv", "wds")
+
+JSON_BLOCK_BYTES = 8 << 20  # JSONL is parsed in blocks of whole lines of about this size
+CSV_BLOCK_BYTES = 8 << 20
+JSON_SAMPLE_LINES = 1000  # lines of the first block that decide a JSONL shard's columns
+MAX_REPORTED_LINES = 1000  # line numbers of skipped rows kept per shard (all are counted)
+FIRST_LINE_PEEK = 1 << 20
+
+
+class ShardError(ValueError):
+    """A shard that cannot be read; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file.
+
+    ``name`` is its path relative to the root of the spec that found it (the directory, the
+    glob's fixed prefix, or the file's own folder), in POSIX form: a stable id for manifests
+    that does not change when the whole data set moves. Names are unique within one
+    `find_shards` result (a clash gets ``~`` plus 8 hex digits of the path's SHA-1).
+    """
+
+    path: Path
+    format: str  # one of FORMATS
+    index: int  # position in the sorted list
+    name: str
+    compression: str | None = None  # "gzip" | "zstd" | "bz2" | None
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read shards.
+
+    ``text_column``/``key_column``: None picks the first of TEXT_CANDIDATES / KEY_CANDIDATES
+    present (the key may be absent); a named column that is absent raises `ShardError`.
+    ``tsv_columns``: names of the columns of a headerless TSV/CSV. None means: ``.tsv``
+    (``.tab``/``.txt``) files are headerless ``caption<TAB>url`` like CC3M/MetaCLIP, extended
+    with ``f2``, ``f3`` ... when the first line has more fields (or cut to ``caption`` when it
+    has one); ``.csv`` files have a header row. ``header`` overrides that per-format default
+    (True: the first row names the columns; False: headerless). ``columns``: the other
+    columns to keep (None = all; absent names are ignored, since JSON and WebDataset shards
+    have no fixed schema).
+    """
+
+    text_column: str | None = None
+    key_column: str | None = None
+    tsv_columns: tuple[str, ...] | None = None
+    batch_rows: int = 1 << 20
+    columns: list[str] | None = None
+    header: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+
+
+@dataclass
+class ShardChunk:
+    """At most ``batch_rows`` consecutive rows of one shard.
+
+    ``table`` has ``text`` (string, large_string, or binary for a binary column that is not
+    valid UTF-8), ``key`` when the shard has a key column, and the kept columns; a kept column
+    called ``text`` or ``key`` that is not the text/key column becomes ``text_orig``/``key_orig``.
+    ``text_column``/``key_column`` are the source names (to write curated rows back under their
+    own names, in the order of ``source_columns``). ``skipped`` counts the rows skipped since
+    the previous chunk, by reason; a shard whose last rows were all skipped ends with a 0-row
+    chunk that carries those counts.
+    """
+
+    shard: Shard
+    first_row: int
+    table: pa.Table
+    skipped: Counter[str] = field(default_factory=Counter)
+    invalid_lines: list[int] = field(default_factory=list)
+    text_column: str = "text"
+    key_column: str | None = None
+    source_columns: tuple[str, ...] = ()  # the input's column order, where the format has one
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def null_texts(self) -> int:
+        return self.table.column("text").null_count
+
+    def to_backend(self, backend: str) -> Any:
+        return to_backend(self.table, backend)
+
+
+@dataclass
+class ShardReport:
+    """What reading one shard gave: rows kept, rows skipped by reason, and any error."""
+
+    shard: Shard
+    rows: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+    null_texts: int = 0
+    invalid_lines: list[int] = field(default_factory=list)  # first MAX_REPORTED_LINES
+    chunks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def empty(self) -> bool:
+        return self.error is None and self.rows == 0
+
+    def add(self, chunk: ShardChunk) -> None:
+        self.rows += chunk.num_rows
+        self.skipped.update(chunk.skipped)
+        self.null_texts += chunk.null_texts
+        room = MAX_REPORTED_LINES - len(self.invalid_lines)
+        if room > 0:
+            self.invalid_lines.extend(chunk.invalid_lines[:room])
+        self.chunks += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard.name,
+            "path": str(self.shard.path),
+            "format": self.shard.format,
+            "rows": self.rows,
+            "skipped": dict(sorted(self.skipped.items())),
+            "null_texts": self.null_texts,
+            "invalid_lines": list(self.invalid_lines),
+            "error": self.error,
+        }
+
+
+# ---------------------------------------------------------------------- finding shards
+def shard_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """(format, compression) from the file name; `ValueError` naming the file if unknown."""
+    p = Path(path)
+    suffixes = [s.lower() for s in p.suffixes]
+    compression = None
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        compression = COMPRESSION_SUFFIXES[suffixes.pop()]
+    fmt = FORMAT_SUFFIXES.get(suffixes[-1]) if suffixes else None
+    if fmt is None or (fmt == "parquet" and compression is not None):
+        known = ", ".join(sorted(FORMAT_SUFFIXES))
+        raise ValueError(
+            f"{p}: unknown shard format {''.join(p.suffixes) or '(no suffix)'!r}; expected one "
+            f"of {known} (line formats and .tar may end in .gz, .zst or .bz2)"
+        )
+    return fmt, compression
+
+
+def _is_supported(path: Path) -> bool:
+    try:
+        shard_format(path)
+    except ValueError:
+        return False
+    return True
+
+
+def _hidden(path: Path) -> bool:
+    """Files a directory or glob skips: ``.crc``, ``_SUCCESS``, editor and temp files."""
+    return path.name.startswith((".", "_")) or path.name.endswith("~")
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def find_shards(
+    spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    formats: Iterable[str] | None = None,
+) -> list[Shard]:
+    """The shards named by `spec`, sorted by path, each with its position and stable name.
+
+    `spec`: a directory (its supported files, not recursive; hidden/``_``-prefixed files and
+    files of other formats are ignored), a glob (``**`` recurses; hidden files are ignored and
+    an unsupported match is an error), a file, or a list of those. A file listed twice is read
+    once. `formats` limits the result to some of FORMATS (e.g. ``["wds"]`` for an img2dataset
+    folder that also holds ``.parquet`` and ``_stats.json`` files). A path that does not exist
+    or a spec that finds nothing raises `FileNotFoundError`; an unknown suffix on a named file
+    or a glob match raises `ValueError` naming the file.
+    """
+    wanted = set(FORMATS if formats is None else formats)
+    unknown = wanted - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; expected some of {FORMATS}")
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    found: dict[Path, tuple[str, str | None, str]] = {}  # abs path -> (fmt, compression, name)
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text)
+        pairs: list[tuple[Path, Path]] = []  # (file, root)
+        if path.is_dir():
+            files = [p for p in sorted(path.iterdir()) if p.is_file() and not _hidden(p)]
+            files = [p for p in files if _is_supported(p)]
+            if not files:
+                raise FileNotFoundError(
+                    f"{path}: no shards in this directory (supported suffixes: "
+                    f"{', '.join(sorted(FORMAT_SUFFIXES))})"
+                )
+            pairs = [(p, path) for p in files]
+        elif path.is_file():
+            pairs = [(path, path.parent)]
+        elif glob.has_magic(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matches = [m for m in matches if m.is_file() and not _hidden(m)]
+            if not matches:
+                raise FileNotFoundError(f"{text}: no file matches this glob")
+            root = _glob_root(text)
+            pairs = [(m, root) for m in matches]
+        else:
+            raise FileNotFoundError(f"{text}: no such file or directory")
+        for file, root in pairs:
+            fmt, compression = shard_format(file)
+            if fmt not in wanted:
+                continue
+            absolute = Path(os.path.abspath(file))
+            if absolute in found:
+                continue
+            name = Path(os.path.relpath(absolute, os.path.abspath(root))).as_posix()
+            found[absolute] = (fmt, compression, name)
+    if not found:
+        raise FileNotFoundError(f"{spec}: no shards of the formats {sorted(wanted)}")
+    ordered = sorted(found, key=lambda p: p.as_posix())
+    names = Counter(found[p][2] for p in ordered)
+    shards = []
+    for index, path in enumerate(ordered):
+        fmt, compression, name = found[path]
+        if names[name] > 1:
+            name = f"{name}~{hashlib.sha1(path.as_posix().encode()).hexdigest()[:8]}"
+        shards.append(Shard(path, fmt, index, name, compression))
+    return shards
+
+
+def input_stream(shard: Shard) -> pa.NativeFile:
+    return pa.input_stream(str(shard.path), compression=shard.compression)
+
+
+# Parquet ---------------------------------------------------------------
+
+
+def to_backend(table: pa.Table, backend: str) -> Any:
+    """`table` itself for ``"cpu"``; a ``cudf.DataFrame`` for ``"gpu"`` (cuDF imported here).
+
+    ``"auto"`` means ``"gpu"`` when CuPy sees a device.
+    """
+    if backend == "auto":
+        from metaclip_gpu.engine.backends import gpu_available
+
+        backend = "gpu" if gpu_available() else "cpu"
+    if backend == "cpu":
+        return table
+    if backend == "gpu":
+        import cudf
+
+        return cudf.DataFrame.from_arrow(table)
+    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'cpu' or 'gpu'")

@@ -1,0 +1,280 @@
+"""One shard of the match stage: `match_shard` streams the shard (`read.iter_shard_checked`),
+matches each chunk's ``text`` and writes ONE Parquet file ``<out_dir>/matches/<safe name>.parquet``
+with the columns
+
+- ``shard``: dictionary<int32, string>, the shard's name (`read.Shard.name`);
+- ``row``: int64, the row's position in its shard (``chunk.first_row + i``);
+- ``key``: the input's key column, only when the shard has one;
+- ``lang``: the row's language, in a worldwide run (`languages.LanguageIndexes`);
+- ``entry_ids``: list<int32>, the row's sorted distinct entry ids (empty for a null text).
+
+Crash safety: the file is written under ``<name>.parquet.tmp-<pid>`` in the same folder,
+fsynced, renamed into place with `os.replace`, and only then recorded in the manifest
+(`manifest`). A run killed at any point leaves each shard with no record (it is redone,
+overwriting any output already renamed) or a record whose output exists. `stage_config` is
+what, besides the input file, decides a shard's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.engine.match import match
+from metaclip_gpu.pipeline.checksums import file_checksum, remember
+from metaclip_gpu.pipeline.english_only import NOT_ENGLISH, EnglishOnly
+from metaclip_gpu.pipeline.files import (
+    ENTRY_IDS_TYPE,
+    MATCHES_DIR,
+    _fsync_dir,
+    delay_hook,
+    output_name,
+)
+from metaclip_gpu.pipeline.languages import LanguageIndexes
+from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord, fingerprint
+from metaclip_gpu.pipeline.oserrors import with_path
+from metaclip_gpu.pipeline.read import (
+    ReadOptions,
+    Shard,
+    ShardChunk,
+    ShardError,
+    ShardReport,
+    iter_shard_checked,
+)
+
+LOADED = (MetadataIndex, LanguageIndexes, EnglishOnly)  # a loaded index, not a metadata path
+MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
+OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
+RECORDED_LINES = 20  # line numbers of a shard's skipped rows kept in its manifest record
+SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+@dataclass
+class MatchReport(ShardReport):
+    """A `ShardReport` plus where the output went, how long it took, and whether the
+    shard was found done in the manifest (``reused``: no work was done this run)."""
+
+    output: Path | None = None
+    seconds: float = 0.0
+    reused: bool = False
+
+
+def stage_config(index: MatchIndex, options: ReadOptions) -> str:
+    """What, besides the input file, decides a shard's match output: the metadata (its digest;
+    "" for an index built from a list, then only its length; per-language metadata: all their
+    digests, the language column and what happens to unknown languages; the language
+    identifier, `lid.LidModel.describe`) and the options that pick the text/key columns and
+    parse lines. A record with another config is redone."""
+    if isinstance(index, LanguageIndexes):
+        # "stripped": texts are stripped before matching (older worldwide outputs are redone)
+        metadata: Any = [
+            index.digest,
+            index.lang_column,
+            index.unknown,
+            index.lid.describe(),
+            "stripped",
+        ]
+    elif isinstance(index, EnglishOnly):
+        metadata = index.config()
+    else:
+        metadata = [index.stats.digest, index.stats.padding]
+    payload = {
+        "version": OUTPUT_VERSION,
+        "metadata": metadata,
+        "n_entries": len(index),
+        "text_column": options.text_column,
+        "key_column": options.key_column,
+        "tsv_columns": list(options.tsv_columns) if options.tsv_columns is not None else None,
+        "header": options.header,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _chunk_table(
+    chunk: ShardChunk,
+    index: MatchIndex,
+    backend: str,
+    threads: int | None,
+    report: ShardReport,
+) -> pa.Table:
+    n = chunk.num_rows
+    lang: pa.Array | None = None
+    texts = chunk.table.column("text")
+    if isinstance(index, EnglishOnly):  # MetaCLIP 1's LID filter: other texts match nothing
+        texts, dropped = index.english_texts(texts, chunk.shard.path)
+        report.skipped[NOT_ENGLISH] += dropped
+        index = index.index
+    if isinstance(index, LanguageIndexes):
+        codes = index.row_codes(chunk.table, chunk.shard.path)
+        entry_ids = index.match_rows(texts, codes, backend, threads)
+        lang = index.names_of(codes)
+    else:
+        result = match(texts, index, backend=backend, threads=threads)
+        entry_ids = result.to_arrow()
+    if entry_ids.type != ENTRY_IDS_TYPE:  # large_list only past 2**31 ids in one chunk
+        entry_ids = entry_ids.cast(ENTRY_IDS_TYPE)
+    shard = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([chunk.shard.name], pa.string())
+    )
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "shard": shard,
+        "row": pa.array(np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)),
+    }
+    if "key" in chunk.table.column_names:
+        key = chunk.table.column("key")
+        columns["key"] = key.cast(pa.string()) if pa.types.is_null(key.type) else key
+    if lang is not None:
+        columns["lang"] = lang
+    columns["entry_ids"] = entry_ids
+    return pa.table(columns)
+
+
+def _empty_table() -> pa.Table:
+    return pa.table(
+        {
+            "shard": pa.array([], SHARD_TYPE),
+            "row": pa.array([], pa.int64()),
+            "entry_ids": pa.array([], ENTRY_IDS_TYPE),
+        }
+    )
+
+
+def match_shard(
+    shard: Shard,
+    index: MatchIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions | None = None,
+    backend: str = "cpu",
+    threads: int | None = None,
+    manifest: Manifest | None = None,
+    config: str | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> MatchReport:
+    """Matches one shard into ``<out_dir>/matches/`` and records it in the manifest.
+
+    `manifest`: the loaded `Manifest` of `out_dir` to append to (loaded here when None);
+    `config`: `stage_config` (computed here when None); `on_rows(n)` is called after each
+    chunk of n rows (a progress bar). Returns the shard's report; a shard that cannot be read
+    has ``error`` set and ``output`` None.
+    """
+    options = options or ReadOptions()
+    manifest = manifest if manifest is not None else Manifest.load(out_dir)
+    config = config if config is not None else stage_config(index, options)
+    report, record = match_shard_output(
+        shard,
+        index,
+        out_dir,
+        options=options,
+        backend=backend,
+        threads=threads,
+        config=config,
+        on_rows=on_rows,
+    )
+    manifest.append(record)
+    return report
+
+
+def match_shard_output(
+    shard: Shard,
+    index: MatchIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ReadOptions,
+    backend: str,
+    threads: int | None,
+    config: str,
+    on_rows: Callable[[int], None] | None = None,
+) -> tuple[MatchReport, ShardRecord]:
+    """`match_shard` without the manifest: writes the output (temp + rename) and returns the
+    report and the record to append. A dask worker runs this and the client appends, so only
+    one process ever appends to the manifest."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    matches_dir = out_dir / MATCHES_DIR
+    matches_dir.mkdir(parents=True, exist_ok=True)
+    input_fingerprint = fingerprint(shard.path)  # before reading: a change meanwhile is redone
+    name = output_name(shard.name)
+    final = matches_dir / name
+    tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
+    report = MatchReport(shard)
+    renamed = False
+    with with_path(tmp), open(tmp, "wb") as sink:
+        try:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for chunk in iter_shard_checked(shard, options, report):
+                    if chunk.num_rows == 0:
+                        continue
+                    try:
+                        table = _chunk_table(chunk, index, backend, threads, report)
+                    except ShardError as err:  # e.g. a worldwide shard without languages
+                        report.error = str(err)
+                        break
+                    if on_rows is not None:
+                        on_rows(chunk.num_rows)
+                    if writer is None:
+                        writer = pq.ParquetWriter(sink, table.schema)
+                    else:
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                if report.error is None and writer is None:
+                    writer = pq.ParquetWriter(sink, _empty_table().schema)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if report.error is None:
+                sink.flush()
+                os.fsync(sink.fileno())
+                checksum = file_checksum(tmp)  # just written: read from the page cache
+                delay_hook()
+                os.replace(tmp, final)
+                renamed = True
+                _fsync_dir(matches_dir)
+        finally:
+            if not renamed:
+                tmp.unlink(missing_ok=True)
+    if report.error is not None:
+        checksum = ""
+        final.unlink(missing_ok=True)  # an output of an earlier version of this input
+    else:
+        remember(final, checksum)
+        delay_hook()
+        report.output = final
+    report.seconds = time.perf_counter() - start
+    record = ShardRecord(
+        shard=shard.name,
+        output=None if report.error is not None else f"{MATCHES_DIR}/{name}",
+        rows=report.rows,
+        skipped=dict(sorted(report.skipped.items())),
+        null_texts=report.null_texts,
+        error=report.error,
+        seconds=round(report.seconds, 6),
+        fingerprint=input_fingerprint,
+        config=config,
+        path=str(shard.path),
+        invalid_lines=report.invalid_lines[:RECORDED_LINES],
+        checksum=checksum,
+    )
+    return report, record
+
+
+def _report_from_record(shard: Shard, record: ShardRecord, manifest: Manifest) -> MatchReport:
+    report = MatchReport(shard, rows=record.rows, error=record.error, null_texts=record.null_texts)
+    report.skipped.update(record.skipped)
+    report.invalid_lines = list(record.invalid_lines)
+    report.output = manifest.output_path(record)
+    report.seconds = record.seconds
+    report.reused = True
+    return report

@@ -1,0 +1,134 @@
+"""Stage write: the curated rows of a shard (`curated_table`: the input columns under their
+own names plus ``entry_ids``), written atomically (`write_parquet`, `write_json`: a temporary
+name, then renamed; the checksum remembered), and the folder of each threshold
+(``curated/t=<t>/``, `curated_dir`) with the digest of what its files depend on
+(`_prepare_t_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metaclip_gpu.pipeline.aligned import KeyedChunk
+from metaclip_gpu.pipeline.checksums import file_checksum, remember
+from metaclip_gpu.pipeline.files import remove_stale_tmp
+from metaclip_gpu.pipeline.manifest import ShardRecord
+from metaclip_gpu.pipeline.oserrors import with_path
+from metaclip_gpu.pipeline.read import (
+    ReadOptions,
+    ShardChunk,
+)
+
+CURATED_DIR = "curated"
+BALANCE_CONFIG = "_balance.json"
+CURATED_MANIFEST = "_manifest.jsonl"  # per t folder: each curated file's checksum
+BALANCE_VERSION = 1  # bump when the curated files' content rules change
+
+
+def t_label(t: float) -> str:
+    """The folder name of a threshold: ``t=20000`` for whole numbers, else ``t=<repr>``."""
+    value = float(t)
+    if value.is_integer() and abs(value) < 1e15:
+        return f"t={int(value)}"
+    return f"t={value!r}"
+
+
+def curated_dir(out_dir: str | os.PathLike[str], t: float) -> Path:
+    return Path(out_dir) / CURATED_DIR / t_label(t)
+
+
+def _restore_names(chunk: ShardChunk) -> list[str]:
+    """The chunk's column names as in the input (undoing `read`'s ``text``/``key`` renames)."""
+    names = []
+    for name in chunk.table.column_names:
+        if name == "text":
+            names.append(chunk.text_column)
+        elif name == "key" and chunk.key_column is not None:
+            names.append(chunk.key_column)
+        elif name == "text_orig" and chunk.text_column != "text":
+            names.append("text")
+        elif name == "key_orig" and chunk.key_column not in (None, "key"):
+            names.append("key")
+        else:
+            names.append(name)
+    return names
+
+
+def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
+    """The kept rows of `keyed` (bool `mask`): input columns under their own names +
+    ``entry_ids``."""
+    table = keyed.chunk.table.rename_columns(_restore_names(keyed.chunk))
+    if "entry_ids" in table.column_names:
+        table = table.drop_columns(["entry_ids"])
+    order = {name: i for i, name in enumerate(keyed.chunk.source_columns)}
+    if order:  # the input's column order (the reader puts text and key first)
+        names = sorted(table.column_names, key=lambda name: order.get(name, len(order)))
+        table = table.select(names)
+    table = table.append_column("entry_ids", keyed.entry_lists)
+    return table.filter(pa.array(mask, pa.bool_()))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with with_path(tmp):
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_parquet(table: pa.Table, final: Path) -> str:
+    """Writes `table` at `final` (a temporary name, then renamed); returns its checksum."""
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    try:
+        with with_path(tmp):
+            pq.write_table(table, tmp)
+        checksum = file_checksum(tmp)  # just written: from the page cache
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    remember(final, checksum)
+    return checksum
+
+
+def _balance_digest(
+    seed: int, t: float, counts: np.ndarray, records: dict[str, ShardRecord], options: ReadOptions
+) -> str:
+    payload = {
+        "version": BALANCE_VERSION,
+        "seed": int(seed),
+        "t": float(t),
+        "counts": hashlib.sha256(np.ascontiguousarray(counts).tobytes()).hexdigest(),
+        "shards": sorted(
+            (name, r.config, r.fingerprint.get("size"), r.fingerprint.get("mtime_ns"))
+            for name, r in records.items()
+        ),
+        "columns": options.columns,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
+    """Creates the folder of one t; deletes what a killed run left half-written there, and its
+    Parquet files when they are of another config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(directory)
+    config_path = directory / BALANCE_CONFIG
+    try:
+        old = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("digest") == digest:
+        return
+    (directory / CURATED_MANIFEST).unlink(missing_ok=True)
+    for path in directory.iterdir():  # temporary files: only dead writers' (above)
+        if path.name.endswith(".parquet"):
+            path.unlink(missing_ok=True)
+    write_json(config_path, {"digest": digest, "seed": int(seed), "t": float(t)})

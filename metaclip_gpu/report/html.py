@@ -1,0 +1,223 @@
+"""The report of a curate run: ``<run_dir>/report/index.html`` and its PNG figures.
+
+Sections: the run (texts read, share matched, ...), the curated size per t (expected and
+actual), the entry distribution (MetaCLIP's cumulative-count figure and a log-log
+rank/count plot, before and after balancing), the head entries with their keep
+probabilities, per-stage times, skipped rows and, for a worldwide (MetaCLIP 2) run whose
+summary has ``languages`` (`pipeline.run`, worldwide mode), a table and one cumulative figure per
+language::
+
+    "languages": {"<lang>": {"texts": int, "matched": int, "kept": {"<t_en label>": int},
+                             "t": {"<t_en label>": float | None},
+                             "entry_counts": "<that language's .npy>"}}
+
+(a relative ``entry_counts`` path is taken from the run folder). In a worldwide run the
+run-wide distribution and head-entry sections show English, whose t is t_en.
+
+Every number on the page is read from ``summary.json`` or the run's entry counts
+(``entry_counts.npy``; the entry strings from ``entry_counts.parquet``). What is derived
+here is only shares (``matched / texts``) and the keep probabilities
+``t / max(count, t)`` of `draws.keep_probability`, the function balancing uses. The page
+needs no network: the figures are PNG files beside it, referenced by relative path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
+from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.draws import keep_probability
+from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.languages import ENGLISH
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import t_label
+from metaclip_gpu.report.plots import (
+    NO_BALANCING,
+    Curve,
+    cumulative_figure,
+    rank_count_figure,
+    save_png,
+)
+
+REPORT_DIR = "report"
+INDEX_NAME = "index.html"
+TEMPLATE_NAME = "report.html.j2"
+HEAD_ROWS = 25
+CUMULATIVE_PNG = "cumulative_counts.png"
+RANK_PNG = "rank_counts.png"
+
+
+@dataclass(frozen=True)
+class HeadEntry:
+    """One of the most matched entries: its id, string, count and keep probability per t."""
+
+    entry_id: int
+    entry: str
+    count: int
+    keep: list[float]
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language of a worldwide run, as its summary states it, with its figure's file."""
+
+    name: str
+    texts: int
+    matched: int
+    t: dict[str, float | None]  # per t_en label; None: no match in this language
+    kept: dict[str, int]
+    image: str
+
+    @property
+    def matched_share(self) -> float:
+        return share(self.matched, self.texts)
+
+
+def share(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def head_entries(
+    counts: np.ndarray, entries: pa.ChunkedArray, ts: Sequence[float], rows: int
+) -> list[HeadEntry]:
+    """The `rows` matched entries of largest count (ties by id) with their strings (`entries`:
+    the ``entry`` column of ``entry_counts.parquet``) and ``t / max(count, t)`` per t."""
+    order = np.argsort(-counts.astype(np.float64), kind="stable")[:rows]
+    order = order[counts[order] > 0]
+    strings = entries.take(pa.array(order)).to_pylist()
+    keep = [keep_probability(counts[order], t) for t in ts]
+    return [
+        HeadEntry(int(e), strings[i], int(counts[e]), [float(p[i]) for p in keep])
+        for i, e in enumerate(order.tolist())
+    ]
+
+
+def _curves(per_t: Sequence[Mapping[str, Any]]) -> list[Curve]:
+    """t = infinity, then each t of the run, labelled with its kept and expected sizes."""
+    curves = [Curve(None, NO_BALANCING)]
+    for figure in per_t:
+        curves.append(
+            Curve(
+                figure["t"],
+                f"{t_label(figure['t'])}: {figure['kept']:,} texts kept "
+                f"(expected {figure['expected_kept']:,.1f})",
+            )
+        )
+    return curves
+
+
+def language_section(
+    run_dir: Path, languages: Mapping[str, Mapping[str, Any]], out: Path
+) -> tuple[list[Language], list[str]]:
+    """The languages of a worldwide run, each with its cumulative figure written to `out`, and
+    the t labels of their ``kept`` figures (the table's columns)."""
+    rows = []
+    for i, (name, figures) in enumerate(languages.items()):
+        path = Path(figures["entry_counts"])
+        counts = load_entry_counts(path if path.is_absolute() else run_dir / path)
+        image = f"language-{i:03d}-{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.png"
+        lang = Language(
+            name, figures["texts"], figures["matched"], figures["t"], figures["kept"], image
+        )
+        title = f"{name}: {lang.texts:,} texts, {lang.matched:,} matched ({lang.matched_share:.2%})"
+        curves = [Curve(None, NO_BALANCING)]
+        curves += [
+            Curve(t, f"{label}: t = {t:,.6g}") for label, t in lang.t.items() if t is not None
+        ]
+        save_png(cumulative_figure(counts, curves, title), out / image)
+        rows.append(lang)
+    labels = list(dict.fromkeys(label for lang in rows for label in lang.kept))
+    return rows, labels
+
+
+def _overall_counts(run_dir: Path, summary: Mapping[str, Any]) -> tuple[np.ndarray, Any]:
+    """The counts and entry strings the run-wide sections show: the run's, or for a worldwide
+    run English's (the language whose t is t_en; each language has its own section)."""
+    if not summary.get("worldwide"):
+        entries = pq.read_table(run_dir / COUNTS_PARQUET, columns=["entry"]).column("entry")
+        return load_entry_counts(run_dir / COUNTS_NPY), entries
+    path = Path(summary["languages"][ENGLISH]["entry_counts"])
+    counts = load_entry_counts(path if path.is_absolute() else run_dir / path)
+    table = pq.read_table(
+        run_dir / COUNTS_PARQUET, columns=["entry"], filters=[("lang", "==", ENGLISH)]
+    )
+    return counts, table.column("entry")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("metaclip_gpu.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["int"] = lambda value: f"{int(value):,}"
+    env.filters["decimal"] = lambda value: f"{value:,.1f}"
+    env.filters["share"] = lambda value: f"{value:.2%}"
+    env.filters["prob"] = lambda value: f"{value:.4g}"
+    env.filters["t"] = lambda value: f"{value:,.6g}"
+    return env
+
+
+def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS) -> Path:
+    """Writes ``<run_dir>/report/index.html`` and its PNGs from the run's ``summary.json`` and
+    entry counts (replacing an earlier report's PNGs); returns the HTML file's path."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+    counts, entries = _overall_counts(run_dir, summary)
+    out = run_dir / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+
+    per_t = summary["ts"]
+    texts, matched = summary["texts_read"], summary["matched"]
+    curves = _curves(per_t)
+    heading = f"{texts:,} texts, {matched:,} matched ({share(matched, texts):.2%})"
+    save_png(
+        cumulative_figure(counts, curves, f"Cumulative entry counts: {heading}"),
+        out / CUMULATIVE_PNG,
+    )
+    save_png(rank_count_figure(counts, curves, f"Entry count by rank: {heading}"), out / RANK_PNG)
+
+    head = head_entries(counts, entries, [f["t"] for f in per_t], head_rows)
+    languages, language_labels = (
+        language_section(run_dir, summary["languages"], out)
+        if "languages" in summary
+        else (None, [])
+    )
+    html = (
+        _environment()
+        .get_template(TEMPLATE_NAME)
+        .render(
+            run_dir=str(run_dir),
+            summary=summary,
+            labels=[t_label(f["t"]) for f in per_t],
+            matched_share=share(matched, texts),
+            kept_shares=[share(f["kept"], f["matched"]) for f in per_t],
+            head=head,
+            cumulative_png=CUMULATIVE_PNG,
+            rank_png=RANK_PNG,
+            languages=languages,
+            language_labels=language_labels,
+            warning=t_keeps_nearly_all(per_t),
+        )
+    )
+    index = out / INDEX_NAME
+    tmp = index.with_name(f"{INDEX_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, index)
+    return index
