@@ -3,7 +3,7 @@
 //
 // On the host, CUDA's launch coordinates (threadIdx, blockIdx, blockDim,
 // gridDim) become thread-local loop variables set by the CPU launcher
-// (metaclip_gpu/_native/cpu_launch.cpp), and atomics become compiler atomics.
+// (metaclip_gpu/engine/_native/cpu_launch.cpp), and atomics become compiler atomics.
 // Kernels must not use block-level cooperation (__shared__, __syncthreads):
 // the host layer does not provide it.
 #pragma once

@@ -211,7 +211,7 @@ MC_FN mc_u64 mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash)
 // An entry with an unpadded side matches where its bytes occur in
 // spacing(text), preceded by a space when it is left-padded (MC_PAD_LEFT) and
 // followed by one when it is right-padded (MC_PAD_RIGHT). The padding flags
-// come from metaclip_gpu/metadata.py (the one place that classifies
+// come from metaclip_gpu/engine/metadata.py (the one place that classifies
 // characters); entries padded on both sides stay in the token table above.
 //
 // The byte-level entries have a table of their own with the slot layout
