@@ -142,10 +142,16 @@ def _match_batch(
 
 def _merge_spill(xp: Any, fixed_ids: Any, counts: Any, rows: Any, spill: Any) -> tuple[Any, Any]:
     """The distinct ids of texts that spilled: their local_cap kernel ids (slot-major
-    `fixed_ids` columns) and their spill keys, sorted and de-duplicated together."""
-    spill = spill[counts[spill >> 32] == _COUNT_SPILLED]  # keys of texts that lost none
-    local = (rows.astype(xp.int64) << 32)[None, :] | fixed_ids[:, rows].astype(xp.int64)
-    keys = _sorted_unique(xp, xp.concatenate([local.ravel(), spill]))
+    `fixed_ids` columns, each row's ascending) and their spill keys, merged.
+
+    Only the spill keys are sorted: the kernel ids, as (row, id) keys row by row, are
+    already one ascending run, and so are the sorted spill keys, so the last step merges
+    two runs (`_merge_runs`) instead of sorting all the keys again (that sort, and the
+    slot-major key build before it, took ~60% of this function, ~16% of `match()` on texts
+    of 65+ ids)."""
+    spill = xp.sort(spill[counts[spill >> 32] == _COUNT_SPILLED])  # texts that lost none
+    local = (rows.astype(xp.int64) << 32)[:, None] | fixed_ids[:, rows].T.astype(xp.int64)
+    keys = _unique_sorted(xp, _merge_runs(xp, local.ravel(), spill))
     row_counts = xp.bincount(keys >> 32, minlength=len(counts))[rows].astype(xp.int64)
     return row_counts, (keys & 0xFFFFFFFF).astype(xp.int32)
 
@@ -168,7 +174,20 @@ def _match_long(be: Backend, index: MetadataIndex, batch: Any, rows: Any) -> tup
 def _sorted_unique(xp: Any, keys: Any) -> Any:
     """The distinct values of `keys`, ascending: a sort and a neighbour mask. (NumPy 2.3+'s
     ``unique`` hashes int64 first, 50x slower than sorting on these million-element keys.)"""
-    keys = xp.sort(keys)
+    return _unique_sorted(xp, xp.sort(keys))
+
+
+def _merge_runs(xp: Any, a: Any, b: Any) -> Any:
+    """The values of two ascending arrays, ascending. NumPy's stable sort of int64 is a
+    timsort, which finds the two runs and merges them in one linear pass (3.6x the default
+    sort on a spilled batch's keys); CuPy's sort is a radix sort whatever it is asked
+    (and accepts no `kind`)."""
+    keys = xp.concatenate([a, b])
+    return xp.sort(keys, kind="stable") if xp is np else xp.sort(keys)
+
+
+def _unique_sorted(xp: Any, keys: Any) -> Any:
+    """The distinct values of ascending `keys`: a neighbour mask."""
     if len(keys) < 2:
         return keys
     first = xp.ones(len(keys), dtype=bool)
