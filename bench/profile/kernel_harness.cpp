@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "match.cu"
@@ -93,7 +94,13 @@ static double thread_seconds() {
 
 // DIR [REPEATS]: with REPEATS, also prints the least thread CPU time of that many runs,
 // in ns a text (an A/B figure less disturbed by other processes than wall time).
+// --signature: prints mc_index_signature() of this build (profile_kernel.py checks that the
+// index it dumps was built by code that hashes the same way).
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--signature") {
+    printf("%llu\n", (unsigned long long)mc_index_signature());
+    return 0;
+  }
   if (argc != 2 && argc != 3) {
     fprintf(stderr, "usage: %s DIR [REPEATS]\n", argv[0]);
     return 2;

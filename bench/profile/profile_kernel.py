@@ -47,6 +47,20 @@ def build_harness(out: Path, source: Path, kernels: Path, defines: list[str]) ->
     return exe
 
 
+def check_signature(exe: Path, index: MetadataIndex) -> None:
+    """Refuses an A/B run whose harness hashes differently from the installed extension
+    that built the index: the harness would then find almost no ids, and its count would
+    look like a speed-up (a --kernels folder with another hash needs that folder's
+    extension installed)."""
+    out = subprocess.run([str(exe), "--signature"], capture_output=True, text=True, check=True)
+    if int(out.stdout) != index.stats.signature:
+        raise SystemExit(
+            f"kernel_harness built from --kernels has index signature {int(out.stdout)}, the "
+            f"index (built by the installed extension) {index.stats.signature}: rebuild the "
+            "extension from the same kernels (pip install -e .) before profiling them"
+        )
+
+
 def dump(where: Path, index: MetadataIndex, texts: list[str]) -> None:
     where.mkdir(parents=True, exist_ok=True)
     index.slots.tofile(where / "slots.bin")
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         defines = [] if args.local_cap is None else [f"-DMC_LOCAL_CAP={args.local_cap}"]
         exe = build_harness(Path(tmp), args.harness, args.kernels, defines)
+        check_signature(exe, index)
         for label, lo, hi in BUCKETS:
             members = np.flatnonzero((counts >= lo) & (counts <= hi))[: args.texts]
             if len(members) == 0:
