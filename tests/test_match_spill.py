@@ -133,3 +133,30 @@ def test_spill_size_is_capped_and_grows_after_a_batch_that_needed_more() -> None
     before = size.capacity(100)
     size.update(needed=10, n_rows=100)  # it fitted: nothing changes
     assert size.capacity(100) == before
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_spill_gives_each_spilled_row_its_ids_sorted_and_distinct(seed) -> None:
+    """_merge_spill sorts only the spill keys and merges them with the kernel's rows (each
+    ascending): the same ids as sorting every key, for spill keys that come in any order
+    (two threads interleave their rows), repeat (an id spilled twice), and include keys of
+    rows that ran out (count -2: dropped, re-run elsewhere)."""
+    rng = np.random.default_rng(seed)
+    cap, n_rows = 8, 40
+    counts = rng.choice([3, match_module._COUNT_SPILLED, match_module._COUNT_REDO], n_rows)
+    fixed = np.zeros((cap, n_rows), dtype=np.int32)  # slot-major, as mc_match_fixed writes
+    want, spill = {}, []
+    for row in range(n_rows):
+        ids = rng.choice(1000, size=cap + 6, replace=False)
+        fixed[:, row] = np.sort(ids[:cap])  # the kernel's list: its first cap ids, ascending
+        extra = ids[cap:]
+        if counts[row] != 3:
+            spill += [(row << 32) | int(i) for i in np.concatenate([extra, extra[:2]])]
+        if counts[row] == match_module._COUNT_SPILLED:
+            want[row] = sorted(ids.tolist())
+    spill_keys = rng.permutation(np.array(spill, dtype=np.int64))
+    rows = np.flatnonzero(counts == match_module._COUNT_SPILLED)
+    row_counts, ids = match_module._merge_spill(np, fixed, counts, rows, spill_keys)
+    ends = np.cumsum(row_counts)
+    got = {int(r): ids[e - c : e].tolist() for r, c, e in zip(rows, row_counts, ends, strict=True)}
+    assert got == want
