@@ -1,6 +1,6 @@
 """Instruction counts of the matching kernels per text, by ids a text (callgrind).
 
-    .venv/bin/python bench/profile/profile_kernel.py [--data dense|cc3m] [--texts N]
+    .venv/bin/python bench/profile/profile_kernel.py [--data dense|cc3m] [--texts N] [--cache-sim]
 
 Wall-clock time is noisy on a shared machine; instruction counts are repeatable, so kernel
 changes are decided on them. This script builds bench/profile/kernel_harness.cpp with the CPU
@@ -76,17 +76,23 @@ def dump(where: Path, index: MetadataIndex, texts: list[str]) -> None:
     )
 
 
-def instructions(exe: Path, where: Path) -> int:
+def events(exe: Path, where: Path, cache_sim: str | None = None) -> dict[str, int]:
+    """callgrind's totals of the kernels: {"Ir": instructions}, plus with `cache_sim` (a
+    ``--LL=size,assoc,line`` value) the simulated cache's data misses: "D1mr" (L1 read
+    misses), "DLmr" (last-level read misses) and the rest of callgrind's event names."""
     out_file = where / "callgrind.out"
+    extra = [] if cache_sim is None else ["--cache-sim=yes", f"--LL={cache_sim}"]
     proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--toggle-collect=run_kernels*",
+        ["valgrind", "--tool=callgrind", "--toggle-collect=run_kernels*", *extra,
          f"--callgrind-out-file={out_file}", str(exe), str(where)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    found = re.search(r"^summary:\s+(\d+)", out_file.read_text(), re.MULTILINE)
-    if found is None:
+    text = out_file.read_text()
+    names = re.search(r"^events:\s+(.+)$", text, re.MULTILINE)
+    found = re.search(r"^summary:\s+(.+)$", text, re.MULTILINE)
+    if names is None or found is None:
         raise RuntimeError(proc.stderr)
-    return int(found.group(1))
+    return dict(zip(names.group(1).split(), map(int, found.group(1).split()), strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--harness", type=Path, default=HERE / "kernel_harness.cpp")
     parser.add_argument("--local-cap", type=int, default=None, help="-DMC_LOCAL_CAP (A/B runs)")
+    parser.add_argument(
+        "--cache-sim",
+        nargs="?",
+        const="2097152,16,64",
+        default=None,
+        metavar="LL",
+        help="also simulate the caches (callgrind --cache-sim=yes --LL=LL; default LL: a 2 MiB "
+        "16-way last level, about one core's share of a shared machine's) and print L1 and "
+        "last-level data read misses a text",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("profile_kernel.py needs valgrind", file=sys.stderr)
@@ -124,13 +140,21 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             where = Path(tmp) / label
             dump(where, index, [texts[i] for i in members])
-            ir = instructions(exe, where)
+            totals = events(exe, where, args.cache_sim)
+            ir = totals["Ir"]
             ids = int(counts[members].sum())
             result[label] = {"texts": len(members), "ids": ids, "instructions": ir}
-            print(
+            line = (
                 f"{args.data} {label:>6}: {len(members):5d} texts, {ids / len(members):5.1f} ids,"
                 f" {ir / len(members):9,.0f} instructions a text, {ir / ids:6,.0f} an id"
             )
+            if args.cache_sim is not None:
+                result[label].update(totals)
+                line += (
+                    f", L1 data read misses {totals['D1mr'] / len(members):7.1f} a text,"
+                    f" last-level {totals['DLmr'] / len(members):6.1f}"
+                )
+            print(line)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
