@@ -119,7 +119,7 @@ struct McTokenRing {
 #if MC_READ_AHEAD > 0
       const mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, t.hash);
       first_hash[produced & (MC_TOKEN_RING - 1)] = h;
-      mc_prefetch(ix.slots + (h & ix.mask));
+      mc_prefetch(mc_home_slot(ix.slots, ix.mask, h));
 #endif
       ++produced;
     }
@@ -138,10 +138,18 @@ MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_
   mc_u64 h = window.first_key();
   int n_tokens = 1;
   for (;;) {
-    const mc_u64 slot = mc_probe(ix.slots, ix.mask, h);
-    if (slot == 0) return 1;
+    const mc_u64* at = mc_probe(ix.slots, ix.mask, h);
+    if (at == 0) return 1;
+    const mc_u64 slot = at[0];
     const mc_u32 flags = mc_slot_flags(slot);
-    if (flags & MC_SLOT_ENTRY) {
+    if (flags & MC_SLOT_INLINE) {  // one one-token entry, its bytes in the slot
+      if (n_tokens == 1) {
+        const McToken tok = window.at(0);
+        if (mc_inline_equal(at[1], text + tok.start, tok.len, n - tok.start))
+          sink.emit((mc_i32)mc_slot_payload(slot));
+        if (sink.full()) return 0;
+      }
+    } else if (flags & MC_SLOT_ENTRY) {
       mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
       if (sink.full()) return 0;
     }
@@ -247,8 +255,9 @@ MC_FN int mc_byte_run(const McIndex& ix, const McSpacedCursor& start, int after_
     const int width = mc_spaced_char(&at, &h);
     if (width == 0) return 1;
     len += width;
-    const mc_u64 slot = mc_probe(ix.byte_slots, ix.byte_mask, mc_byte_key(h));
-    if (slot == 0) return 1;
+    const mc_u64* found = mc_probe(ix.byte_slots, ix.byte_mask, mc_byte_key(h));
+    if (found == 0) return 1;
+    const mc_u64 slot = found[0];
     const mc_u32 flags = mc_slot_flags(slot);
     if (flags & MC_SLOT_ENTRY) {
       mc_emit_bytes(ix, slot, start, len, after_space, at, sink);

@@ -144,11 +144,18 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 }
 
 // ------------------------------------------------------- probe table slots ---
-// One 64-bit word per slot, linear probing, 0 = empty:
+// Two 64-bit words per slot (MC_SLOT_WORDS), linear probing, key word 0 = empty.
+// The key word:
 //   bits 63..32  fingerprint: the high 32 bits of the n-gram hash
 //   bits 31..3   payload: for MC_SLOT_ENTRY, the int32 word offset in the
-//                verification blob of this slot's entries (below)
+//                verification blob of this slot's entries (below); for
+//                MC_SLOT_INLINE, the id of the slot's one entry
 //   bits 2..0    flags
+// The second word holds, for an MC_SLOT_INLINE slot, its entry's bytes
+// (little-endian, zero-padded to 8 bytes), and 0 otherwise. A slot is 16
+// bytes and the table 16-byte aligned, so both words share one cache line:
+// a one-token entry of up to 8 bytes (most matched words) is verified from the
+// line the probe already read, with no second miss for a record elsewhere.
 // The home position is the hash's low bits. Keys that share a fingerprint and
 // meet in a probe run are merged into the first such slot at build time, so a
 // lookup may stop at the first slot whose fingerprint matches.
@@ -160,8 +167,14 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 // the blob so 8-byte reads of the last record stay inside. Every candidate is
 // compared byte by byte with the text's tokens, so a hash collision costs
 // time, never a false match; one slot's candidates share a cache line or two.
+#define MC_SLOT_WORDS 2
 #define MC_SLOT_PREFIX 1u  // some entry continues past this n-gram
 #define MC_SLOT_ENTRY 2u   // some entry ends at this n-gram
+// With MC_SLOT_ENTRY: the slot's only candidate is one entry of one token,
+// 1..8 bytes and no zero byte (so its length is where its bytes end), whose id
+// is the payload and whose bytes are the slot's second word. The token table's
+// builder inlines every such entry (the byte table never does).
+#define MC_SLOT_INLINE 4u
 #define MC_SLOT_PAYLOAD_BITS 29
 #define MC_SLOT_PAYLOAD_MAX ((1u << MC_SLOT_PAYLOAD_BITS) - 1u)
 
@@ -175,9 +188,41 @@ MC_FN mc_u32 mc_slot_payload(mc_u64 slot) {
 // Words taken by one candidate record: id, length, bytes rounded up.
 MC_FN mc_i64 mc_record_words(mc_i64 n_bytes) { return 2 + (n_bytes + 3) / 4; }
 
+// The byte length of an MC_SLOT_INLINE slot's entry from its bytes word.
+MC_FN mc_i64 mc_inline_len(mc_u64 bytes) {
+#if MC_ON_DEVICE
+  return 8 - __clzll((long long)bytes) / 8;
+#else
+  return 8 - __builtin_clzll(bytes) / 8;
+#endif
+}
+
+// Whether the text token text[0..len) equals an MC_SLOT_INLINE entry.
+// `readable`: bytes that may be read from `text` (the host then loads one
+// word when 8 are readable; the device assembles the bytes).
+MC_FN int mc_inline_equal(mc_u64 bytes, const mc_u8* text, mc_i64 len, mc_i64 readable) {
+  if (len != mc_inline_len(bytes)) return 0;
+#if MC_ON_DEVICE
+  (void)readable;
+  for (mc_i64 i = 0; i < len; ++i)
+    if (text[i] != (mc_u8)(bytes >> (8 * i))) return 0;
+  return 1;
+#else
+  if (readable >= 8) {
+    mc_u64 word;
+    memcpy(&word, text, 8);
+    return ((word ^ bytes) << (64 - 8 * len)) == 0;  // len is 1..8 here
+  }
+  for (mc_i64 i = 0; i < len; ++i)
+    if (text[i] != (mc_u8)(bytes >> (8 * i))) return 0;
+  return 1;
+#endif
+}
+
 // Multi-token filter: a blocked Bloom filter (two bits in one 64-bit word)
 // over every key of two or more tokens, stored right after the table's slots
-// with one word per MC_FILTER_SLOTS_PER_WORD slots. A failed extension probe
+// (at word MC_SLOT_WORDS * (mask + 1)) with one word per
+// MC_FILTER_SLOTS_PER_WORD slots. A failed extension probe
 // (the usual fate of "a" + next word) is answered by this small, cache-resident
 // array instead of a miss in the large table. No false negatives.
 #define MC_FILTER_SLOTS_PER_WORD 32
@@ -192,17 +237,23 @@ MC_FN mc_u64 mc_filter_bits(mc_u64 hash) {
 }
 MC_FN int mc_filter_may_contain(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
   const mc_u64 bits = mc_filter_bits(hash);
-  return (slots[mask + 1 + mc_filter_word(hash, mask)] & bits) == bits;
+  return (slots[MC_SLOT_WORDS * (mask + 1) + mc_filter_word(hash, mask)] & bits) == bits;
 }
 
-// Returns the slot for `hash`, or 0 when no entry starts with this n-gram.
-MC_FN mc_u64 mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
+// The first word of the slot where a probe for `hash` starts (for prefetching).
+MC_FN const mc_u64* mc_home_slot(const mc_u64* slots, mc_u64 mask, mc_u64 hash) {
+  return slots + MC_SLOT_WORDS * (hash & mask);
+}
+
+// Returns the slot for `hash` (its first word), or null when no entry starts
+// with this n-gram.
+MC_FN const mc_u64* mc_probe(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
   const mc_u64 fp = hash >> 32;
   mc_u64 pos = hash & mask;
   for (;;) {
-    const mc_u64 slot = slots[pos];
-    if (slot == 0) return 0;
-    if ((slot >> 32) == fp) return slot;
+    const mc_u64* slot = slots + MC_SLOT_WORDS * pos;
+    if (slot[0] == 0) return 0;
+    if ((slot[0] >> 32) == fp) return slot;
     pos = (pos + 1) & mask;
   }
 }
@@ -331,7 +382,7 @@ MC_FN int mc_spaced_equal(McSpacedCursor c, const mc_u8* e, mc_i64 len) {
 // ------------------------------------------------------------- signature ---
 // Bump when the table, filter or record layout changes in a way the values
 // below do not show.
-#define MC_INDEX_LAYOUT 2
+#define MC_INDEX_LAYOUT 3  // 3: two-word slots, inline one-token entries
 
 // A value that changes with every byte class, hash function and layout
 // constant a built index depends on. The index builder stores it; the CPU
@@ -348,6 +399,7 @@ MC_FN mc_u64 mc_index_signature() {
   h = mc_byte_key(mc_fnv_byte(h, 'w')) ^ ((mc_u64)MC_RECORD_FLAGS_SHIFT << 48) ^
       ((mc_u64)MC_BYTE_HEADER_WORDS << 52);
   h ^= ((mc_u64)MC_INDEX_LAYOUT << 56) ^ ((mc_u64)MC_FILTER_SLOTS_PER_WORD << 40) ^
-       ((mc_u64)MC_SLOT_PAYLOAD_BITS << 32) ^ mc_slot_pack(h, 12345u, MC_SLOT_ENTRY);
+       ((mc_u64)MC_SLOT_PAYLOAD_BITS << 32) ^ ((mc_u64)MC_SLOT_WORDS << 60) ^
+       mc_slot_pack(h, 12345u, MC_SLOT_ENTRY | MC_SLOT_INLINE);
   return mc_fmix64(h);
 }

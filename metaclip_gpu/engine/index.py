@@ -1,9 +1,10 @@
 """The compiled metadata index: an n-gram probe table plus the entry bytes for verification.
 
-Layout (kernels/tokens.cuh): `slots` is a linear-probing table of 64-bit words keyed by the
-hash of an entry's token sequence (and of each proper prefix of it, so a probe run stops as
-soon as no entry can extend it); `blob` holds, per slot, the ids and UTF-8 bytes of the
-entries that end there, against which every candidate is verified byte by byte.
+Layout (kernels/tokens.cuh): `slots` is a linear-probing table of two-word (16-byte) slots
+keyed by the hash of an entry's token sequence (and of each proper prefix of it, so a probe run
+stops as soon as no entry can extend it); a slot whose only entry is one token of up to 8 bytes
+holds its id and bytes itself, and for the others `blob` holds, per slot, the ids and UTF-8
+bytes of the entries that end there, against which every candidate is verified byte by byte.
 After the table come the words of a small Bloom filter over the multi-token keys.
 `entry_offsets`/`entry_chars` keep the entries themselves (for reports, not for the kernels).
 
@@ -39,9 +40,10 @@ from metaclip_gpu.engine.metadata import (
     parse_metadata,
 )
 
-INDEX_FORMAT = 7
+INDEX_FORMAT = 8  # 8: two-word slots with inline one-token entries (kernels/tokens.cuh)
 MAX_LOAD = 0.5
 _FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
+_SLOT_WORDS = 2  # MC_SLOT_WORDS in kernels/tokens.cuh: uint64 words a table slot
 _ARRAYS = ("slots", "blob", "byte_slots", "byte_blob", "entry_offsets", "entry_chars")
 
 
@@ -84,9 +86,9 @@ class IndexStats:
 class MetadataIndex:
     """Metadata compiled for matching; host (NumPy) arrays, shared by both backends."""
 
-    slots: np.ndarray  # uint64 [table_slots], then the multi-token filter's words
+    slots: np.ndarray  # uint64 [2 * table_slots], then the multi-token filter's words
     blob: np.ndarray  # int32 verification records (kernels/tokens.cuh)
-    byte_slots: np.ndarray  # uint64 [byte_table_slots]: the byte-level entries' table
+    byte_slots: np.ndarray  # uint64 [2 * byte_table_slots]: the byte-level entries' table
     byte_blob: np.ndarray  # int32: header (longest entry, per-byte flags), then the records
     entry_offsets: np.ndarray  # int64 [n_entries + 1]
     entry_chars: np.ndarray  # uint8
@@ -223,11 +225,14 @@ class MetadataIndex:
             n_unmatchable=int(info[3]),
             n_merged=int(info[4]),
             max_tokens=int(info[5]),
-            table_slots=int(info[0]) * _FILTER_SLOTS_PER_WORD // (_FILTER_SLOTS_PER_WORD + 1),
+            # words: _SLOT_WORDS a slot, then one filter word per _FILTER_SLOTS_PER_WORD slots
+            table_slots=int(info[0])
+            * _FILTER_SLOTS_PER_WORD
+            // (_SLOT_WORDS * _FILTER_SLOTS_PER_WORD + 1),
             padding=padding,
             n_byte_entries=int(info[9]),
             n_byte_keys=int(info[8]),
-            byte_table_slots=int(info[6]),
+            byte_table_slots=int(info[6]) // _SLOT_WORDS,
             build_seconds=time.perf_counter() - started,
             digest=digest,
             signature=build_signature(),

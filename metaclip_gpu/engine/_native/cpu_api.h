@@ -17,10 +17,10 @@ typedef struct McBuiltIndex McBuiltIndex;
    table. Returns NULL on allocation failure or when the index is too large. */
 McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
                              const uint8_t* pad_flags, int64_t n_entries, double max_load);
-/* out[0] slots array length (table + filter words), out[1] verification blob
+/* out[0] slots array length (MC_SLOT_WORDS a table slot, then the filter words), out[1] verification blob
    words, out[2] distinct n-gram keys, out[3] entries that can never match,
    out[4] keys merged by fingerprint, out[5] most tokens in one entry,
-   out[6] byte-table slots, out[7] byte blob words, out[8] distinct byte keys,
+   out[6] byte-table words (MC_SLOT_WORDS a slot), out[7] byte blob words, out[8] distinct byte keys,
    out[9] byte-level entries (matchable ones). */
 void mc_index_info(const McBuiltIndex* index, int64_t* out);
 /* mc_index_signature() of kernels/tokens.cuh as this build computes it. */

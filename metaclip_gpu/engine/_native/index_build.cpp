@@ -140,11 +140,27 @@ int64_t append_records(const std::vector<int32_t>& ids, const Entries& entries, 
   return payload;
 }
 
+// The second slot word of an entry the slot can hold inline (MC_SLOT_INLINE:
+// one token of 1..8 bytes, no zero byte, an id that fits the payload), else 0.
+uint64_t inline_bytes(const Entries& entries, int32_t id) {
+  const int64_t len = entries.size(id);
+  if (len < 1 || len > 8 || (uint64_t)id > MC_SLOT_PAYLOAD_MAX) return 0;
+  const uint8_t* e = entries.bytes(id);
+  uint64_t word = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    if (e[i] == 0 || e[i] == ' ') return 0;
+    word |= (uint64_t)e[i] << (8 * i);
+  }
+  return word;
+}
+
 // Places the keys of `records` in a linear-probing table of at least
 // `min_capacity` slots at load <= max_load, appending the records to t.blob
-// (which holds the table's header words). Returns false when too large.
+// (which holds the table's header words). `inline_ok`: a slot whose only
+// candidate is a short one-token entry holds it inline (token table).
+// Returns false when too large.
 bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool with_pad,
-                uint64_t min_capacity, double max_load, Table& t) {
+                bool inline_ok, uint64_t min_capacity, double max_load, Table& t) {
   const std::vector<KeyGroup> groups = group_records(records);
   t.n_keys = (int64_t)groups.size();
   uint64_t capacity = min_capacity;
@@ -163,7 +179,7 @@ bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool wi
       ++t.n_merged;
     }
   }
-  t.slots.assign(capacity, 0);
+  t.slots.assign(capacity * MC_SLOT_WORDS, 0);
   std::vector<int32_t> ids;
   for (uint64_t pos = 0; pos < capacity; ++pos) {
     if (owner[pos] < 0) continue;
@@ -179,10 +195,17 @@ bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool wi
       }
       std::sort(ids.begin(), ids.end());
     }
+    uint64_t* slot = &t.slots[pos * MC_SLOT_WORDS];
+    const uint64_t inlined = inline_ok && ids.size() == 1 ? inline_bytes(entries, ids[0]) : 0;
+    if (inlined != 0) {
+      slot[0] = mc_slot_pack(g.hash, (uint32_t)ids[0], flags | MC_SLOT_INLINE);
+      slot[1] = inlined;
+      continue;
+    }
     int64_t payload = 0;
     if (!ids.empty()) payload = append_records(ids, entries, with_pad, t.blob);
     if (payload < 0) return false;
-    t.slots[pos] = mc_slot_pack(g.hash, (uint32_t)payload, flags);
+    slot[0] = mc_slot_pack(g.hash, (uint32_t)payload, flags);
   }
   t.blob.push_back(0);  // tail padding for 8-byte reads (tokens.cuh)
   t.blob.push_back(0);
@@ -193,13 +216,14 @@ bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool wi
 bool build_token_table(std::vector<KeyRecord>& records, const Entries& entries,
                        int64_t max_tokens, double max_load, Table& t) {
   t.blob.push_back((int32_t)max_tokens);  // blob[0], see tokens.cuh
-  if (!fill_table(records, entries, false, 2 * MC_FILTER_SLOTS_PER_WORD, max_load, t))
+  if (!fill_table(records, entries, false, true, 2 * MC_FILTER_SLOTS_PER_WORD, max_load, t))
     return false;
-  const uint64_t capacity = t.slots.size();
-  t.slots.resize(capacity + capacity / MC_FILTER_SLOTS_PER_WORD, 0);
+  const uint64_t capacity = t.slots.size() / MC_SLOT_WORDS;
+  const uint64_t filter = t.slots.size();
+  t.slots.resize(filter + capacity / MC_FILTER_SLOTS_PER_WORD, 0);
   for (const KeyRecord& r : records) {
     if (r.n_parts < 2) continue;
-    t.slots[capacity + mc_filter_word(r.hash, capacity - 1)] |= mc_filter_bits(r.hash);
+    t.slots[filter + mc_filter_word(r.hash, capacity - 1)] |= mc_filter_bits(r.hash);
   }
   return true;
 }
@@ -222,7 +246,7 @@ bool build_byte_table(std::vector<KeyRecord>& records, const Entries& entries,
     flags[v] = (uint8_t)(starts[spaced] | (cls == MC_SPACE ? MC_BYTE_IS_SPACE : 0u) |
                          (cls == MC_PUNCT ? MC_BYTE_IS_PUNCT : 0u));
   }
-  return fill_table(records, entries, true, records.empty() ? 1 : 16, max_load, t);
+  return fill_table(records, entries, true, false, records.empty() ? 1 : 16, max_load, t);
 }
 
 }  // namespace
@@ -270,13 +294,13 @@ McBuiltIndex* mc_index_build(const uint8_t* chars, const int64_t* offsets,
 }
 
 void mc_index_info(const McBuiltIndex* index, int64_t* out) {
-  out[0] = (int64_t)index->tokens.slots.size();  // table slots + filter words
+  out[0] = (int64_t)index->tokens.slots.size();  // table words + filter words
   out[1] = (int64_t)index->tokens.blob.size();
   out[2] = index->tokens.n_keys;
   out[3] = index->n_unmatchable;
   out[4] = index->tokens.n_merged + index->bytes.n_merged;
   out[5] = index->max_tokens;
-  out[6] = (int64_t)index->bytes.slots.size();
+  out[6] = (int64_t)index->bytes.slots.size();  // table words
   out[7] = (int64_t)index->bytes.blob.size();
   out[8] = index->bytes.n_keys;
   out[9] = index->n_byte_entries;
