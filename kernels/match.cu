@@ -98,6 +98,29 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
   }
 }
 
+// Whether an MC_SLOT_INLINE slot's entry (`bytes`) is the n-gram's tokens
+// joined by single spaces.
+template <typename Tokens>
+MC_FN int mc_inline_matches(mc_u64 bytes, const mc_u8* text, mc_i64 text_len,
+                            const Tokens& tokens, int n_tokens) {
+  McToken tok = tokens.at(0);
+  if (n_tokens == 1)  // the common case: one token, no separators to check
+    return mc_inline_equal(bytes, text + tok.start, tok.len, text_len - tok.start);
+  const mc_i64 e_len = mc_inline_len(bytes);
+  mc_i64 at = 0;
+  for (int k = 0;;) {
+    const mc_u64 rest = at < 8 ? bytes >> (8 * at) : 0;  // (a shift by 64 is undefined)
+    if (at + tok.len > e_len ||
+        !mc_inline_part_equal(rest, text + tok.start, tok.len, text_len - tok.start))
+      return 0;
+    at += tok.len;
+    if (++k == n_tokens) return at == e_len;
+    if (at >= e_len || (mc_u8)(bytes >> (8 * at)) != ' ') return 0;
+    ++at;
+    tok = tokens.at(k);
+  }
+}
+
 // The fast scan: each token is read once into a small ring; the ring reads
 // MC_READ_AHEAD tokens ahead and prefetches their 1-gram slots. Exact when no
 // entry has more than MC_TOKEN_RING - MC_READ_AHEAD - 1 tokens.
@@ -142,11 +165,9 @@ MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_
     if (at == 0) return 1;
     const mc_u64 slot = at[0];
     const mc_u32 flags = mc_slot_flags(slot);
-    if (flags & MC_SLOT_INLINE) {  // one one-token entry, its bytes in the slot
-      if (n_tokens == 1) {
-        const McToken tok = window.at(0);
-        if (mc_inline_equal(at[1], text + tok.start, tok.len, n - tok.start))
-          sink.emit((mc_i32)mc_slot_payload(slot));
+    if (flags & MC_SLOT_INLINE) {  // one entry of up to 8 bytes, held in the slot
+      if (mc_inline_matches(at[1], text, n, window, n_tokens)) {
+        sink.emit((mc_i32)mc_slot_payload(slot));
         if (sink.full()) return 0;
       }
     } else if (flags & MC_SLOT_ENTRY) {

@@ -154,8 +154,9 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 // The second word holds, for an MC_SLOT_INLINE slot, its entry's bytes
 // (little-endian, zero-padded to 8 bytes), and 0 otherwise. A slot is 16
 // bytes and the table 16-byte aligned, so both words share one cache line:
-// a one-token entry of up to 8 bytes (most matched words) is verified from the
-// line the probe already read, with no second miss for a record elsewhere.
+// an entry of up to 8 bytes (most matched words, and short n-grams such as
+// "a dog") is verified from the line the probe already read, with no second
+// miss for a record elsewhere.
 // The home position is the hash's low bits. Keys that share a fingerprint and
 // meet in a probe run are merged into the first such slot at build time, so a
 // lookup may stop at the first slot whose fingerprint matches.
@@ -170,10 +171,11 @@ MC_FN int mc_token_matchable(const mc_u8* bytes, mc_i64 len) {
 #define MC_SLOT_WORDS 2
 #define MC_SLOT_PREFIX 1u  // some entry continues past this n-gram
 #define MC_SLOT_ENTRY 2u   // some entry ends at this n-gram
-// With MC_SLOT_ENTRY: the slot's only candidate is one entry of one token,
-// 1..8 bytes and no zero byte (so its length is where its bytes end), whose id
-// is the payload and whose bytes are the slot's second word. The token table's
-// builder inlines every such entry (the byte table never does).
+// With MC_SLOT_ENTRY: the slot's only candidate is one entry of 1..8 bytes and
+// no zero byte (so its length is where its bytes end), whose id is the payload
+// and whose bytes (its tokens joined by single spaces) are the slot's second
+// word. The token table's builder inlines every such entry (the byte table
+// never does).
 #define MC_SLOT_INLINE 4u
 #define MC_SLOT_PAYLOAD_BITS 29
 #define MC_SLOT_PAYLOAD_MAX ((1u << MC_SLOT_PAYLOAD_BITS) - 1u)
@@ -197,26 +199,27 @@ MC_FN mc_i64 mc_inline_len(mc_u64 bytes) {
 #endif
 }
 
-// Whether the text token text[0..len) equals an MC_SLOT_INLINE entry.
+// Whether text[0..len) equals the low `len` bytes of `bytes` (len 0..8).
 // `readable`: bytes that may be read from `text` (the host then loads one
 // word when 8 are readable; the device assembles the bytes).
-MC_FN int mc_inline_equal(mc_u64 bytes, const mc_u8* text, mc_i64 len, mc_i64 readable) {
-  if (len != mc_inline_len(bytes)) return 0;
+MC_FN int mc_inline_part_equal(mc_u64 bytes, const mc_u8* text, mc_i64 len, mc_i64 readable) {
 #if MC_ON_DEVICE
   (void)readable;
-  for (mc_i64 i = 0; i < len; ++i)
-    if (text[i] != (mc_u8)(bytes >> (8 * i))) return 0;
-  return 1;
 #else
-  if (readable >= 8) {
+  if (readable >= 8 && len > 0) {
     mc_u64 word;
     memcpy(&word, text, 8);
-    return ((word ^ bytes) << (64 - 8 * len)) == 0;  // len is 1..8 here
+    return ((word ^ bytes) << (64 - 8 * len)) == 0;
   }
+#endif
   for (mc_i64 i = 0; i < len; ++i)
     if (text[i] != (mc_u8)(bytes >> (8 * i))) return 0;
   return 1;
-#endif
+}
+
+// Whether the text token text[0..len) equals an MC_SLOT_INLINE entry.
+MC_FN int mc_inline_equal(mc_u64 bytes, const mc_u8* text, mc_i64 len, mc_i64 readable) {
+  return len == mc_inline_len(bytes) && mc_inline_part_equal(bytes, text, len, readable);
 }
 
 // Multi-token filter: a blocked Bloom filter (two bits in one 64-bit word)
@@ -382,7 +385,7 @@ MC_FN int mc_spaced_equal(McSpacedCursor c, const mc_u8* e, mc_i64 len) {
 // ------------------------------------------------------------- signature ---
 // Bump when the table, filter or record layout changes in a way the values
 // below do not show.
-#define MC_INDEX_LAYOUT 3  // 3: two-word slots, inline one-token entries
+#define MC_INDEX_LAYOUT 3  // 3: two-word slots, inline entries of up to 8 bytes
 
 // A value that changes with every byte class, hash function and layout
 // constant a built index depends on. The index builder stores it; the CPU

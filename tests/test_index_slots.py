@@ -1,8 +1,8 @@
 """The probe table's two-word slots (kernels/tokens.cuh, MC_SLOT_WORDS): a slot whose only
-entry is one token of 1..8 bytes without a zero byte holds that entry's id and bytes itself
-(MC_SLOT_INLINE), so verifying it reads no record elsewhere; every other entry keeps its
-verification record in the blob. Matching stays exactly the oracle's on both sides of the
-8-byte edge, for zero bytes, multi-byte characters and tokens at the very end of the text."""
+entry has 1..8 bytes and no zero byte holds that entry's id and bytes itself (MC_SLOT_INLINE),
+so verifying it reads no record elsewhere; every other entry keeps its verification record in
+the blob. Matching stays exactly the oracle's on both sides of the 8-byte edge, for zero bytes,
+multi-byte characters, n-grams (separators, empty tokens) and tokens at the end of the text."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ ENTRY, INLINE = 2, 4  # MC_SLOT_ENTRY, MC_SLOT_INLINE
 ENTRIES = [
     "dog",  # inline
     "hot",  # inline, and a prefix of "hot dog"
-    "hot dog",  # two tokens: a record
+    "hot dog",  # two tokens in 7 bytes: inline
+    "hot dogs",  # 8 bytes: inline
+    "a ,",  # a word and a punctuation token: inline ("a," in a text)
+    "a  b",  # three tokens, the middle one empty: inline
+    "abcdef g",  # 8 bytes, inline
+    "abcdef gh",  # 9 bytes: a record
     "abcdefgh",  # 8 bytes: inline
     "abcdefghi",  # 9 bytes: a record
     "café",  # 5 bytes (é is two): inline
@@ -62,11 +67,16 @@ def test_short_one_token_entries_are_held_in_their_slots() -> None:
     assert _inline_entries(index) == {
         0: b"dog",
         1: b"hot",
-        3: b"abcdefgh",
-        5: "café".encode(),
-        9: b",",
+        2: b"hot dog",
+        3: b"hot dogs",
+        4: b"a ,",
+        5: b"a  b",
+        6: b"abcdef g",
+        8: b"abcdefgh",
+        10: "café".encode(),
+        14: b",",
     }
-    # The others keep a blob record: "hot dog", "abcdefghi", "日本語", both "cat" (one
+    # The others keep a blob record: "abcdef gh", "abcdefghi", "日本語", both "cat" (one
     # slot), "a\0b" and "", each slot with an empty second word.
     table = index.slots[: SLOT_WORDS * index.stats.table_slots].reshape(-1, SLOT_WORDS)
     recorded = (table[:, 0] & np.uint64(ENTRY | INLINE)) == np.uint64(ENTRY)
@@ -77,6 +87,9 @@ def test_short_one_token_entries_are_held_in_their_slots() -> None:
 def test_inline_and_recorded_entries_match_as_the_oracle() -> None:
     texts = [
         "a hot dog, abcdefgh abcdefghi",
+        "hot dogs hot  dog hot\tdog hot dog",  # two spaces: no "hot dog"; a tab is a space
+        "a, a ,a a  b a b a   b",  # "a ," from "a," and from "a ,"; "a  b" needs two spaces
+        "abcdef g abcdef gh abcdef ghi",
         "abcdefgh",  # the token ends the text: fewer than 8 bytes readable past it
         "abcdefg abcdefghij dogs do",  # near misses on both sides of 8 bytes
         "café 日本語 cafés caf",
@@ -86,10 +99,11 @@ def test_inline_and_recorded_entries_match_as_the_oracle() -> None:
     ]
     index = MetadataIndex.from_entries(ENTRIES)
     want = FastOracle(ENTRIES).match_many(texts)
-    assert want[0] == [0, 1, 2, 3, 4, 9, 11]  # "dog," spaces to "dog ,  ": an empty token
-    assert want[1] == [3]
-    for column in (texts, pa.array(texts, type=pa.string()), pa.array(texts)[1:2]):
-        expected = want if len(column) == len(texts) else want[1:2]
+    assert want[0] == [0, 1, 2, 8, 9, 14, 16]  # "dog," spaces to "dog ,  ": an empty token
+    assert want[1:4] == [[0, 1, 2, 3, 16], [4, 5, 14, 16], [6, 7]]
+    assert want[4] == [8]
+    for column in (texts, pa.array(texts, type=pa.string()), pa.array(texts)[4:5]):
+        expected = want if len(column) == len(texts) else want[4:5]
         assert match(column, index, backend="cpu").to_lists() == expected
 
 

@@ -141,14 +141,14 @@ int64_t append_records(const std::vector<int32_t>& ids, const Entries& entries, 
 }
 
 // The second slot word of an entry the slot can hold inline (MC_SLOT_INLINE:
-// one token of 1..8 bytes, no zero byte, an id that fits the payload), else 0.
+// 1..8 bytes, no zero byte, an id that fits the payload), else 0.
 uint64_t inline_bytes(const Entries& entries, int32_t id) {
   const int64_t len = entries.size(id);
   if (len < 1 || len > 8 || (uint64_t)id > MC_SLOT_PAYLOAD_MAX) return 0;
   const uint8_t* e = entries.bytes(id);
   uint64_t word = 0;
   for (int64_t i = 0; i < len; ++i) {
-    if (e[i] == 0 || e[i] == ' ') return 0;
+    if (e[i] == 0) return 0;
     word |= (uint64_t)e[i] << (8 * i);
   }
   return word;
@@ -157,7 +157,7 @@ uint64_t inline_bytes(const Entries& entries, int32_t id) {
 // Places the keys of `records` in a linear-probing table of at least
 // `min_capacity` slots at load <= max_load, appending the records to t.blob
 // (which holds the table's header words). `inline_ok`: a slot whose only
-// candidate is a short one-token entry holds it inline (token table).
+// candidate is a short entry holds it inline (token table).
 // Returns false when too large.
 bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool with_pad,
                 bool inline_ok, uint64_t min_capacity, double max_load, Table& t) {
