@@ -15,10 +15,13 @@ from metaclip_gpu.cli.common import (
     INPUT_SHARDS_OPTION,
     KEY_COLUMN_OPTION,
     SEED_OPTION,
+    STORAGE_OPTIONS_OPTION,
     T_OPTION,
     TARGET_OPTION,
     TEXT_COLUMN_OPTION,
     THREADS_OPTION,
+    LocalDirType,
+    LocationType,
     check_ts,
     finish,
     log_options,
@@ -41,6 +44,7 @@ from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.pipeline.read import ShardError
 from metaclip_gpu.pipeline.run_summary import mark_synthetic
+from metaclip_gpu.storage import Location
 
 
 @click.command(cls=Command)
@@ -121,15 +125,16 @@ def demo(
 @click.option(
     "--metadata",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="JSON list of strings, or one entry per line; with --worldwide a directory of "
-    "<lang>.json files or one JSON object {lang: [entries]}.",
+    type=LocationType(exists=True),
+    help="JSON list of strings, or one entry per line (a path or an s3://, gs://, hf:// URL); "
+    "with --worldwide a directory of <lang>.json files or one JSON object {lang: [entries]}.",
 )
 @INPUT_SHARDS_OPTION
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LocalDirType(file_okay=False, path_type=Path),
     help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
 )
 @T_OPTION
@@ -214,7 +219,7 @@ def demo(
 )
 @log_options
 def curate(
-    metadata: Path,
+    metadata: Location,
     input_spec: tuple[str, ...],
     output: Path,
     ts: tuple[float, ...],
@@ -310,10 +315,11 @@ def curate(
 
 @click.command(cls=Command)
 @INPUT_SHARDS_OPTION
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
     help="The output directory of the match and count stages.",
 )
 @T_OPTION
