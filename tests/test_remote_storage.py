@@ -301,3 +301,28 @@ def test_an_output_url_is_refused_for_now(tmp_path) -> None:
     assert result.exit_code == 2
     assert "not supported yet" in error_line(result.output)
     assert not Path("s3:").exists()
+
+
+def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
+    pytest.importorskip("matplotlib", reason="the report extra is not installed")
+    from PIL import Image
+
+    shards = write_shards(tmp_path / "in", "parquet")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = tmp_path / "run"
+    result = curate_cli(str(metadata), str(shards), run)
+    assert result.exit_code == 0, result.output
+    upload(run, f"s3://{bucket}/run")  # its files (summary.json, entry_counts.*), as copied
+    result = CliRunner().invoke(main, ["report", f"s3://{bucket}/run"])
+    assert result.exit_code == 2 and "give a local --output" in error_line(result.output)
+
+    local = CliRunner().invoke(main, ["report", str(run)])
+    rep = tmp_path / "rep"
+    remote = CliRunner().invoke(main, ["report", f"s3://{bucket}/run", "--output", str(rep)])
+    assert local.exit_code == 0, local.output
+    assert remote.exit_code == 0, remote.output
+    pngs = sorted(p.name for p in (run / "report").glob("*.png"))
+    assert pngs and sorted(p.name for p in rep.glob("*.png")) == pngs
+    for name in pngs:  # the same figures: the numbers each PNG was drawn from
+        with Image.open(run / "report" / name) as a, Image.open(rep / name) as b:
+            assert a.text["Description"] == b.text["Description"]

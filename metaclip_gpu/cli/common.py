@@ -58,8 +58,10 @@ class LocationType(click.ParamType):
 
     name = "path"
 
-    def __init__(self, *, exists: bool = False, dir_okay: bool = True) -> None:
-        self.local = click.Path(exists=exists, dir_okay=dir_okay, path_type=Path)
+    def __init__(self, *, exists: bool = False, dir_okay: bool = True, file_okay: bool = True):
+        self.local = click.Path(
+            exists=exists, dir_okay=dir_okay, file_okay=file_okay, path_type=Path
+        )
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, storage.RemotePath):
