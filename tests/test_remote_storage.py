@@ -8,6 +8,7 @@ Skipped with a reason where moto or s3fs is not installed (both are in the test 
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 import sys
@@ -90,9 +91,10 @@ def write_shards(folder: Path, fmt: str) -> Path:
         urls = [f"https://img.example/{n}/{i}.jpg" for i in range(len(texts))]
         if fmt == "parquet":
             pq.write_table(pa.table({"url": urls, "caption": texts}), folder / f"{n}.parquet")
-        elif fmt == "jsonl":
+        elif fmt in ("jsonl", "jsonl.gz"):
             lines = [json.dumps({"url": u, "caption": t}) for u, t in zip(urls, texts, strict=True)]
-            (folder / f"{n}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            data = ("\n".join(lines) + "\n").encode()
+            (folder / f"{n}.{fmt}").write_bytes(gzip.compress(data) if fmt.endswith("gz") else data)
         else:  # a WebDataset tar: one .json per sample
             with tarfile.open(folder / f"{n}.tar", "w") as tar:
                 for i, (url, text) in enumerate(zip(urls, texts, strict=True)):
@@ -128,7 +130,7 @@ def curate_cli(metadata: str, input_spec: str, out: Path, *extra: str):
 
 
 # ---------------------------------------------------------------------- the same result
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "tar"])
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "jsonl.gz", "tar"])
 def test_curate_from_s3_keeps_the_rows_of_the_local_run(fmt, bucket, tmp_path) -> None:
     shards = write_shards(tmp_path / "in", fmt)
     metadata = write_metadata(tmp_path / "meta.json")
@@ -326,3 +328,38 @@ def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
     for name in pngs:  # the same figures: the numbers each PNG was drawn from
         with Image.open(run / "report" / name) as a, Image.open(rep / name) as b:
             assert a.text["Description"] == b.text["Description"]
+
+
+def test_dask_workers_read_s3_with_the_options_of_the_command(bucket, s3_endpoint, tmp_path):
+    """No endpoint in the workers' environment: the storage options reach them inside each
+    task's shard and metadata location, and the run equals the in-process one."""
+    distributed = pytest.importorskip("distributed")
+    from metaclip_gpu.pipeline.run import run_curate
+
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    upload(shards, f"s3://{bucket}/in")
+    upload(metadata, f"s3://{bucket}/meta.json")
+    local = run_curate(shards, metadata, tmp_path / "local", ts=[2.0], seed=0, progress=False)
+    options = {"endpoint_url": s3_endpoint}
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("AWS_ENDPOINT_URL")  # the workers start without it
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            remote = run_curate(
+                find_shards(f"s3://{bucket}/in/", storage_options=options),
+                storage.location(f"s3://{bucket}/meta.json", options),
+                tmp_path / "remote",
+                ts=[2.0],
+                seed=0,
+                progress=False,
+                client=client,
+                cache_dir=tmp_path / "cache",
+            )
+    assert remote["shards_matched_this_run"] == 2
+    assert [f["kept"] for f in remote["ts"]] == [f["kept"] for f in local["ts"]]
+    assert curated(tmp_path / "remote") == curated(tmp_path / "local")
