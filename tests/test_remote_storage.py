@@ -298,7 +298,8 @@ def test_an_output_url_is_refused_for_now(tmp_path) -> None:
     shards = write_shards(tmp_path / "in", "jsonl")
     result = CliRunner().invoke(
         main,
-        ["curate", "--metadata", str(metadata), "--input", str(shards), "--output", "s3://b/run"],
+        ["curate", "--metadata", str(metadata), "--input", str(shards), "--output", "s3://b/run"]
+        + ["--t", "2"],
     )
     assert result.exit_code == 2
     assert "not supported yet" in error_line(result.output)
