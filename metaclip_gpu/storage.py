@@ -247,19 +247,19 @@ def parquet_source(loc: Location) -> tuple[str, Any]:
 
 def fingerprint(loc: Location) -> dict[str, Any]:
     """What identifies the version of an input file: ``{"size", "mtime_ns"}`` of a local file
-    (``os.stat``, as the manifest always had), and for a remote object its size plus the
-    store's version tag (``version``: S3's ETag, GCS's generation, the Hub's blob id) or, where
-    the store has none, its modification time. A changed file gets a new fingerprint."""
+    (``os.stat``, as the manifest always had), and for a remote object its size, its
+    modification time (``mtime_ns``, 0 where the store gives none) and the store's version tag
+    (``version``: S3's ETag, GCS's generation, the Hub's blob id) where it has one. A changed
+    file gets a new fingerprint. (The balance stage's digest reads only ``size`` and
+    ``mtime_ns``; S3's modification time has whole seconds.)"""
     if isinstance(loc, Path):
         st = os.stat(loc)
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     info = stat(loc)
-    found: dict[str, Any] = {"size": int(info.get("size") or 0)}
+    found: dict[str, Any] = {"size": int(info.get("size") or 0), "mtime_ns": _mtime_ns(info)}
     version = next((info[k] for k in VERSION_FIELDS if info.get(k) not in (None, "")), None)
     if version is not None:
         found["version"] = str(version)
-    else:
-        found["mtime_ns"] = _mtime_ns(info)
     return found
 
 

@@ -13,6 +13,7 @@ import json
 import pickle
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -296,11 +297,8 @@ def test_a_missing_file_system_package_names_the_extra(tmp_path, monkeypatch) ->
 def test_an_output_url_is_refused_for_now(tmp_path) -> None:
     metadata = write_metadata(tmp_path / "meta.json")
     shards = write_shards(tmp_path / "in", "jsonl")
-    result = CliRunner().invoke(
-        main,
-        ["curate", "--metadata", str(metadata), "--input", str(shards), "--output", "s3://b/run"]
-        + ["--t", "2"],
-    )
+    args = ["curate", "--metadata", str(metadata), "--input", str(shards), "--t", "2"]
+    result = CliRunner().invoke(main, [*args, "--output", "s3://b/run"])
     assert result.exit_code == 2
     assert "not supported yet" in error_line(result.output)
     assert not Path("s3:").exists()
@@ -364,3 +362,27 @@ def test_dask_workers_read_s3_with_the_options_of_the_command(bucket, s3_endpoin
     assert remote["shards_matched_this_run"] == 2
     assert [f["kept"] for f in remote["ts"]] == [f["kept"] for f in local["ts"]]
     assert curated(tmp_path / "remote") == curated(tmp_path / "local")
+
+
+def test_a_rewritten_remote_shard_of_the_same_size_is_curated_again(bucket, tmp_path) -> None:
+    """Same captions (so the same counts), other urls of the same length: the rerun must end
+    as a fresh run on the new objects does."""
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    upload(shards, f"s3://{bucket}/in")
+    result = curate_cli(str(metadata), f"s3://{bucket}/in/", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    before = curated(tmp_path / "run")
+    old = (shards / "0.jsonl").read_bytes()
+    new = old.replace(b"img.example", b"img.elpmaxe")
+    assert len(new) == len(old) and new != old
+    time.sleep(1.1)  # S3's LastModified has whole seconds
+    (shards / "0.jsonl").write_bytes(new)
+    upload(shards / "0.jsonl", f"s3://{bucket}/in/0.jsonl")
+    result = curate_cli(str(metadata), f"s3://{bucket}/in/", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    after = curated(tmp_path / "run")
+    fresh = curate_cli(str(metadata), f"s3://{bucket}/in/", tmp_path / "fresh")
+    assert fresh.exit_code == 0, fresh.output
+    assert after == curated(tmp_path / "fresh") != before
+    assert not [row for row in after if "img.example/0/" in row[0]]
