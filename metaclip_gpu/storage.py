@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
@@ -79,10 +79,6 @@ class RemotePath:
     @property
     def name(self) -> str:
         return posixpath.basename(self.url.rstrip("/"))
-
-    @property
-    def suffixes(self) -> list[str]:
-        return Path(self.name).suffixes
 
     def __truediv__(self, part: str) -> RemotePath:
         return RemotePath(f"{self.url.rstrip('/')}/{part}", self.options_json)
@@ -218,15 +214,6 @@ def input_stream(loc: Location, compression: str | None = None) -> pa.NativeFile
     return pa.input_stream(handle, compression=compression)
 
 
-def open_binary(loc: Location) -> BinaryIO:
-    """`loc` opened for reading bytes (seekable)."""
-    if isinstance(loc, Path):
-        return open(loc, "rb")
-    fs, path = filesystem(loc)
-    with named_errors(loc):
-        return fs.open(path, "rb")
-
-
 def read_bytes(loc: Location) -> bytes:
     """All of `loc`'s bytes."""
     if isinstance(loc, Path):
@@ -300,14 +287,6 @@ def is_file(loc: Location) -> bool:
     fs, path = filesystem(loc)
     with named_errors(loc):
         return bool(fs.isfile(path))
-
-
-def exists(loc: Location) -> bool:
-    if isinstance(loc, Path):
-        return loc.exists()
-    fs, path = filesystem(loc)
-    with named_errors(loc):
-        return bool(fs.exists(path))
 
 
 def list_files(folder: Location) -> list[Location]:
