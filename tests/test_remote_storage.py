@@ -345,7 +345,7 @@ def test_dask_workers_read_s3_with_the_options_of_the_command(bucket, s3_endpoin
         env.delenv("AWS_ENDPOINT_URL")  # the workers start without it
         with (
             distributed.LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
             ) as cluster,
             distributed.Client(cluster) as client,
         ):
