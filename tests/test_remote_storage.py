@@ -386,3 +386,18 @@ def test_a_rewritten_remote_shard_of_the_same_size_is_curated_again(bucket, tmp_
     assert fresh.exit_code == 0, fresh.output
     assert after == curated(tmp_path / "fresh") != before
     assert not [row for row in after if "img.example/0/" in row[0]]
+
+
+def test_build_metadata_counts_a_corpus_on_s3(bucket, tmp_path) -> None:
+    shards = write_shards(tmp_path / "in", "parquet")
+    upload(shards, f"s3://{bucket}/corpus")
+    built = []
+    for name, corpus in (("local", str(shards)), ("remote", f"s3://{bucket}/corpus/")):
+        out = tmp_path / f"{name}.json"
+        args = ["build-metadata", "--out", str(out), "--wordnet", "none", "--no-numbers"]
+        args += ["--corpus", corpus, "--min-unigram-count", "2", "--backend", "cpu"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        built.append(json.loads(out.read_text()))
+    assert built[0] and built[1] == built[0]
+    assert {"cat", "dog", "tree"} <= set(built[1])
