@@ -401,3 +401,15 @@ def test_build_metadata_counts_a_corpus_on_s3(bucket, tmp_path) -> None:
         built.append(json.loads(out.read_text()))
     assert built[0] and built[1] == built[0]
     assert {"cat", "dog", "tree"} <= set(built[1])
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [("{oops", "not valid JSON"), ("[1]", "expected a JSON object")]
+)
+def test_bad_storage_options_are_a_usage_error(value, reason, tmp_path) -> None:
+    metadata = write_metadata(tmp_path / "meta.json")
+    args = ["match", "--metadata", str(metadata), "--input", "s3://b/in/"]
+    result = CliRunner().invoke(main, [*args, "--storage-options", value])
+    assert result.exit_code == 2
+    line = error_line(result.output)
+    assert "--storage-options" in line and reason in line
