@@ -22,7 +22,7 @@ from metaclip_gpu.pipeline.files import ENTRY_IDS_TYPE, MATCHES_DIR, output_name
 from metaclip_gpu.pipeline.manifest import MANIFEST_NAME, Manifest
 from metaclip_gpu.pipeline.match import run_match
 from metaclip_gpu.pipeline.read import ReadOptions
-from metaclip_gpu.pipeline.shard_counts import ShardCounts, read_footer_counts
+from metaclip_gpu.pipeline.shard_counts import ShardCounts, add_footer_counts
 
 ENTRIES = ["cat", "dog", "a dog", "red", ",", "red car", "beach", "blue", "sea"]
 WORDS = ["a", "dog", "cat", "red", "car", "on", "the", "beach", "blue", "sea", ",", "x"]
@@ -48,6 +48,11 @@ def matched(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     run_match(tmp_path / "in", metadata, out, options=OPTIONS, progress=False)
     return out
+
+
+def read_footer_counts(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray] | None:
+    totals = {lang: np.zeros(n, np.uint64) for lang, n in sizes.items()}
+    return totals if add_footer_counts(path, totals) else None
 
 
 def recount(out: Path) -> np.ndarray:

@@ -7,7 +7,7 @@ int32, ``count`` uint64 (only entries with a count > 0), as an Arrow IPC stream 
 
 So the counts share the match file's crash safety and checksum: they are written, renamed and
 recorded with it, and a damaged file is redone whole. The count stage reads only the footer
-(`read_footer_counts`); a match file without the key (an older run's) is counted from its
+(`add_footer_counts`); a match file without the key (an older run's) is counted from its
 ``entry_ids`` instead (`count.count_matches`), so an old run directory still counts exactly.
 """
 
@@ -85,25 +85,28 @@ class ShardCounts:
         return {COUNTS_KEY: base64.b64encode(sink.getvalue().to_pybytes())}
 
 
-def read_footer_counts(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray] | None:
-    """The counts in match file `path`'s footer as dense uint64 counts per language of `sizes`
-    (zeros included); None when it has none (an older run's file). ValueError naming the file
-    for a language or an entry id outside `sizes`."""
+def add_footer_counts(path: Path, totals: dict[str, np.ndarray]) -> bool:
+    """Adds the counts in match file `path`'s footer to `totals` (uint64 counts per language,
+    in place); False, adding nothing, when it has none (an older run's file). ValueError naming
+    the file for a language not in `totals` or an entry id outside its counts."""
     metadata = pq.read_metadata(path).metadata or {}
     value = metadata.get(COUNTS_KEY)
     if value is None:
-        return None
+        return False
     table = pa.ipc.open_stream(base64.b64decode(value)).read_all()
-    dense = {lang: np.zeros(n, dtype=np.uint64) for lang, n in sizes.items()}
-    langs = table.column("lang").to_numpy(zero_copy_only=False)
+    langs = table.column("lang").combine_chunks().dictionary_encode()
+    codes = langs.indices.to_numpy(zero_copy_only=False)
     ids = table.column("entry_id").to_numpy()
     counts = table.column("count").to_numpy()
-    for lang in np.unique(langs):
-        if lang not in dense:
+    parts = []
+    for code, lang in enumerate(langs.dictionary.to_pylist()):
+        if lang not in totals:
             raise ValueError(f"{path}: counts of an unknown language {lang!r}")
-        mine = langs == lang
+        mine = slice(None) if len(langs.dictionary) == 1 else codes == code
         lang_ids = ids[mine]
-        if len(lang_ids) and (lang_ids.min() < 0 or lang_ids.max() >= len(dense[lang])):
-            raise ValueError(f"{path}: entry ids outside [0, {len(dense[lang])}) for {lang!r}")
-        dense[lang][lang_ids] += counts[mine]  # each id once per language
-    return dense
+        if len(lang_ids) and (lang_ids.min() < 0 or lang_ids.max() >= len(totals[lang])):
+            raise ValueError(f"{path}: entry ids outside [0, {len(totals[lang])}) for {lang!r}")
+        parts.append((lang, lang_ids, counts[mine]))
+    for lang, lang_ids, lang_counts in parts:  # all checked first: nothing half added
+        totals[lang][lang_ids] += lang_counts  # each id once per language
+    return True

@@ -62,6 +62,10 @@ MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
 OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
 RECORDED_LINES = 20  # line numbers of a shard's skipped rows kept in its manifest record
 SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
+# Match files are written once and read once (balance): uncompressed they are ~1.5x larger
+# and cost 0.6x the writing and 0.4x the reading of snappy (a 127k-row CC3M shard: 17.7 vs
+# 11.6 MB, write 0.08 vs 0.13 s, read 0.025 vs 0.06 s). Older compressed files read the same.
+COMPRESSION = "none"
 
 
 @dataclass
@@ -240,13 +244,13 @@ def match_shard_output(
                     if on_rows is not None:
                         on_rows(chunk.num_rows)
                     if writer is None:
-                        writer = pq.ParquetWriter(sink, table.schema)
+                        writer = pq.ParquetWriter(sink, table.schema, compression=COMPRESSION)
                     else:
                         table = table.cast(writer.schema)
                     writer.write_table(table)
                     counts.add(table)
                 if report.error is None and writer is None:
-                    writer = pq.ParquetWriter(sink, _empty_table().schema)
+                    writer = pq.ParquetWriter(sink, _empty_table().schema, compression=COMPRESSION)
                 if writer is not None and report.error is None:
                     writer.add_key_value_metadata(counts.footer())
             finally:
