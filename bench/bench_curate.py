@@ -1,7 +1,7 @@
 """End-to-end curation: `metaclip-gpu curate` vs MetaCLIP-reference-style CPU pipelines.
 
     .venv/bin/python bench/bench_curate.py [--data both|cc3m|dense] [--rows 1000000]
-        [--shards 8] [--t 1000] [--reps 3] [--quick] [--dask] [--no-serial]
+        [--shards 8] [--t 1000] [--reps 3] [--quick] [--dask] [--serial]
 
 Two data sets (``--data``; default both), `--rows` rows each (default 1M; 4M is the lead's
 longer run), written as `--shards` Parquet shards (url, caption) in a scratch folder:
@@ -18,8 +18,8 @@ Measured per data set, side by side, each into a fresh output folder:
   (b) the reference style on a process pool, one process per core over the shards, as
       MetaCLIP's per-shard scripts are run (`curate_reference.pool_curate`), once; each
       worker's peak RSS;
-  (c) the reference style in one process (`curate_reference.serial_curate`), once (skip with
-      ``--no-serial``);
+  (c) with ``--serial``: the reference style in one process (`curate_reference.serial_curate`),
+      once (on the dense data it takes about as long as everything else together);
   (d) with ``--dask``: ``run_curate`` on a ``distributed.LocalCluster`` of one
       single-threaded worker per core (cluster start-up timed apart), `--reps` runs, median.
 The pyahocorasick automaton build is timed apart (MetaCLIP pickles it once), as is our
@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--t", type=float, default=1_000.0, help="balancing threshold")
     parser.add_argument("--reps", type=int, default=3, help="runs of each curate setting")
     parser.add_argument("--quick", action="store_true", help="64k rows, 1 rep")
-    parser.add_argument("--no-serial", action="store_true", help="skip the 1-process reference")
+    parser.add_argument("--serial", action="store_true", help="also the 1-process reference")
     parser.add_argument("--dask", action="store_true", help="also curate on a LocalCluster")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--data-dir", default=None, help="folder of cc3m_val.tsv and metadata")
@@ -237,7 +237,7 @@ def measure(args, console: Console, name: str, data_dir: Path, scratch: Path, co
     )
     shutil.rmtree(scratch / "pool")
     serial = None
-    if not args.no_serial:
+    if args.serial:
         seconds, serial_counts, kept = serial_curate(
             shards, automaton, len(entries), args.t, scratch / "serial"
         )
