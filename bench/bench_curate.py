@@ -4,7 +4,8 @@
         [--shards 8] [--t 1000] [--reps 3] [--quick] [--dask] [--serial]
 
 Two data sets (``--data``; default both), `--rows` rows each (default 1M; 4M is the lead's
-longer run), written as `--shards` Parquet shards (url, caption) in a scratch folder:
+longer run), written as `--shards` Parquet shards (url, caption; default one per 125k rows, at
+least 8, so a larger pool has more shards of the same size) in a scratch folder:
   cc3m   today's data: the CC3M validation alt-texts (from ``../shared/data``, or
          ``--data-dir`` / ``$METACLIP_SHARED_DATA``) repeated to `--rows` (1M: 64 copies,
          1,013,312 rows; each copy's urls get a ``#<copy>`` suffix so keys stay distinct),
@@ -152,7 +153,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=("both", "cc3m", "dense"), default="both")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows a data set [1M]")
-    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument(
+        "--shards", type=int, default=None, help="[one per 125k rows, at least 8: 1M -> 8]"
+    )
     parser.add_argument("--t", type=float, default=1_000.0, help="balancing threshold")
     parser.add_argument("--reps", type=int, default=3, help="runs of each curate setting")
     parser.add_argument("--quick", action="store_true", help="64k rows, 1 rep")
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.rows, args.reps = 64_000, 1
+    if args.shards is None:  # shards of a fixed size, so memory stays flat as the pool grows
+        args.shards = max(8, round(args.rows / 125_000))
     console = Console(highlight=False, width=None if "COLUMNS" in os.environ else 120)
     data_dir = find_data_dir(args.data_dir)
     missing = [p for p in (data_dir / CC3M_FILE, data_dir / METADATA_FILE) if not p.is_file()]
