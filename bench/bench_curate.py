@@ -87,18 +87,22 @@ print(json.dumps({"seconds": summary["seconds"], "wall": wall, "peak_rss_mib": p
 
 
 # ----------------------------------------------------------------------------- input
+def cc3m_table(data_dir: Path, copies: int) -> pa.Table:
+    """CC3M's (url, caption) rows `copies` times, each copy's urls made distinct."""
+    captions, urls = read_cc3m_rows(data_dir / CC3M_FILE)
+    return pa.table(
+        {
+            "url": [f"{url}#{copy}" for copy in range(copies) for url in urls],
+            "caption": pa.concat_arrays([pa.array(captions, pa.string())] * copies),
+        }
+    )
+
+
 def data_set(name: str, data_dir: Path, rows: int, scratch: Path) -> tuple[pa.Table, Path]:
     """(the url, caption table, its metadata file) of data set `name`."""
-    captions, urls = read_cc3m_rows(data_dir / CC3M_FILE)
+    captions, _urls = read_cc3m_rows(data_dir / CC3M_FILE)
     if name == "cc3m":
-        copies = math.ceil(rows / len(captions))
-        table = pa.table(
-            {
-                "url": [f"{url}#{copy}" for copy in range(copies) for url in urls],
-                "caption": pa.concat_arrays([pa.array(captions, pa.string())] * copies),
-            }
-        )
-        return table, data_dir / METADATA_FILE
+        return cc3m_table(data_dir, math.ceil(rows / len(captions))), data_dir / METADATA_FILE
     texts = web_texts(captions, rows)
     metadata = scratch / "dense_metadata.json"
     entries = dense_metadata(load_metadata(data_dir / METADATA_FILE), captions)
@@ -107,13 +111,21 @@ def data_set(name: str, data_dir: Path, rows: int, scratch: Path) -> tuple[pa.Ta
     return table, metadata
 
 
-def write_shards(table: pa.Table, out: Path, n_shards: int) -> list[Path]:
+def write_table_shards(table: pa.Table, out: Path, n_shards: int) -> list[Path]:
     bounds = np.linspace(0, table.num_rows, n_shards + 1).astype(np.int64).tolist()
     out.mkdir(parents=True, exist_ok=True)
     for shard in range(n_shards):
         lo, hi = bounds[shard], bounds[shard + 1]
         pq.write_table(table.slice(lo, hi - lo), out / f"part-{shard:05d}.parquet")
     return sorted(out.glob("*.parquet"))
+
+
+def write_shards(data_dir: Path, out: Path, copies: int, n_shards: int) -> int:
+    """CC3M x `copies` as `n_shards` Parquet shards in `out` (``bench_gpu``, ``bench_checksums``
+    use it); returns the number of rows."""
+    table = cc3m_table(data_dir, copies)
+    write_table_shards(table, out, n_shards)
+    return table.num_rows
 
 
 # ----------------------------------------------------------------------------- ours
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args, console: Console, name: str, data_dir: Path, scratch: Path, cores: int):
     table, metadata = data_set(name, data_dir, args.rows, scratch)
     shards_dir = scratch / "shards"
-    shards = write_shards(table, shards_dir, args.shards)
+    shards = write_table_shards(table, shards_dir, args.shards)
     n_rows = table.num_rows
     del table
     entries = load_metadata(metadata)
