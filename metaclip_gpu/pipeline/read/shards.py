@@ -53,6 +53,11 @@ class ShardError(ValueError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # raised on dask workers and unpickled on the client: rebuild from both arguments
+        # (the default rebuilds from ``args``, the message alone, and fails)
+        return (type(self), (self.path, self.reason))
+
 
 @dataclass(frozen=True)
 class Shard:
