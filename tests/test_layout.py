@@ -86,3 +86,10 @@ def test_every_package_is_a_regular_package_listed_in_pyproject() -> None:
     assert folders == listed
     root = PACKAGE.parent
     assert all((root / name.replace(".", "/") / "__init__.py").is_file() for name in listed)
+
+
+def test_the_storage_seam_is_at_the_bottom() -> None:
+    """`metaclip_gpu.storage` (paths and URLs, issue 14) is imported by engine, pipeline,
+    report and cli alike, so it imports no other module of the package."""
+    names = imported_modules(PACKAGE / "storage.py")
+    assert not [name for name in names if name.startswith("metaclip_gpu")]

@@ -493,3 +493,16 @@ def test_to_backend_gpu_is_a_cudf_frame(tmp_path: Path) -> None:
     frame = to_backend(table, "gpu")
     assert isinstance(frame, cudf.DataFrame)
     assert frame["text"].to_arrow().to_pylist() == TEXTS[:100]
+
+
+def test_a_shard_error_crosses_process_boundaries_intact() -> None:
+    """A `ShardError` raised in a dask task is pickled on the worker and rebuilt on the client;
+    it used to fail there (``__init__`` wants path and reason, pickle passed the message)."""
+    import pickle
+
+    from metaclip_gpu.pipeline.read import ShardError
+
+    err = pickle.loads(pickle.dumps(ShardError("/data/a.tsv.gz", "not a gzip file")))
+    assert isinstance(err, ShardError)
+    assert str(err) == "/data/a.tsv.gz: not a gzip file"
+    assert (str(err.path), err.reason) == ("/data/a.tsv.gz", "not a gzip file")

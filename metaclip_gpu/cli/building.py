@@ -11,12 +11,14 @@ from rich.table import Table
 
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
+    STORAGE_OPTIONS_OPTION,
     TEXT_COLUMN_OPTION,
     log_options,
     make_console,
     read_options,
     start_run,
     step,
+    storage_options,
 )
 from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.pipeline import progress
@@ -84,8 +86,10 @@ def _resolve_rule(rule: str, wordnet: Any) -> str:
     "--corpus",
     "corpus_spec",
     multiple=True,
-    help="Text shards for unigrams and bigrams (as curate's --input); repeat for several.",
+    help="Text shards for unigrams and bigrams (as curate's --input, local or URLs); repeat "
+    "for several.",
 )
+@STORAGE_OPTIONS_OPTION
 @TEXT_COLUMN_OPTION
 @click.option("--min-unigram-count", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--min-bigram-pmi", default=30.0, show_default=True, type=float)
@@ -180,7 +184,11 @@ def build_metadata_cmd(
     try:
         wordnet = None if wordnet_spec == "none" else find_wordnet(wordnet_spec)
         title_counts = read_titles(titles) if titles is not None else None
-        shards = find_shards(list(corpus_spec)) if corpus_spec else None
+        shards = (
+            find_shards(list(corpus_spec), storage_options=storage_options())
+            if corpus_spec
+            else None
+        )
     except (WordNetNotFound, TitlesError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     corpus = None

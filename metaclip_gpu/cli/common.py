@@ -14,17 +14,95 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.read import ReadOptions
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
+STORAGE_OPTIONS_KEY = "metaclip_gpu.storage_options"  # in the root context's meta
+
+
+def _store_storage_options(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    try:
+        options = storage.parse_options(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    ctx.meta[STORAGE_OPTIONS_KEY] = options
+    return options
+
+
+STORAGE_OPTIONS_OPTION = click.option(
+    "--storage-options",
+    default=None,
+    is_eager=True,  # parsed before the paths that use it
+    expose_value=False,
+    callback=_store_storage_options,
+    metavar="JSON",
+    help="For s3://, gs:// and hf:// paths: the fsspec file system's options as a JSON "
+    'object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000", "anon": true}\' '
+    "[credentials and endpoint from the standard environment: AWS_ACCESS_KEY_ID, "
+    "AWS_ENDPOINT_URL, ...].",
+)
+
+
+def storage_options() -> dict[str, Any]:
+    """The command's ``--storage-options`` (empty when not given)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(STORAGE_OPTIONS_KEY) or {}) if ctx is not None else {}
+
+
+class LocationType(click.ParamType):
+    """A path that may be a URL (``s3://``, ``gs://``, ``hf://``): a local one is checked as
+    ``click.Path`` checks it and becomes a `Path`; a URL becomes a `storage.RemotePath` with
+    the command's ``--storage-options`` (whether it exists is found out when it is read)."""
+
+    name = "path"
+
+    def __init__(self, *, exists: bool = False, dir_okay: bool = True, file_okay: bool = True):
+        self.local = click.Path(
+            exists=exists, dir_okay=dir_okay, file_okay=file_okay, path_type=Path
+        )
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, storage.RemotePath):
+            return value
+        if isinstance(value, str) and storage.is_url(value):
+            return storage.location(value, storage_options())
+        local = storage.location(value) if isinstance(value, str) else value
+        return self.local.convert(local, param, ctx)
+
+
+OUTPUT_NOT_REMOTE = (
+    "an output on object storage is not supported yet; give a local folder (--input and "
+    "--metadata may be URLs)"
+)
+CACHE_NOT_REMOTE = (
+    "the index cache must be a local folder (the index is memory-mapped; the index of remote "
+    "metadata is cached locally by its SHA-256)"
+)
+
+
+class LocalDirType(click.Path):
+    """``click.Path`` for a folder that must be local (an output, for now; the index cache):
+    a URL is refused with one line saying why (`refusal`) instead of becoming a local folder
+    called ``s3:``."""
+
+    def __init__(self, *, refusal: str = OUTPUT_NOT_REMOTE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.refusal = refusal
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and storage.is_url(value):
+            self.fail(f"{value}: {self.refusal}", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 # Options shared by several commands.
 METADATA_OPTION = click.option(
     "--metadata",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON list of strings, or one entry per line.",
+    type=LocationType(exists=True, dir_okay=False),
+    help="JSON list of strings, or one entry per line (a path or an s3://, gs://, hf:// URL).",
 )
 BACKEND_OPTION = click.option("--backend", default="auto", show_default=True, type=BACKENDS)
 THREADS_OPTION = click.option(
@@ -35,8 +113,9 @@ INPUT_SHARDS_OPTION = click.option(
     "input_spec",
     required=True,
     multiple=True,
-    help="Shards: a directory, a glob (quote it) or a file; repeat for several. Parquet, "
-    "JSONL, TSV (headerless caption, url), CSV or WebDataset .tar.",
+    help="Shards: a directory, a glob (quote it) or a file, local or an s3://, gs:// or "
+    "hf:// URL; repeat for several. Parquet, JSONL, TSV (headerless caption, url), CSV or "
+    "WebDataset .tar.",
 )
 T_OPTION = click.option(
     "--t",
@@ -216,13 +295,15 @@ def check_ts(ts: tuple[float, ...], target_size: int | None) -> None:
         raise click.UsageError("give --t (one or more) or --target-size")
 
 
-def shards_or_fail(input_spec: tuple[str, ...]) -> list[Any]:
+def shards_or_fail(input_spec: tuple[str, ...], hint: str = "'--input'") -> list[Any]:
+    """The shards of `input_spec` (local paths or URLs, with the command's
+    ``--storage-options``); a spec that finds nothing is a bad parameter."""
     from metaclip_gpu.pipeline.read import find_shards
 
     try:
-        return find_shards(list(input_spec))
+        return find_shards(list(input_spec), storage_options=storage_options())
     except (FileNotFoundError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="'--input'") from err
+        raise click.BadParameter(str(err), param_hint=hint) from err
 
 
 def warn(message: str) -> None:

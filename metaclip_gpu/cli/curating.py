@@ -15,10 +15,13 @@ from metaclip_gpu.cli.common import (
     INPUT_SHARDS_OPTION,
     KEY_COLUMN_OPTION,
     SEED_OPTION,
+    STORAGE_OPTIONS_OPTION,
     T_OPTION,
     TARGET_OPTION,
     TEXT_COLUMN_OPTION,
     THREADS_OPTION,
+    LocalDirType,
+    LocationType,
     check_ts,
     finish,
     log_options,
@@ -41,6 +44,7 @@ from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.pipeline.read import ShardError
 from metaclip_gpu.pipeline.run_summary import mark_synthetic
+from metaclip_gpu.storage import Location
 
 
 @click.command(cls=Command)
@@ -121,15 +125,16 @@ def demo(
 @click.option(
     "--metadata",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="JSON list of strings, or one entry per line; with --worldwide a directory of "
-    "<lang>.json files or one JSON object {lang: [entries]}.",
+    type=LocationType(exists=True),
+    help="JSON list of strings, or one entry per line (a path or an s3://, gs://, hf:// URL); "
+    "with --worldwide a directory of <lang>.json files or one JSON object {lang: [entries]}.",
 )
 @INPUT_SHARDS_OPTION
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LocalDirType(file_okay=False, path_type=Path),
     help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
 )
 @T_OPTION
@@ -214,7 +219,7 @@ def demo(
 )
 @log_options
 def curate(
-    metadata: Path,
+    metadata: Location,
     input_spec: tuple[str, ...],
     output: Path,
     ts: tuple[float, ...],
@@ -310,10 +315,11 @@ def curate(
 
 @click.command(cls=Command)
 @INPUT_SHARDS_OPTION
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
     help="The output directory of the match and count stages.",
 )
 @T_OPTION
@@ -376,9 +382,12 @@ def balance(
 
 
 # ---------------------------------------------------------------------- report
-def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
-    """Writes the report of `run_dir` and prints where it is. Without matplotlib/jinja2 (the
-    ``report`` extra) this fails when `required`, else prints how to get the report later."""
+def _write_report(
+    console: Console, run_dir: Location, *, required: bool, out: Path | None = None
+) -> None:
+    """Writes the report of `run_dir` (into `out`, else ``run_dir/report``) and prints where it
+    is. Without matplotlib/jinja2 (the ``report`` extra) this fails when `required`, else
+    prints how to get the report later."""
     try:
         from metaclip_gpu.report.html import write_report
     except ImportError as err:
@@ -388,19 +397,35 @@ def _write_report(console: Console, run_dir: Path, *, required: bool) -> None:
         console.print(f"no report: {hint}, then metaclip-gpu report {run_dir}")
         return
     with step(console, "writing the report"):
-        index = write_report(run_dir)
+        index = write_report(run_dir, out=out)
     console.print(f"report: {index}")
 
 
 @click.command(cls=Command)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def report(run_dir: Path) -> None:
-    """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts."""
+@click.argument("run_dir", type=LocationType(exists=True, file_okay=False))
+@click.option(
+    "--output",
+    type=LocalDirType(file_okay=False, path_type=Path),
+    default=None,
+    help="Where index.html and the PNGs go [RUN_DIR/report]; required, and local, when "
+    "RUN_DIR is an s3://, gs:// or hf:// URL.",
+)
+@STORAGE_OPTIONS_OPTION
+def report(run_dir: Location, output: Path | None) -> None:
+    """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts.
+
+    RUN_DIR may be a URL (a run directory copied to object storage): its report goes to
+    --output."""
+    from metaclip_gpu import storage
     from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 
-    if not (run_dir / SUMMARY_NAME).is_file():
+    if output is None and not isinstance(run_dir, Path):
+        raise click.BadParameter(
+            f"{run_dir} is remote: give a local --output for its report", param_hint="'--output'"
+        )
+    if not storage.is_file(run_dir / SUMMARY_NAME):
         raise click.BadParameter(
             f"{run_dir / SUMMARY_NAME} not found: not the output folder of metaclip-gpu curate",
             param_hint="'RUN_DIR'",
         )
-    _write_report(make_console(), run_dir, required=True)
+    _write_report(make_console(), run_dir, required=True, out=output)

@@ -2,7 +2,8 @@
 
 Every command is a `Command`: it turns what a user can meet into a `click.ClickException`
 (click prints ``Error: <line>`` and exits 1): operating-system errors (disk full, read-only
-or missing paths, permissions: `oserrors.describe` names the path and what to do), and
+or missing paths, permissions, an object store's refusal: `oserrors.describe` names the path
+or URL and what to do), a file-system package that is not installed (naming its extra), and
 Ctrl-C into `Interrupted` (exit 130, saying that rerunning resumes). ``--debug`` on the
 ``metaclip-gpu`` group, or ``METACLIP_GPU_DEBUG=1``, lets the original exception through
 with its traceback.
@@ -17,6 +18,7 @@ import click
 
 from metaclip_gpu.pipeline.oserrors import describe
 from metaclip_gpu.pipeline.outcome import EXIT_INTERRUPTED
+from metaclip_gpu.storage import MissingStorageExtra
 
 DEBUG_ENV = "METACLIP_GPU_DEBUG"
 WRITES_UNDER = ("output", "out", "run_dir")  # parameters naming where a command writes
@@ -47,6 +49,10 @@ class Command(click.Command):
             return super().invoke(ctx)
         except click.ClickException:
             raise
+        except MissingStorageExtra as err:  # one line naming the extra to install
+            if debugging(ctx):
+                raise
+            raise click.ClickException(str(err)) from err
         except KeyboardInterrupt as err:
             if debugging(ctx):
                 raise

@@ -13,12 +13,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from metaclip_gpu import storage
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
+    CACHE_NOT_REMOTE,
     INPUT_RECORD,
     KEY_COLUMN_OPTION,
     METADATA_OPTION,
+    STORAGE_OPTIONS_OPTION,
     THREADS_OPTION,
+    LocalDirType,
+    LocationType,
     finish,
     log_options,
     make_console,
@@ -27,6 +32,7 @@ from metaclip_gpu.cli.common import (
     shards_or_fail,
     start_run,
     step,
+    storage_options,
 )
 from metaclip_gpu.cli.errors import Command
 from metaclip_gpu.engine.index import MetadataIndex
@@ -35,6 +41,7 @@ from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
+from metaclip_gpu.storage import Location
 
 
 def _host(array: Any) -> np.ndarray:
@@ -134,7 +141,7 @@ def _summary(
 
 
 # ---------------------------------------------------------------------- input files
-def read_texts(path: Path, text_column: str) -> pa.ChunkedArray:
+def read_texts(path: Location, text_column: str) -> pa.ChunkedArray:
     """The text column of one shard (TSV: headerless ``caption, url`` like CC3M; JSONL, Parquet,
     CSV or a WebDataset tar: the `text_column`), read by the pipeline's reader."""
     try:
@@ -148,7 +155,7 @@ def read_texts(path: Path, text_column: str) -> pa.ChunkedArray:
 
 
 def _load_index(
-    console: Console, metadata: Path, cache: bool | Path
+    console: Console, metadata: Location, cache: bool | Path
 ) -> tuple[MetadataIndex, float]:
     try:
         with step(console, f"building the index of {metadata.name}"):
@@ -167,9 +174,11 @@ def _load_index(
     "input_spec",
     required=True,
     multiple=True,
-    help="Shards: a file, a directory or a glob (quote it); repeat for several. TSV "
-    "(headerless caption, url), CSV, JSONL, Parquet or WebDataset .tar.",
+    help="Shards: a file, a directory or a glob (quote it), local or an s3://, gs:// or "
+    "hf:// URL; repeat for several. TSV (headerless caption, url), CSV, JSONL, Parquet or "
+    "WebDataset .tar.",
 )
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--text-column",
     default=None,
@@ -179,7 +188,7 @@ def _load_index(
 @KEY_COLUMN_OPTION
 @click.option(
     "--output",
-    type=click.Path(path_type=Path),
+    type=LocalDirType(path_type=Path),
     default=None,
     help="A .parquet file: one input's texts and entry_ids. A directory: the curate "
     "pipeline's match stage alone (matches/ + manifest, resumable), for `count` and "
@@ -189,7 +198,7 @@ def _load_index(
 @THREADS_OPTION
 @log_options
 def match_cmd(
-    metadata: Path,
+    metadata: Location,
     input_spec: tuple[str, ...],
     text_column: str | None,
     key_column: str | None,
@@ -244,9 +253,9 @@ def match_cmd(
     )
 
 
-def _single_file(input_spec: tuple[str, ...]) -> list[Path]:
-    paths = [Path(p) for p in input_spec]
-    if len(paths) != 1 or not paths[0].is_file():
+def _single_file(input_spec: tuple[str, ...]) -> list[Location]:
+    paths = [storage.location(p, storage_options()) for p in input_spec]
+    if len(paths) != 1 or not storage.is_file(paths[0]):
         raise click.BadParameter(
             "give one existing file, or an --output directory to match many shards",
             param_hint="'--input'",
@@ -256,7 +265,7 @@ def _single_file(input_spec: tuple[str, ...]) -> list[Path]:
 
 def _match_stage(
     console: Console,
-    metadata: Path,
+    metadata: Location,
     input_spec: tuple[str, ...],
     output: Path,
     text_column: str | None,
@@ -306,17 +315,18 @@ def _match_stage(
 @click.option(
     "--metadata",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=LocationType(exists=True, dir_okay=False),
     help="The metadata the match stage used.",
 )
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
     help="The output directory of the match stage.",
 )
 @log_options
-def count(metadata: Path, output: Path) -> None:
+def count(metadata: Location, output: Path) -> None:
     """Counts the match stage's outputs: entry_counts.npy and entry_counts.parquet (stage alone)."""
     from metaclip_gpu.pipeline.count import run_count
     from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
@@ -368,18 +378,22 @@ def next_balance(output: Path, counts: np.ndarray) -> str:
 
 @click.command(name="build-index", cls=Command)
 @METADATA_OPTION
+@STORAGE_OPTIONS_OPTION
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LocalDirType(refusal=CACHE_NOT_REMOTE, file_okay=False, path_type=Path),
     default=None,
-    help="Index cache directory [$METACLIP_GPU_CACHE or ~/.cache/metaclip-gpu].",
+    help="Index cache directory, local [$METACLIP_GPU_CACHE or ~/.cache/metaclip-gpu].",
 )
-def build_index(metadata: Path, cache_dir: Path | None) -> None:
+def build_index(metadata: Location, cache_dir: Path | None) -> None:
     """Builds (or reads from the cache) the index of METADATA and prints its statistics."""
     from metaclip_gpu.engine.index import default_cache_dir
 
     console = make_console()
-    where = cache_dir if cache_dir is not None else default_cache_dir()
+    try:
+        where = cache_dir if cache_dir is not None else default_cache_dir()
+    except ValueError as err:  # $METACLIP_GPU_CACHE is a URL
+        raise click.ClickException(str(err)) from err
     before = set(where.iterdir()) if where.is_dir() else set()
     index, seconds = _load_index(console, metadata, where)
     after = set(where.iterdir()) if where.is_dir() else set()

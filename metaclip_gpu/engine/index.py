@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.metadata import (
     Padding,
     check_encodable,
@@ -39,6 +40,7 @@ from metaclip_gpu.engine.metadata import (
     padding_flags,
     parse_metadata,
 )
+from metaclip_gpu.storage import RemotePath
 
 INDEX_FORMAT = 8  # 8: two-word slots with inline one-token entries (kernels/tokens.cuh)
 MAX_LOAD = 0.5
@@ -60,9 +62,21 @@ def build_signature() -> int:
 def default_cache_dir() -> Path:
     """``$METACLIP_GPU_CACHE``, else ``$XDG_CACHE_HOME/metaclip-gpu``, else ``~/.cache/...``."""
     if env := os.environ.get("METACLIP_GPU_CACHE"):
-        return Path(env)
+        return local_cache_dir(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "metaclip-gpu"
+
+
+def local_cache_dir(path: str | os.PathLike[str]) -> Path:
+    """`path` as the index cache: a local folder (an index is memory-mapped from it, and the
+    index of a remote metadata file is cached there too); a URL is a `ValueError`."""
+    if storage.is_url(path):
+        raise ValueError(
+            f"{path}: the index cache must be a local folder (the index is memory-mapped); "
+            "the index of remote metadata is cached locally by its SHA-256, so give a local "
+            "--cache-dir or $METACLIP_GPU_CACHE"
+        )
+    return Path(path)
 
 
 @dataclass(frozen=True)
@@ -143,20 +157,26 @@ class MetadataIndex:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, padding: Padding = "spaced", cache: bool | str | Path = True
+        cls,
+        path: str | Path | RemotePath,
+        *,
+        padding: Padding = "spaced",
+        cache: bool | str | Path = True,
     ) -> MetadataIndex:
-        """The index of a metadata file (JSON list or one entry per line).
+        """The index of a metadata file (JSON list or one entry per line), local or remote
+        (a URL or `storage.RemotePath`: read through `storage`, then cached locally like a
+        local file, by its bytes).
 
         `padding` as in `from_entries`. `cache=True` uses `default_cache_dir()`, a path names
-        another cache directory, `False` always rebuilds. The cache key is the file's SHA-256,
-        the padding and the index format version.
+        another cache directory (a local one: a URL is a `ValueError`), `False` always
+        rebuilds. The cache key is the file's SHA-256, the padding and the index format version.
         """
-        path = Path(path)
-        raw = path.read_bytes()
+        path = storage.location(path)
+        raw = storage.read_bytes(path)
         digest = content_digest(raw)
         if cache is False:
             return cls._build(parse_metadata(raw, str(path)), padding, digest)
-        cache_dir = default_cache_dir() if cache is True else Path(cache)
+        cache_dir = default_cache_dir() if cache is True else local_cache_dir(cache)
         return cls._cached(digest, padding, lambda: parse_metadata(raw, str(path)), cache_dir)
 
     @classmethod

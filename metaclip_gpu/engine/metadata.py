@@ -19,6 +19,9 @@ from typing import Literal
 
 import numpy as np
 
+from metaclip_gpu import storage
+from metaclip_gpu.storage import RemotePath
+
 Padding = Literal["spaced", "worldwide"]
 PADDINGS: tuple[Padding, ...] = ("spaced", "worldwide")
 
@@ -119,10 +122,10 @@ def parse_metadata(raw: bytes, source: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def load_metadata(path: str | Path) -> list[str]:
-    """The entries of a metadata file (see `parse_metadata`)."""
-    path = Path(path)
-    return parse_metadata(path.read_bytes(), str(path))
+def load_metadata(path: str | Path | RemotePath) -> list[str]:
+    """The entries of a metadata file, local or a URL (`storage`; see `parse_metadata`)."""
+    where = storage.location(path)
+    return parse_metadata(storage.read_bytes(where), str(where))
 
 
 def content_digest(raw: bytes) -> str:

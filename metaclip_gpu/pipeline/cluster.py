@@ -27,14 +27,17 @@ dask-cuda API and has not been run on a GPU here.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.backends import gpu_count, resolve_backend
 from metaclip_gpu.engine.index import MetadataIndex
+from metaclip_gpu.storage import Location, RemotePath
 
 
 class ClusterError(RuntimeError):
@@ -164,17 +167,19 @@ def close_client(client: Any) -> None:
 
 # ---------------------------------------------------------------------- worker side
 @functools.lru_cache(maxsize=4)
-def _cached_index(path: str, cache_dir: str | None, size: int, mtime_ns: int) -> MetadataIndex:
+def _cached_index(path: Location, cache_dir: str | None, version: str) -> MetadataIndex:
     return MetadataIndex.load(path, cache=Path(cache_dir) if cache_dir is not None else True)
 
 
-def worker_index(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None):
-    """The index of metadata file `path`, loaded once per worker process from the on-disk
-    cache `cache_dir` (the client builds it first); reloaded when the file changes."""
-    st = os.stat(path)
-    return _cached_index(
-        str(path), None if cache_dir is None else str(cache_dir), st.st_size, st.st_mtime_ns
-    )
+def worker_index(
+    path: str | os.PathLike[str] | RemotePath, cache_dir: str | os.PathLike[str] | None
+) -> MetadataIndex:
+    """The index of metadata file `path` (local or a URL, `storage`), loaded once per worker
+    process from the on-disk cache `cache_dir` (the client builds it first); reloaded when
+    the file changes (its `storage.fingerprint`)."""
+    where = storage.location(path)
+    version = json.dumps(storage.fingerprint(where), sort_keys=True)
+    return _cached_index(where, None if cache_dir is None else str(cache_dir), version)
 
 
 def worker_threads() -> int | None:

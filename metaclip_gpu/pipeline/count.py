@@ -18,13 +18,16 @@ Output formats:
 - `counts_table` gives the Parquet table: ``entry_id`` int32, ``entry`` string, ``count``
   uint64.
 
-The stage over a run directory: `count_matches` adds up `entry_counts` of each match file's
-flattened ``entry_ids`` (only that column is read, one batch at a time, or one task per file
-on a dask cluster); `run_count` saves ``entry_counts.npy`` and ``entry_counts.parquet``.
+The stage over a run directory: `count_matches` adds up the per-shard counts each match task
+stored in its match file's footer (`shard_counts`), and, for a file without them (an older
+run's), `entry_counts` of its flattened ``entry_ids`` (only that column is read, one batch at a
+time, or one task per file on a dask cluster); `run_count` saves ``entry_counts.npy`` and
+``entry_counts.parquet``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -48,6 +51,7 @@ from metaclip_gpu.pipeline.match import match_records
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
+from metaclip_gpu.pipeline.shard_counts import add_footer_counts
 
 COUNT_DTYPE = np.uint64
 """The dtype of every counts array (MetaCLIP's, and exact far beyond any pool size)."""
@@ -212,6 +216,7 @@ def count_matches(
     names = sorted(manifest.records) if shards is None else list(shards)
     config = rundir.match_config_id(out_dir)
     paths = []
+    totals = {"": np.zeros(n_entries, dtype=COUNT_DTYPE)}  # the match tasks' (`shard_counts`)
     for name in names:
         record = manifest.get(name)
         if record is None:
@@ -228,13 +233,14 @@ def count_matches(
             raise FileNotFoundError(
                 f"{path}: match output of shard {name!r} is missing or damaged; rerun match"
             )
-        paths.append(path)
+        if not add_footer_counts(path, totals):
+            paths.append(path)
     if client is not None and paths:
-        from metaclip_gpu.pipeline.cluster import results_as_completed
-
         futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
-        return reduce_counts(results_as_completed(client, futures), n_entries)
-    return reduce_counts((file_counts(p, n_entries) for p in paths), n_entries)
+        parts = results_as_completed(client, futures)
+    else:
+        parts = (file_counts(p, n_entries) for p in paths)
+    return reduce_counts(itertools.chain([totals[""]], parts), n_entries)
 
 
 @holds_run_lock("count")
@@ -264,7 +270,10 @@ def run_count(
     tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
     try:
         with with_path(tmp):
-            pq.write_table(counts_table(counts, index.entries), tmp)
+            # plain: 0.06 s for 500k entries, 0.17 s with snappy and dictionary pages
+            pq.write_table(
+                counts_table(counts, index.entries), tmp, compression="none", use_dictionary=False
+            )
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -282,12 +291,20 @@ def count_languages(
 ) -> dict[str, np.ndarray]:
     """Per-language uint64 counts over the match files of `shards` (``lang`` column)."""
     records = match_records(out_dir, shards)
-    paths = [out_dir / r.output for r in records.values() if r.output is not None]
+    paths = []
+    totals = {lang: np.zeros(n, dtype=COUNT_DTYPE) for lang, n in sizes.items()}
+    for record in records.values():
+        if record.output is None:
+            continue
+        path = out_dir / record.output
+        if not add_footer_counts(path, totals):  # the match tasks' counts (`shard_counts`)
+            paths.append(path)
     if client is not None and paths:
         futures = client.map(file_language_counts, paths, sizes=sizes)
         parts = list(results_as_completed(client, futures))
     else:
         parts = [file_language_counts(path, sizes) for path in paths]
+    parts.append(totals)
     return {lang: reduce_counts([p[lang] for p in parts], n) for lang, n in sizes.items()}
 
 

@@ -433,7 +433,13 @@ def _expected_from_pairs(xp: Any, offsets: Any, owner: Any, pair_counts: Any, t:
     """`expected_kept` from the per-pair counts (float64) and owners, for one ``t``."""
     if len(pair_counts) == 0:
         return 0.0
-    return float(_chances(xp, offsets, owner, t / xp.maximum(pair_counts, t)).sum())
+    # `_chances` without its pass over the sure texts: p <= 1 here, and a pair of p == 1 adds
+    # log1p(-1) = -inf to its text's sum, whose chance -expm1(-inf) is then exactly 1.0. The
+    # other texts' sums add the same terms in the same order: the same figure, bit for bit.
+    with np.errstate(divide="ignore"):
+        log_miss = xp.log1p(-(t / xp.maximum(pair_counts, t)))
+    sum_log_miss = xp.bincount(owner, weights=log_miss, minlength=len(offsets) - 1)
+    return float((-xp.expm1(sum_log_miss)).sum())
 
 
 def _chances(xp: Any, offsets: Any, owner: Any, p: Any) -> Any:

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.arrays import to_host
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
@@ -40,6 +41,7 @@ from metaclip_gpu.engine.metadata import MetadataError, parse_metadata
 from metaclip_gpu.engine.texts import strip_whitespace
 from metaclip_gpu.pipeline.lid import INSTALL_HINT, LidModel, identify, metadata_languages
 from metaclip_gpu.pipeline.read import ShardError
+from metaclip_gpu.storage import RemotePath
 
 UnknownLanguage = Literal["skip", "other"]
 OTHER = "other"
@@ -48,21 +50,23 @@ LANG_CANDIDATES: tuple[str, ...] = ("lang", "language", "lid", "langid", "LANGUA
 METADATA_SUFFIXES = (".json", ".txt")
 
 
-def load_language_metadata(path: str | Path) -> dict[str, list[str]]:
+def load_language_metadata(path: str | Path | RemotePath) -> dict[str, list[str]]:
     """``{lang: entries}`` from a directory of ``<lang>.json``/``.txt`` files or one JSON
-    object file; languages in sorted order. Errors name the file and the language."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in METADATA_SUFFIXES)
+    object file, local or a URL (`storage`); languages in sorted order. Errors name the file
+    and the language."""
+    path = storage.location(path)
+    if storage.is_dir(path):
+        files = [p for p in storage.list_files(path) if Path(p.name).suffix in METADATA_SUFFIXES]
         if not files:
             raise MetadataError(f"{path}: no <lang>.json or <lang>.txt metadata files")
         languages: dict[str, list[str]] = {}
         for file in files:
-            if file.stem in languages:
-                raise MetadataError(f"{path}: language {file.stem!r} has two metadata files")
-            languages[file.stem] = parse_metadata(file.read_bytes(), str(file))
+            lang = Path(file.name).stem
+            if lang in languages:
+                raise MetadataError(f"{path}: language {lang!r} has two metadata files")
+            languages[lang] = parse_metadata(storage.read_bytes(file), str(file))
         return languages
-    raw = path.read_bytes()
+    raw = storage.read_bytes(path)
     try:
         table = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

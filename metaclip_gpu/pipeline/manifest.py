@@ -28,17 +28,19 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
+from metaclip_gpu.storage import RemotePath
 
 MANIFEST_NAME = "manifest.jsonl"
 
 
-def fingerprint(path: str | os.PathLike[str]) -> dict[str, int]:
-    """``{"size", "mtime_ns"}`` of an input file: a changed input gets a new fingerprint."""
-    st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def fingerprint(path: str | os.PathLike[str] | RemotePath) -> dict[str, Any]:
+    """``{"size", "mtime_ns"}`` of an input file (a URL's: `storage.fingerprint`): a changed
+    input gets a new fingerprint."""
+    return storage.fingerprint(storage.location(path))
 
 
 @dataclass
@@ -52,7 +54,7 @@ class ShardRecord:
     null_texts: int = 0
     error: str | None = None
     seconds: float = 0.0
-    fingerprint: dict[str, int] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     config: str = ""
     path: str = ""
     invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir
+from metaclip_gpu import storage
+from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir, local_cache_dir
 from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.files import (
@@ -89,7 +90,7 @@ def run_match(
     if isinstance(metadata_path, LOADED):
         index = metadata_path
     elif client is not None:
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_dir = local_cache_dir(cache_dir) if cache_dir is not None else default_cache_dir()
         index = MetadataIndex.load(metadata_path, cache=cache_dir)
     else:
         index = MetadataIndex.load(metadata_path)
@@ -103,7 +104,7 @@ def run_match(
         return _recorded(out_dir, started, _run_match_dask(
             client,
             shards,
-            metadata_path if isinstance(metadata_path, LOADED) else Path(metadata_path),
+            metadata_path if isinstance(metadata_path, LOADED) else storage.location(metadata_path),
             cache_dir,
             out_dir,
             manifest,

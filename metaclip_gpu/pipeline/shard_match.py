@@ -6,7 +6,9 @@ with the columns
 - ``row``: int64, the row's position in its shard (``chunk.first_row + i``);
 - ``key``: the input's key column, only when the shard has one;
 - ``lang``: the row's language, in a worldwide run (`languages.LanguageIndexes`);
-- ``entry_ids``: list<int32>, the row's sorted distinct entry ids (empty for a null text).
+- ``entry_ids``: list<int32>, the row's sorted distinct entry ids (empty for a null text);
+
+and, in its footer, the shard's entry counts (`shard_counts`: the count stage reads only those).
 
 Crash safety: the file is written under ``<name>.parquet.tmp-<pid>`` in the same folder,
 fsynced, renamed into place with `os.replace`, and only then recorded in the manifest
@@ -21,7 +23,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +55,17 @@ from metaclip_gpu.pipeline.read import (
     ShardReport,
     iter_shard_checked,
 )
+from metaclip_gpu.pipeline.shard_counts import ShardCounts
 
 LOADED = (MetadataIndex, LanguageIndexes, EnglishOnly)  # a loaded index, not a metadata path
 MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
 OUTPUT_VERSION = 1  # bump when the match files' layout changes: old outputs are then redone
 RECORDED_LINES = 20  # line numbers of a shard's skipped rows kept in its manifest record
 SHARD_TYPE = pa.dictionary(pa.int32(), pa.string())
+# Match files are written once and read once (balance): uncompressed they are ~1.5x larger
+# and cost 0.6x the writing and 0.4x the reading of snappy (a 127k-row CC3M shard: 17.7 vs
+# 11.6 MB, write 0.08 vs 0.13 s, read 0.025 vs 0.06 s). Older compressed files read the same.
+COMPRESSION = "none"
 
 
 @dataclass
@@ -140,6 +148,16 @@ def _chunk_table(
     return pa.table(columns)
 
 
+def read_ahead(chunks: Iterator[ShardChunk]) -> Iterator[ShardChunk]:
+    """`chunks`, the next one read by a thread while the caller matches this one (pyarrow's
+    reading and parsing release the GIL). One chunk ahead: memory grows by one chunk."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
+
+
 def _empty_table() -> pa.Table:
     return pa.table(
         {
@@ -209,12 +227,13 @@ def match_shard_output(
     final = matches_dir / name
     tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
     report = MatchReport(shard)
+    counts = ShardCounts()  # the shard's entry counts, in its match file's footer
     renamed = False
     with with_path(tmp), open(tmp, "wb") as sink:
         try:
             writer: pq.ParquetWriter | None = None
             try:
-                for chunk in iter_shard_checked(shard, options, report):
+                for chunk in read_ahead(iter_shard_checked(shard, options, report)):
                     if chunk.num_rows == 0:
                         continue
                     try:
@@ -225,12 +244,15 @@ def match_shard_output(
                     if on_rows is not None:
                         on_rows(chunk.num_rows)
                     if writer is None:
-                        writer = pq.ParquetWriter(sink, table.schema)
+                        writer = pq.ParquetWriter(sink, table.schema, compression=COMPRESSION)
                     else:
                         table = table.cast(writer.schema)
                     writer.write_table(table)
+                    counts.add(table)
                 if report.error is None and writer is None:
-                    writer = pq.ParquetWriter(sink, _empty_table().schema)
+                    writer = pq.ParquetWriter(sink, _empty_table().schema, compression=COMPRESSION)
+                if writer is not None and report.error is None:
+                    writer.add_key_value_metadata(counts.footer())
             finally:
                 if writer is not None:
                     writer.close()

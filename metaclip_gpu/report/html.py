@@ -23,6 +23,7 @@ needs no network: the figures are PNG files beside it, referenced by relative pa
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -36,8 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
-from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.count import COUNTS_DIR, load_entry_counts
 from metaclip_gpu.pipeline.draws import keep_probability
 from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
 from metaclip_gpu.pipeline.languages import ENGLISH
@@ -50,6 +52,7 @@ from metaclip_gpu.report.plots import (
     rank_count_figure,
     save_png,
 )
+from metaclip_gpu.storage import Location, RemotePath
 
 REPORT_DIR = "report"
 INDEX_NAME = "index.html"
@@ -118,15 +121,37 @@ def _curves(per_t: Sequence[Mapping[str, Any]]) -> list[Curve]:
     return curves
 
 
+def _counts_file(run_dir: Location, recorded: str) -> Location:
+    """Where a counts file the summary names is: its recorded path (absolute when the run
+    wrote it) or, for a run directory read from object storage, the same file under it."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        return run_dir / recorded
+    return path if isinstance(run_dir, Path) else run_dir / COUNTS_DIR / path.name
+
+
+def _load_counts(path: Location) -> np.ndarray:
+    if isinstance(path, Path):
+        return load_entry_counts(path)
+    counts = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+    if counts.ndim != 1 or counts.dtype.kind not in "iu":
+        raise ValueError(f"{path}: not a 1-D integer counts array")
+    return counts.astype(np.uint64, copy=False)
+
+
+def _read_entries(run_dir: Location, **kwargs: Any) -> pa.ChunkedArray:
+    source, filesystem = storage.parquet_source(run_dir / COUNTS_PARQUET)
+    return pq.read_table(source, filesystem=filesystem, columns=["entry"], **kwargs).column("entry")
+
+
 def language_section(
-    run_dir: Path, languages: Mapping[str, Mapping[str, Any]], out: Path
+    run_dir: Location, languages: Mapping[str, Mapping[str, Any]], out: Path
 ) -> tuple[list[Language], list[str]]:
     """The languages of a worldwide run, each with its cumulative figure written to `out`, and
     the t labels of their ``kept`` figures (the table's columns)."""
     rows = []
     for i, (name, figures) in enumerate(languages.items()):
-        path = Path(figures["entry_counts"])
-        counts = load_entry_counts(path if path.is_absolute() else run_dir / path)
+        counts = _load_counts(_counts_file(run_dir, figures["entry_counts"]))
         image = f"language-{i:03d}-{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.png"
         lang = Language(
             name, figures["texts"], figures["matched"], figures["t"], figures["kept"], image
@@ -142,18 +167,13 @@ def language_section(
     return rows, labels
 
 
-def _overall_counts(run_dir: Path, summary: Mapping[str, Any]) -> tuple[np.ndarray, Any]:
+def _overall_counts(run_dir: Location, summary: Mapping[str, Any]) -> tuple[np.ndarray, Any]:
     """The counts and entry strings the run-wide sections show: the run's, or for a worldwide
     run English's (the language whose t is t_en; each language has its own section)."""
     if not summary.get("worldwide"):
-        entries = pq.read_table(run_dir / COUNTS_PARQUET, columns=["entry"]).column("entry")
-        return load_entry_counts(run_dir / COUNTS_NPY), entries
-    path = Path(summary["languages"][ENGLISH]["entry_counts"])
-    counts = load_entry_counts(path if path.is_absolute() else run_dir / path)
-    table = pq.read_table(
-        run_dir / COUNTS_PARQUET, columns=["entry"], filters=[("lang", "==", ENGLISH)]
-    )
-    return counts, table.column("entry")
+        return _load_counts(run_dir / COUNTS_NPY), _read_entries(run_dir)
+    counts = _load_counts(_counts_file(run_dir, summary["languages"][ENGLISH]["entry_counts"]))
+    return counts, _read_entries(run_dir, filters=[("lang", "==", ENGLISH)])
 
 
 def _environment() -> jinja2.Environment:
@@ -172,14 +192,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def write_report(run_dir: str | os.PathLike[str], *, head_rows: int = HEAD_ROWS) -> Path:
-    """Writes ``<run_dir>/report/index.html`` and its PNGs from the run's ``summary.json`` and
-    entry counts (replacing an earlier report's PNGs); returns the HTML file's path."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+def write_report(
+    run_dir: str | os.PathLike[str] | RemotePath,
+    *,
+    head_rows: int = HEAD_ROWS,
+    out: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Writes ``<run_dir>/report/index.html`` (or ``<out>/index.html``) and its PNGs from the
+    run's ``summary.json`` and entry counts (replacing an earlier report's PNGs); returns the
+    HTML file's path. `run_dir` may be a URL (read through `storage`); its report then needs a
+    local `out` (writing into object storage comes with remote run directories)."""
+    run_dir = storage.location(run_dir)
+    if out is None and not isinstance(run_dir, Path):
+        raise ValueError(f"{run_dir}: the report of a remote run directory needs a local out")
+    summary = json.loads(storage.read_bytes(run_dir / SUMMARY_NAME).decode("utf-8"))
     counts, entries = _overall_counts(run_dir, summary)
-    out = run_dir / REPORT_DIR
-    out.mkdir(exist_ok=True)
+    out = Path(out) if out is not None else run_dir / REPORT_DIR  # type: ignore[operator]
+    out.mkdir(exist_ok=True, parents=True)
     for old in out.glob("*.png"):
         old.unlink()
 

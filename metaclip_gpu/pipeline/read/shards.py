@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
+from metaclip_gpu import storage
+from metaclip_gpu.storage import Location, RemotePath
 
 # ---------------------------------------------------------------------- formats and names
 TEXT_CANDIDATES: tuple[str, ...] = ("caption", "text", "alt", "alt_text", "TEXT")
@@ -46,10 +48,15 @@ FIRST_LINE_PEEK = 1 << 20
 class ShardError(ValueError):
     """A shard that cannot be read; the message names the file and the reason."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | RemotePath, reason: str) -> None:
+        self.path = storage.location(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # raised on dask workers and unpickled on the client: rebuild from both arguments
+        # (the default rebuilds from ``args``, the message alone, and fails)
+        return (type(self), (self.path, self.reason))
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class Shard:
     `find_shards` result (a clash gets ``~`` plus 8 hex digits of the path's SHA-1).
     """
 
-    path: Path
+    path: Location  # a local `Path`, or a `storage.RemotePath` (URL and storage options)
     format: str  # one of FORMATS
     index: int  # position in the sorted list
     name: str
@@ -190,56 +197,48 @@ def shard_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
     return fmt, compression
 
 
-def _is_supported(path: Path) -> bool:
+def _is_supported(path: Location) -> bool:
     try:
-        shard_format(path)
+        shard_format(str(path))
     except ValueError:
         return False
     return True
 
 
-def _hidden(path: Path) -> bool:
+def _hidden(path: Location) -> bool:
     """Files a directory or glob skips: ``.crc``, ``_SUCCESS``, editor and temp files."""
     return path.name.startswith((".", "_")) or path.name.endswith("~")
 
 
-def _glob_root(pattern: str) -> Path:
-    parts = Path(pattern).parts
-    fixed: list[str] = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
 def find_shards(
-    spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    spec: str | os.PathLike[str] | RemotePath | Iterable[str | os.PathLike[str] | RemotePath],
     *,
     formats: Iterable[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[Shard]:
     """The shards named by `spec`, sorted by path, each with its position and stable name.
 
     `spec`: a directory (its supported files, not recursive; hidden/``_``-prefixed files and
     files of other formats are ignored), a glob (``**`` recurses; hidden files are ignored and
-    an unsupported match is an error), a file, or a list of those. A file listed twice is read
-    once. `formats` limits the result to some of FORMATS (e.g. ``["wds"]`` for an img2dataset
-    folder that also holds ``.parquet`` and ``_stats.json`` files). A path that does not exist
-    or a spec that finds nothing raises `FileNotFoundError`; an unknown suffix on a named file
-    or a glob match raises `ValueError` naming the file.
+    an unsupported match is an error), a file, or a list of those; each may be a local path or
+    a URL (``s3://``, ``gs://``, ``hf://``: `storage.location`, reached with
+    `storage_options`). A file listed twice is read once. `formats` limits the result to some
+    of FORMATS (e.g. ``["wds"]`` for an img2dataset folder that also holds ``.parquet`` and
+    ``_stats.json`` files). A path that does not exist or a spec that finds nothing raises
+    `FileNotFoundError`; an unknown suffix on a named file or a glob match raises `ValueError`
+    naming the file; a store that refuses (bad credentials) raises its `OSError` naming the URL.
     """
     wanted = set(FORMATS if formats is None else formats)
     unknown = wanted - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; expected some of {FORMATS}")
-    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
-    found: dict[Path, tuple[str, str | None, str]] = {}  # abs path -> (fmt, compression, name)
+    items = [spec] if isinstance(spec, str | os.PathLike | RemotePath) else list(spec)
+    found: dict[Location, tuple[str, str | None, str]] = {}  # abs path -> (fmt, compr., name)
     for item in items:
-        text = os.fspath(item)
-        path = Path(text)
-        pairs: list[tuple[Path, Path]] = []  # (file, root)
-        if path.is_dir():
-            files = [p for p in sorted(path.iterdir()) if p.is_file() and not _hidden(p)]
+        path = storage.location(item, storage_options if storage_options else None)
+        pairs: list[tuple[Location, Location]] = []  # (file, root)
+        if storage.is_dir(path):
+            files = [p for p in storage.list_files(path) if not _hidden(p)]
             files = [p for p in files if _is_supported(p)]
             if not files:
                 raise FileNotFoundError(
@@ -247,26 +246,24 @@ def find_shards(
                     f"{', '.join(sorted(FORMAT_SUFFIXES))})"
                 )
             pairs = [(p, path) for p in files]
-        elif path.is_file():
-            pairs = [(path, path.parent)]
-        elif glob.has_magic(text):
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            matches = [m for m in matches if m.is_file() and not _hidden(m)]
+        elif storage.is_file(path):
+            pairs = [(path, _parent(path))]
+        elif storage.has_magic(path):
+            matches = [m for m in storage.glob(path) if not _hidden(m)]
             if not matches:
-                raise FileNotFoundError(f"{text}: no file matches this glob")
-            root = _glob_root(text)
+                raise FileNotFoundError(f"{path}: no file matches this glob")
+            root = storage.glob_root(path)
             pairs = [(m, root) for m in matches]
         else:
-            raise FileNotFoundError(f"{text}: no such file or directory")
+            raise FileNotFoundError(f"{path}: no such file or directory")
         for file, root in pairs:
-            fmt, compression = shard_format(file)
+            fmt, compression = shard_format(str(file))
             if fmt not in wanted:
                 continue
-            absolute = Path(os.path.abspath(file))
+            absolute = storage.absolute(file)
             if absolute in found:
                 continue
-            name = Path(os.path.relpath(absolute, os.path.abspath(root))).as_posix()
-            found[absolute] = (fmt, compression, name)
+            found[absolute] = (fmt, compression, storage.relative_name(file, root))
     if not found:
         raise FileNotFoundError(f"{spec}: no shards of the formats {sorted(wanted)}")
     ordered = sorted(found, key=lambda p: p.as_posix())
@@ -280,8 +277,14 @@ def find_shards(
     return shards
 
 
+def _parent(path: Location) -> Location:
+    if isinstance(path, Path):
+        return path.parent
+    return RemotePath(path.url.rsplit("/", 1)[0], path.options_json)
+
+
 def input_stream(shard: Shard) -> pa.NativeFile:
-    return pa.input_stream(str(shard.path), compression=shard.compression)
+    return storage.input_stream(shard.path, shard.compression)
 
 
 # Parquet ---------------------------------------------------------------

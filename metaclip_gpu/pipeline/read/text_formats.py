@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline.read.columns import Chunker, Columns, normalize, resolve_columns
 from metaclip_gpu.pipeline.read.shards import (
     CSV_BLOCK_BYTES,
@@ -29,7 +30,8 @@ def read_parquet(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterat
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(str(shard.path))
+        source, filesystem = storage.parquet_source(shard.path)
+        pf = pq.ParquetFile(source, filesystem=filesystem)
     except (OSError, pa.ArrowException) as err:
         raise ShardError(shard.path, f"not a readable Parquet file: {err}") from err
     try:
