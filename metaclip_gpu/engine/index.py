@@ -2,9 +2,9 @@
 
 Layout (kernels/tokens.cuh): `slots` is a linear-probing table of two-word (16-byte) slots
 keyed by the hash of an entry's token sequence (and of each proper prefix of it, so a probe run
-stops as soon as no entry can extend it); a slot whose only entry is one token of up to 8 bytes
-holds its id and bytes itself, and for the others `blob` holds, per slot, the ids and UTF-8
-bytes of the entries that end there, against which every candidate is verified byte by byte.
+stops as soon as no entry can extend it); a slot whose only entry has up to 8 bytes holds its
+id and bytes itself, and for the others `blob` holds, per slot, the ids and UTF-8 bytes of the
+entries that end there, against which every candidate is verified byte by byte.
 After the table come the words of a small Bloom filter over the multi-token keys.
 `entry_offsets`/`entry_chars` keep the entries themselves (for reports, not for the kernels).
 
@@ -42,7 +42,7 @@ from metaclip_gpu.engine.metadata import (
 )
 from metaclip_gpu.storage import RemotePath
 
-INDEX_FORMAT = 8  # 8: two-word slots with inline one-token entries (kernels/tokens.cuh)
+INDEX_FORMAT = 8  # 8: two-word slots, entries of up to 8 bytes inline (kernels/tokens.cuh)
 MAX_LOAD = 0.5
 _FILTER_SLOTS_PER_WORD = 32  # MC_FILTER_SLOTS_PER_WORD in kernels/tokens.cuh
 _SLOT_WORDS = 2  # MC_SLOT_WORDS in kernels/tokens.cuh: uint64 words a table slot
