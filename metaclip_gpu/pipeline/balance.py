@@ -10,7 +10,7 @@ holding the kept rows with ALL their input columns under their original names (t
 key columns are renamed back from ``text``/``key``, so ``caption`` and ``url`` stay for
 img2dataset) plus ``entry_ids`` (list<int32>, the row's matched entries; an input column of
 that name is replaced). Several ``t`` come from one pass over each shard: the draws
-``u(seed, text key, entry)`` do not depend on ``t`` (`draws.keep_masks`).
+``u(seed, text key, entry)`` do not depend on ``t`` (`chunk_draws.balance_chunk`).
 
 How a shard is balanced: `balance_shard` (each shard in process, or as a task on a dask
 worker); its rows are read aligned with its match file (`aligned`).

@@ -1,7 +1,8 @@
 """One shard of the balance stage (MetaCLIP 1's policy: each text on its own): `balance_shard`
 reads the shard and its match file in step (`aligned.iter_keyed_matches`), draws the kept rows
-of every t in one pass (`draws.keep_masks`: the draws ``u(seed, text key, entry)`` do not depend
-on t) and writes one curated file per t (`write.curated_table`, `write.write_parquet`).
+of every t in one pass (`chunk_draws.balance_chunk`: the draws ``u(seed, text key, entry)`` do
+not depend on t; the expected kept sizes come from the same pass) and writes one curated file
+per t (`write.curated_table`, `write.write_parquet`).
 `_shard_figures` reuses curated files that still have their recorded checksums.
 
 Memory: the kept rows of ONE shard are gathered per ``t`` and written at the end of the shard
@@ -22,7 +23,8 @@ import pyarrow.parquet as pq
 
 from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches
 from metaclip_gpu.pipeline.checksums import checksum_matches
-from metaclip_gpu.pipeline.draws import expected_kept, keep_masks
+from metaclip_gpu.pipeline.chunk_draws import balance_chunk
+from metaclip_gpu.pipeline.draws import expected_kept
 from metaclip_gpu.pipeline.files import (
     ENTRY_IDS_TYPE,
     delay_hook,
@@ -100,21 +102,21 @@ def balance_shard(
     """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
     figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
     kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
-    host_counts = counts.get() if hasattr(counts, "get") else np.asarray(counts)
     empty: pa.Table | None = None
     for keyed in iter_keyed_matches(shard, match_file, options):
-        offsets, ids = keyed.offsets, keyed.entry_ids
-        _add_stats(figures, offsets, ids, host_counts, ts)
-        masks = keep_masks(
-            xp.asarray(offsets),
-            xp.asarray(ids),
+        decided = balance_chunk(
+            xp.asarray(keyed.offsets),
+            xp.asarray(keyed.entry_ids),
             lambda rows, keyed=keyed: xp.asarray(keyed.keys_of(rows)),
             counts,
             ts,
             seed,
         )
+        figures.texts += keyed.chunk.num_rows
+        figures.matched += decided.matched
         for t in ts:
-            mask = masks[t]
+            figures.expected[t] += decided.expected[t]
+            mask = decided.masks[t]
             mask = mask.get() if hasattr(mask, "get") else np.asarray(mask)
             part = curated_table(keyed, mask)
             if empty is None:

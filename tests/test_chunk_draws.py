@@ -1,0 +1,79 @@
+"""`chunk_draws.balance_chunk` (masks and expected sizes of every t from one pass) gives what
+`draws.keep_masks` and `draws.expected_kept` give, bit for bit, and `expected_kept` (which
+skips the logarithms of texts kept for sure) equals the plain formula over every pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metaclip_gpu.pipeline.chunk_draws import balance_chunk
+from metaclip_gpu.pipeline.draws import expected_kept, keep_masks
+
+
+def random_pool(seed: int, n_texts: int = 3000, n_entries: int = 400):
+    """A CSR of distinct sorted ids per text (some texts unmatched) and counts spanning
+    1 .. 50,000, so that some texts are sure at each t and others are not."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 12, n_texts)
+    lengths[rng.random(n_texts) < 0.1] = 0
+    lists = [np.sort(rng.choice(n_entries, size=k, replace=False)) for k in lengths]
+    offsets = np.zeros(n_texts + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.concatenate(lists).astype(np.int32)
+    counts = np.exp(rng.uniform(0, np.log(50_000), n_entries)).astype(np.uint64)
+    keys = rng.integers(0, 2**63, n_texts, dtype=np.int64).view(np.uint64)
+    return offsets, ids, counts, keys
+
+
+def plain_expected(offsets: np.ndarray, ids: np.ndarray, counts: np.ndarray, t: float) -> float:
+    """``sum over texts of -expm1(sum log1p(-p))`` over EVERY pair (the formula as written)."""
+    c = counts[ids].astype(np.float64)
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    with np.errstate(divide="ignore"):
+        log_miss = np.log1p(-(t / np.maximum(c, t)))
+    sums = np.bincount(owner, weights=log_miss, minlength=len(offsets) - 1)
+    return float((-np.expm1(sums)).sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_expected_kept_equals_the_plain_formula_bit_for_bit(seed: int) -> None:
+    offsets, ids, counts, _ = random_pool(seed)
+    for t in (0.5, 1.0, 7.0, 300.0, 5_000.0, 1e9):
+        assert expected_kept(offsets, ids, counts, t) == plain_expected(offsets, ids, counts, t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balance_chunk_equals_keep_masks_and_expected_kept(seed: int) -> None:
+    offsets, ids, counts, keys = random_pool(seed)
+    ts = [20.0, 300.0, 5_000.0, 60_000.0]
+    asked: list[np.ndarray] = []
+
+    def keys_of(rows: np.ndarray) -> np.ndarray:
+        asked.append(rows)
+        return keys[rows]
+
+    decided = balance_chunk(offsets, ids, keys_of, counts, ts, seed=7)
+    want = keep_masks(offsets, ids, keys, counts, ts, seed=7)
+    assert len(asked) == 1  # the keys of the undecided texts, once
+    assert 0 < len(asked[0]) < len(keys)
+    assert decided.matched == int((np.diff(offsets) > 0).sum())
+    for t in ts:
+        assert np.array_equal(decided.masks[t], want[t])
+        assert decided.expected[t] == expected_kept(offsets, ids, counts, t)
+    kept = [int(decided.masks[t].sum()) for t in ts]
+    assert kept == sorted(kept) and kept[0] < kept[-1]  # the t really matter here
+
+
+def test_balance_chunk_of_unmatched_and_empty_chunks() -> None:
+    counts = np.array([5, 10], dtype=np.uint64)
+    none = balance_chunk(
+        np.zeros(4, np.int64), np.zeros(0, np.int32), np.arange(3), counts, [1.0], 0
+    )
+    assert none.matched == 0 and not none.masks[1.0].any() and none.expected[1.0] == 0.0
+    empty = balance_chunk(
+        np.zeros(1, np.int64), np.zeros(0, np.int32), np.arange(0), counts, [1.0], 0
+    )
+    assert empty.masks[1.0].shape == (0,) and empty.expected[1.0] == 0.0
+    with pytest.raises(ValueError, match="positive finite"):
+        balance_chunk(np.zeros(1, np.int64), np.zeros(0, np.int32), np.arange(0), counts, [0.0], 0)
