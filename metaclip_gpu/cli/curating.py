@@ -22,6 +22,7 @@ from metaclip_gpu.cli.common import (
     THREADS_OPTION,
     LocalDirType,
     LocationType,
+    OutputDirType,
     check_ts,
     finish,
     log_options,
@@ -44,7 +45,7 @@ from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.pipeline.read import ShardError
 from metaclip_gpu.pipeline.run_summary import mark_synthetic
-from metaclip_gpu.storage import Location
+from metaclip_gpu.storage import Location, RemotePath
 
 
 @click.command(cls=Command)
@@ -134,8 +135,9 @@ def demo(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, path_type=Path),
-    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
+    type=OutputDirType(file_okay=False, path_type=Path),
+    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json): a "
+    "local folder or an s3://, gs://, hf:// URL.",
 )
 @T_OPTION
 @TARGET_OPTION
@@ -263,6 +265,11 @@ def curate(
             raise click.UsageError(
                 "--lang-column, --image-column and --unknown-language need --worldwide"
             )
+    if worldwide and isinstance(output, RemotePath):
+        raise click.BadParameter(
+            f"{output}: --worldwide writes a local output folder only, for now",
+            param_hint="'--output'",
+        )
     console = make_console()
     shards = shards_or_fail(input_spec)
     backend, client = start_run(
@@ -308,7 +315,9 @@ def curate(
     else:
         print_curate_summary(console, summary)
         warn_ts(summary["ts"])
-    if not no_report:
+    if isinstance(output, RemotePath):
+        console.print(f"no report in object storage: metaclip-gpu report {output} --output DIR")
+    elif not no_report:
         _write_report(console, output, required=False)
     finish(summary["outcome"], "curate", summary)
 
@@ -319,8 +328,8 @@ def curate(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
-    help="The output directory of the match and count stages.",
+    type=OutputDirType(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match and count stages (local or a URL).",
 )
 @T_OPTION
 @TARGET_OPTION

@@ -24,6 +24,7 @@ from metaclip_gpu.cli.common import (
     THREADS_OPTION,
     LocalDirType,
     LocationType,
+    OutputDirType,
     finish,
     log_options,
     make_console,
@@ -188,11 +189,11 @@ def _load_index(
 @KEY_COLUMN_OPTION
 @click.option(
     "--output",
-    type=LocalDirType(path_type=Path),
+    type=OutputDirType(path_type=Path),
     default=None,
-    help="A .parquet file: one input's texts and entry_ids. A directory: the curate "
-    "pipeline's match stage alone (matches/ + manifest, resumable), for `count` and "
-    "`balance` to go on from.",
+    help="A .parquet file: one input's texts and entry_ids. A directory (local or an s3://, "
+    "gs://, hf:// URL): the curate pipeline's match stage alone (matches/ + manifest, "
+    "resumable), for `count` and `balance` to go on from.",
 )
 @BACKEND_OPTION
 @THREADS_OPTION
@@ -210,7 +211,7 @@ def match_cmd(
     .parquet file), or runs the match stage of `curate` into an output directory."""
     console = make_console()
     backend, _ = start_run(backend)
-    if output is not None and output.suffix != ".parquet":
+    if output is not None and not (isinstance(output, Path) and output.suffix == ".parquet"):
         _match_stage(console, metadata, input_spec, output, text_column, key_column, backend)
         return
     if key_column is not None:
@@ -322,8 +323,8 @@ def _match_stage(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
-    help="The output directory of the match stage.",
+    type=OutputDirType(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match stage (local or a URL).",
 )
 @log_options
 def count(metadata: Location, output: Path) -> None:

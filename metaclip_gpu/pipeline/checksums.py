@@ -20,6 +20,9 @@ from pathlib import Path
 
 import xxhash
 
+from metaclip_gpu import storage
+from metaclip_gpu.storage import RemotePath
+
 BLOCK_BYTES = 4 << 20
 
 
@@ -27,7 +30,8 @@ class DamagedFileWarning(UserWarning):
     """An output file whose bytes no longer match its recorded checksum (it is redone)."""
 
 
-_verified: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> hash
+# (path, size, mtime_ns, inode) -> hash; an object's (url, size, version tag, "") -> hash
+_verified: dict[tuple[str, int, int | str, int | str], str] = {}
 _verified_lock = threading.Lock()
 
 
@@ -40,33 +44,44 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _stat_key(path: Path) -> tuple[str, int, int, int]:
+def _stat_key(path: Path | RemotePath) -> tuple[str, int, int | str, int | str]:
+    if isinstance(path, RemotePath):  # the ETag changes whenever the bytes do
+        found = storage.fingerprint(path)
+        return (path.url, found["size"], str(found.get("version", found["mtime_ns"])), "")
     st = os.stat(path)
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def remember(path: str | os.PathLike[str], checksum: str) -> None:
+def remember(path: str | os.PathLike[str] | RemotePath, checksum: str) -> None:
     """Notes that `path` (as it is now) has `checksum`: a writer calls this after hashing what
     it just wrote, so the next check in this process needs no read."""
-    key = _stat_key(Path(path))
+    key = _stat_key(storage.location(path))
     with _verified_lock:
         _verified[key] = checksum
 
 
-def current_checksum(path: str | os.PathLike[str]) -> str:
-    """`file_checksum` of `path`, from this process's memo while the file is unchanged."""
-    path = Path(path)
+def current_checksum(path: str | os.PathLike[str] | RemotePath) -> str:
+    """`file_checksum` of `path`, from this process's memo while the file is unchanged (an
+    object in a remote run directory: while its size and ETag are)."""
+    path = storage.location(path)
     key = _stat_key(path)
     with _verified_lock:
         known = _verified.get(key)
     if known is None:
-        known = file_checksum(path)
+        if isinstance(path, RemotePath):
+            from metaclip_gpu.storage_write import checksum
+
+            known = checksum(path)
+        else:
+            known = file_checksum(path)
         with _verified_lock:
             _verified[key] = known
     return known
 
 
-def checksum_matches(path: str | os.PathLike[str], expected: str | None, what: str = "") -> bool:
+def checksum_matches(
+    path: str | os.PathLike[str] | RemotePath, expected: str | None, what: str = ""
+) -> bool:
     """Whether `path` exists and has the checksum `expected`. A file that exists with other
     bytes is named in a `DamagedFileWarning` (`what` says what it is and that it is redone);
     a missing file or a record without a checksum (an older run's) is simply not reusable."""

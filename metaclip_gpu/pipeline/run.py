@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.pipeline.balance import run_balance
 from metaclip_gpu.pipeline.balance_per_image import balance_per_image
@@ -61,6 +62,7 @@ from metaclip_gpu.pipeline.thresholds import (
     t_en_label,
 )
 from metaclip_gpu.pipeline.write import t_label, write_json, write_parquet
+from metaclip_gpu.storage import Location, RemotePath
 
 
 class StageTimer:
@@ -87,7 +89,7 @@ class Run:
     """What every stage of one run shares."""
 
     shards: list[Shard]
-    out_dir: Path
+    out_dir: Location
     options: ReadOptions
     seed: int
     backend: str
@@ -335,6 +337,8 @@ def curate(
     ``ts`` (per-t figures), ``seconds`` (per stage and total), ``outputs`` (paths); worldwide
     adds ``languages`` (per-language figures and t).
     """
+    if worldwide and isinstance(storage.location(out_dir), RemotePath):
+        raise ValueError(f"{out_dir}: a worldwide run writes a local output folder only, for now")
     if worldwide:
         mode: Mode = OneTextPerImage(
             (DEFAULT_T_EN,) if ts is None else tuple(ts),
@@ -349,7 +353,7 @@ def curate(
     backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     run = Run(
         shards=shard_list(shards_spec),
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         options=options,
         seed=seed,
         backend=backend,

@@ -1,0 +1,203 @@
+"""A run directory in object storage (``--output s3://...``) against moto's S3 server on
+127.0.0.1 (the fixtures of `test_remote_storage`): the same rows as a local run, a rerun that
+matches nothing again, a run killed with SIGKILL that a rerun finishes identically with no
+orphan left, and one clear line for a missing bucket or refused credentials.
+
+Commit without rename (`storage_write`): every data file has a name unique to its attempt and
+the manifest record naming it is the commit point; `expected_objects` is what a finished run
+directory holds, nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+from test_remote_storage import (  # noqa: F401 (fixtures)
+    bucket,
+    curate_cli,
+    curated,
+    error_line,
+    s3_endpoint,
+    s3fs,
+    upload,
+    write_metadata,
+    write_shards,
+)
+
+from metaclip_gpu import storage
+from metaclip_gpu.cli import main
+from metaclip_gpu.pipeline.files import DELAY_ENV
+from metaclip_gpu.pipeline.manifest import Manifest
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
+from metaclip_gpu.pipeline.write import CURATED_MANIFEST, curated_dir
+from metaclip_gpu.storage_write import list_tree, relative
+
+
+def remote_rows(run: str, t: float = 2.0) -> list[tuple]:
+    """The curated rows of a run directory in the bucket (every Parquet file of the t folder,
+    as a downstream reader of the folder sees them)."""
+    rows = []
+    folder = curated_dir(storage.location(run), t)
+    for obj in list_tree(folder):
+        if not obj.name.endswith(".parquet"):
+            continue
+        table = storage.parquet_file(obj).read()
+        rows += zip(
+            table.column("url").to_pylist(),
+            table.column("caption").to_pylist(),
+            (tuple(ids) for ids in table.column("entry_ids").to_pylist()),
+            strict=True,
+        )
+    return sorted(rows)
+
+
+def objects(run: str) -> set[str]:
+    root = storage.location(run)
+    return {relative(o, root) for o in list_tree(root)}
+
+
+def expected_objects(run: str, t: float = 2.0) -> set[str]:
+    """What a finished run directory holds: the run files, the latest record objects and the
+    files they name (no orphans, no lock)."""
+    root = storage.location(run)
+    matches = Manifest.load(root)
+    folder = curated_dir(root, t)
+    kept = Manifest.load(folder, CURATED_MANIFEST)
+    prefix = relative(folder, root)
+    names = {"run.json", "entry_counts.npy", "entry_counts.parquet", SUMMARY_NAME}
+    names |= {f"{prefix}/_balance.json"}
+    names |= set(matches.objects.values()) | {r.output for r in matches.records.values()}
+    names |= {f"{prefix}/{n}" for n in kept.objects.values()}
+    names |= {f"{prefix}/{r.output}" for r in kept.records.values()}
+    return names
+
+
+def test_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_path) -> None:
+    shards = write_shards(tmp_path / "in", "parquet")
+    metadata = write_metadata(tmp_path / "meta.json")
+    upload(shards, f"s3://{bucket}/in")
+    upload(metadata, f"s3://{bucket}/meta.json")
+    run = f"s3://{bucket}/run/"
+    local = curate_cli(str(metadata), str(shards), tmp_path / "local")
+    assert local.exit_code == 0, local.output
+
+    remote = curate_cli(f"s3://{bucket}/meta.json", f"s3://{bucket}/in/", run)
+    assert remote.exit_code == 0, remote.output
+    assert "Traceback" not in remote.output
+    expected = curated(tmp_path / "local")
+    assert expected and remote_rows(run) == expected
+    summary = json.loads(storage.read_bytes(storage.location(run) / SUMMARY_NAME))
+    assert summary["shards_matched_this_run"] == 2
+    assert objects(run) == expected_objects(run)  # no lock, no orphan
+    # a downstream reader of the whole folder (pyarrow's dataset through the same seam)
+    path, fs = storage.parquet_source(curated_dir(storage.location(run), 2.0))
+    table = pq.read_table(path, filesystem=fs, partitioning=None)
+    assert table.num_rows == len(expected)
+
+    again = curate_cli(f"s3://{bucket}/meta.json", f"s3://{bucket}/in/", run)
+    assert again.exit_code == 0, again.output
+    summary = json.loads(storage.read_bytes(storage.location(run) / SUMMARY_NAME))
+    assert summary["shards_matched_this_run"] == 0  # nothing matched again
+    assert remote_rows(run) == expected
+    assert objects(run) == expected_objects(run)
+
+
+def test_match_count_and_balance_stages_into_s3(bucket, tmp_path) -> None:
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = f"s3://{bucket}/stages"
+    for args in (
+        ["match", "--metadata", str(metadata), "--input", str(shards), "--output", run],
+        ["count", "--metadata", str(metadata), "--output", run],
+        ["balance", "--input", str(shards), "--output", run, "--t", "2"],
+    ):
+        result = CliRunner().invoke(
+            main, [*args, "--backend", "cpu"][: len(args) + 2 * (args[0] != "count")]
+        )
+        assert result.exit_code == 0, result.output
+    local = curate_cli(str(metadata), str(shards), tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    assert remote_rows(run) == curated(tmp_path / "local")
+
+
+def test_a_run_killed_mid_way_resumes_and_ends_identical(bucket, tmp_path, s3_endpoint):
+    """SIGKILL while the 3rd of 6 shards is being matched or balanced (the delay hook holds
+    each output unwritten, then written but unrecorded): the rerun reuses what was recorded,
+    deletes what the killed attempt left and ends as an uninterrupted run."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    texts = ["a cat on a red car", "the dog", "blue sky", "an old man", "red car", "a tree"]
+    for n in range(6):
+        lines = [json.dumps({"url": f"u/{n}/{i}", "caption": texts[(n + i) % 6]}) for i in range(9)]
+        (shards / f"{n}.jsonl").write_text("\n".join(lines) + "\n")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = f"s3://{bucket}/killed"
+    code = (
+        "import sys; from metaclip_gpu.cli import main; "
+        "main(['curate', '--metadata', sys.argv[1], '--input', sys.argv[2], '--output', "
+        "sys.argv[3], '--t', '2', '--no-report', '--backend', 'cpu', '--threads', '1'])"
+    )
+    env = {**os.environ, DELAY_ENV: "0.6"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(metadata), str(shards), run],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(Manifest.load(storage.location(run))) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.45)  # into the 3rd shard: its output written, its record not yet
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(Manifest.load(storage.location(run)))
+    assert 2 <= done < 6
+    assert storage.is_file(storage.location(run) / "run.lock")  # the killed run's lock
+
+    resumed = curate_cli(str(metadata), str(shards), run)  # type: ignore[arg-type]
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(storage.read_bytes(storage.location(run) / SUMMARY_NAME))
+    assert summary["shards_matched_this_run"] == 6 - done
+    clean = curate_cli(str(metadata), str(shards), tmp_path / "clean")
+    assert clean.exit_code == 0, clean.output
+    assert remote_rows(run) == curated(tmp_path / "clean")
+    assert objects(run) == expected_objects(run)
+
+
+def test_a_missing_bucket_for_the_output_is_one_line(bucket, tmp_path) -> None:
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/run"
+    result = curate_cli(str(metadata), str(shards), missing)  # type: ignore[arg-type]
+    assert result.exit_code == 1, result.output
+    line = error_line(result.output)
+    assert missing in line and "bucket does not exist" in line
+
+
+def test_bad_credentials_for_the_output_are_one_line(bucket, tmp_path, monkeypatch) -> None:
+    import moto.settings
+
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    s3fs.S3FileSystem.clear_instance_cache()
+    result = curate_cli(str(metadata), str(shards), f"s3://{bucket}/run")  # type: ignore[arg-type]
+    assert result.exit_code == 1, result.output
+    line = error_line(result.output)
+    assert f"s3://{bucket}/run" in line and "errno 13" in line
+    assert not Path("s3:").exists()
