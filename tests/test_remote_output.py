@@ -21,17 +21,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from test_remote_storage import (  # noqa: F401 (fixtures)
-    bucket,
-    curate_cli,
-    curated,
-    error_line,
-    s3_endpoint,
-    s3fs,
-    upload,
-    write_metadata,
-    write_shards,
-)
 
 from metaclip_gpu import storage
 from metaclip_gpu.cli import main
@@ -40,6 +29,13 @@ from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 from metaclip_gpu.pipeline.write import CURATED_MANIFEST, curated_dir
 from metaclip_gpu.storage_write import list_tree, relative
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_remote_storage as remote
+
+bucket, s3_endpoint = remote.bucket, remote.s3_endpoint  # fixtures, by name
+curate_cli, curated, error_line = remote.curate_cli, remote.curated, remote.error_line
+upload, write_metadata, write_shards = remote.upload, remote.write_metadata, remote.write_shards
 
 
 def remote_rows(run: str, t: float = 2.0) -> list[tuple]:
@@ -164,8 +160,12 @@ def test_a_run_killed_mid_way_resumes_and_ends_identical(bucket, tmp_path, s3_en
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = len(Manifest.load(storage.location(run)))
+    manifest = Manifest.load(storage.location(run))
+    done = len(manifest)
     assert 2 <= done < 6
+    recorded = {r.output for r in manifest.records.values()}
+    unrecorded = {n for n in objects(run) if n.startswith("matches/")} - recorded
+    assert unrecorded  # outputs written whole but not committed: orphans the rerun deletes
     assert storage.is_file(storage.location(run) / "run.lock")  # the killed run's lock
 
     resumed = curate_cli(str(metadata), str(shards), run)  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ def test_bad_credentials_for_the_output_are_one_line(bucket, tmp_path, monkeypat
     metadata = write_metadata(tmp_path / "meta.json")
     monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
-    s3fs.S3FileSystem.clear_instance_cache()
+    remote.s3fs.S3FileSystem.clear_instance_cache()
     result = curate_cli(str(metadata), str(shards), f"s3://{bucket}/run")  # type: ignore[arg-type]
     assert result.exit_code == 1, result.output
     line = error_line(result.output)
