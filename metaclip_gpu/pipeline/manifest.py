@@ -21,8 +21,9 @@ In object storage (an ``s3://`` output) nothing can be appended to: each record 
 ``<out_dir>/manifest/<seq>-<random>.json`` (``_manifest/`` for a curated folder), put whole
 (atomic) after its output file was written under its attempt's unique name: the record is the
 commit point. `load` lists the folder and reads the records in ``seq`` order (the run lock
-keeps one writer, so ``seq`` orders them); a record superseded by a later one is an orphan
-(`superseded`) that the next run deletes with the files no latest record names.
+keeps one writer, so ``seq`` orders them); ``objects`` names each shard's latest record
+object: the others, superseded, are orphans that the next run deletes with the files no
+latest record names (`files.remove_orphans`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,6 @@ class Manifest:
         # in object storage: the folder of record objects, each latest record's object name
         self.folder = self.out_dir / name.removesuffix(".jsonl")
         self.objects: dict[str, str] = {}
-        self.superseded: list[str] = []  # record objects a later one replaced (orphans)
         self.next_seq = 0
 
     @classmethod
@@ -131,13 +131,8 @@ class Manifest:
             if seq.isdigit():
                 self.next_seq = max(self.next_seq, int(seq) + 1)
             shard = self._add_lines(by_path.get(fs._strip_protocol(obj.url), b""))
-            if shard is None:  # not a record: an orphan too
-                self.superseded.append(relative_name)
-                continue
-            old = self.objects.get(shard)
-            if old is not None:
-                self.superseded.append(old)
-            self.objects[shard] = relative_name
+            if shard is not None:  # a record superseded by a later one is an orphan
+                self.objects[shard] = relative_name
 
     def _add_lines(self, raw: bytes) -> str | None:
         """Adds the records of `raw`'s lines; returns the last one's shard name."""
@@ -199,9 +194,6 @@ class Manifest:
             name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
             write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
             self.next_seq += 1
-            old = self.objects.get(record.shard)
-            if old is not None:
-                self.superseded.append(old)
             self.objects[record.shard] = f"{self.folder.name}/{name}"
             self.records[record.shard] = record
             return

@@ -361,6 +361,10 @@ def curate(
         client=client,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
+    if isinstance(run.out_dir, RemotePath):  # in object storage: summary.json marks a finished run
+        from metaclip_gpu.storage_write import remove
+
+        remove(run.out_dir / SUMMARY_NAME)
     timer = StageTimer()
     with timer.stage("index"):
         mode.load(metadata, run)
