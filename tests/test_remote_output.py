@@ -19,7 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from metaclip_gpu import storage
@@ -201,3 +203,64 @@ def test_bad_credentials_for_the_output_are_one_line(bucket, tmp_path, monkeypat
     line = error_line(result.output)
     assert f"s3://{bucket}/run" in line and "errno 13" in line
     assert not Path("s3:").exists()
+
+
+def test_dask_workers_write_the_run_directory_into_s3(bucket, s3_endpoint, tmp_path) -> None:
+    """The workers write their match and curated files into the bucket themselves, with the
+    storage options of the output location (none in their environment)."""
+    distributed = pytest.importorskip("distributed")
+    from metaclip_gpu.pipeline.run import run_curate
+
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    local = run_curate(shards, metadata, tmp_path / "local", ts=[2.0], seed=0, progress=False)
+    run = f"s3://{bucket}/dask"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("AWS_ENDPOINT_URL")  # the workers start without it
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            out = storage.location(run, {"endpoint_url": s3_endpoint})
+            remote = run_curate(
+                shards,
+                metadata,
+                out,
+                ts=[2.0],
+                seed=0,
+                progress=False,
+                client=client,
+                cache_dir=tmp_path / "cache",
+            )
+    assert [f["kept"] for f in remote["ts"]] == [f["kept"] for f in local["ts"]]
+    assert remote_rows(run) == curated(tmp_path / "local")
+    assert objects(run) == expected_objects(run)
+
+
+def test_worldwide_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(2):
+        rows = [(f"u/{n}/{i}", remote.TEXTS[i], "en" if i % 3 else "de") for i in range(15)]
+        urls, captions, langs = (list(c) for c in zip(*rows, strict=True))
+        pq.write_table(
+            pa.table({"url": urls, "caption": captions, "lang": langs}), folder / f"{n}.parquet"
+        )
+    metadata = tmp_path / "meta.json"
+    metadata.write_text(json.dumps({"en": remote.ENTRIES, "de": ["cat", "dog", "tree"]}))
+    run = f"s3://{bucket}/world"
+    args = ["curate", "--worldwide", "--metadata", str(metadata), "--input", str(folder)]
+    args += ["--t", "2", "--no-report", "--backend", "cpu", "--output"]
+    local = CliRunner().invoke(main, [*args, str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    assert curated(tmp_path / "local")
+    for _ in range(2):  # a rerun writes every curated file anew, and ends the same
+        result = CliRunner().invoke(main, [*args, run])
+        assert result.exit_code == 0, result.output
+        assert remote_rows(run) == curated(tmp_path / "local")
+    root = storage.location(run)
+    assert storage.is_file(root / "entry_counts" / "de.npy")
+    assert storage.is_file(root / "entry_probs" / "2_de.npy")
+    assert not storage.is_file(root / "run.lock")

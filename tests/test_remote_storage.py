@@ -294,18 +294,6 @@ def test_a_missing_file_system_package_names_the_extra(tmp_path, monkeypatch) ->
     assert "pip install 'metaclip-gpu[gcs]'" in error_line(result.output)
 
 
-def test_a_worldwide_output_url_is_refused_for_now(tmp_path) -> None:
-    """MetaCLIP 1 runs write to object storage (`tests/test_remote_output.py`); a worldwide
-    run's output is still local only: one line, and no local folder called ``s3:``."""
-    metadata = write_metadata(tmp_path / "meta.json")
-    shards = write_shards(tmp_path / "in", "jsonl")
-    args = ["curate", "--metadata", str(metadata), "--input", str(shards), "--worldwide"]
-    result = CliRunner().invoke(main, [*args, "--output", "s3://b/run"])
-    assert result.exit_code == 2
-    assert "local output folder only" in error_line(result.output)
-    assert not Path("s3:").exists()
-
-
 def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
     pytest.importorskip("matplotlib", reason="the report extra is not installed")
     from PIL import Image

@@ -265,11 +265,6 @@ def curate(
             raise click.UsageError(
                 "--lang-column, --image-column and --unknown-language need --worldwide"
             )
-    if worldwide and isinstance(output, RemotePath):
-        raise click.BadParameter(
-            f"{output}: --worldwide writes a local output folder only, for now",
-            param_hint="'--output'",
-        )
     console = make_console()
     shards = shards_or_fail(input_spec)
     backend, client = start_run(

@@ -237,7 +237,8 @@ class OneTextPerImage(Mode):
         sizes = {lang: len(index) for lang, index in self.langs.indexes.items()}
         self.counts = count_languages(run.out_dir, run.shards, sizes, run.client)
         counts_dir = run.out_dir / COUNTS_DIR
-        counts_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(counts_dir, Path):
+            counts_dir.mkdir(parents=True, exist_ok=True)
         for lang, c in self.counts.items():
             save_entry_counts(c, counts_dir / f"{lang}.npy")
         tables = [
@@ -337,8 +338,6 @@ def curate(
     ``ts`` (per-t figures), ``seconds`` (per stage and total), ``outputs`` (paths); worldwide
     adds ``languages`` (per-language figures and t).
     """
-    if worldwide and isinstance(storage.location(out_dir), RemotePath):
-        raise ValueError(f"{out_dir}: a worldwide run writes a local output folder only, for now")
     if worldwide:
         mode: Mode = OneTextPerImage(
             (DEFAULT_T_EN,) if ts is None else tuple(ts),
