@@ -140,6 +140,8 @@ def list_tree(folder: RemotePath) -> list[RemotePath]:
             names = fs.find(path.rstrip("/") + "/")
         except FileNotFoundError:
             return []
+        finally:  # no listing kept: other processes (dask workers) write here too
+            fs.invalidate_cache(path)
     return [RemotePath(fs.unstrip_protocol(n), folder.options_json) for n in sorted(names)]
 
 
