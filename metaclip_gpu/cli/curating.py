@@ -45,7 +45,7 @@ from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.cluster import DEFAULT_NO_WORKER_TIMEOUT, NO_WORKER_TIMEOUT
 from metaclip_gpu.pipeline.read import ShardError
 from metaclip_gpu.pipeline.run_summary import mark_synthetic
-from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage import Location
 
 
 @click.command(cls=Command)
@@ -310,9 +310,7 @@ def curate(
     else:
         print_curate_summary(console, summary)
         warn_ts(summary["ts"])
-    if isinstance(output, RemotePath):
-        console.print(f"no report in object storage: metaclip-gpu report {output} --output DIR")
-    elif not no_report:
+    if not no_report:
         _write_report(console, output, required=False)
     finish(summary["outcome"], "curate", summary)
 
@@ -411,22 +409,18 @@ def _write_report(
     "--output",
     type=LocalDirType(file_okay=False, path_type=Path),
     default=None,
-    help="Where index.html and the PNGs go [RUN_DIR/report]; required, and local, when "
-    "RUN_DIR is an s3://, gs:// or hf:// URL.",
+    help="Where index.html and the PNGs go, a local folder [RUN_DIR/report, in object "
+    "storage too when RUN_DIR is an s3://, gs:// or hf:// URL].",
 )
 @STORAGE_OPTIONS_OPTION
 def report(run_dir: Location, output: Path | None) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts.
 
-    RUN_DIR may be a URL (a run directory copied to object storage): its report goes to
-    --output."""
+    RUN_DIR may be a URL (a run directory in object storage): its report goes to
+    RUN_DIR/report/ there, or to a local --output."""
     from metaclip_gpu import storage
     from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 
-    if output is None and not isinstance(run_dir, Path):
-        raise click.BadParameter(
-            f"{run_dir} is remote: give a local --output for its report", param_hint="'--output'"
-        )
     if not storage.is_file(run_dir / SUMMARY_NAME):
         raise click.BadParameter(
             f"{run_dir / SUMMARY_NAME} not found: not the output folder of metaclip-gpu curate",
