@@ -267,3 +267,18 @@ def test_worldwide_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_pa
     assert storage.is_file(root / "entry_counts" / "de.npy")
     assert storage.is_file(root / "entry_probs" / "2_de.npy")
     assert not storage.is_file(root / "run.lock")
+
+
+def test_a_run_of_another_host_holding_the_lock_is_one_line(bucket, tmp_path) -> None:
+    """The lock is created only where none exists; another host's cannot be checked from
+    here, so the run is refused with the URL to delete once that run is known to be gone."""
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = f"s3://{bucket}/busy"
+    holder = {"host": "elsewhere", "pid": 1, "token": "t", "since": "then", "what": "curate"}
+    write_bytes(storage.location(run) / "run.lock", json.dumps(holder).encode())
+    result = curate_cli(str(metadata), str(shards), run)  # type: ignore[arg-type]
+    assert result.exit_code == 1, result.output
+    line = error_line(result.output)
+    assert "host elsewhere" in line and f"delete {run}/run.lock" in line
+    assert objects(run) == {"run.lock"}  # nothing written
