@@ -30,6 +30,7 @@ from metaclip_gpu.pipeline.files import DELAY_ENV
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 from metaclip_gpu.pipeline.write import CURATED_MANIFEST, curated_dir
+from metaclip_gpu.storage import RemotePath
 from metaclip_gpu.storage_write import list_tree, relative, write_bytes
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,12 +41,13 @@ curate_cli, curated, error_line = remote.curate_cli, remote.curated, remote.erro
 upload, write_metadata, write_shards = remote.upload, remote.write_metadata, remote.write_shards
 
 
-def remote_rows(run: str, t: float = 2.0) -> list[tuple]:
-    """The curated rows of a run directory in the bucket (every Parquet file of the t folder,
-    as a downstream reader of the folder sees them)."""
+def remote_rows(run: str | Path, label: str = "t=2") -> list[tuple]:
+    """The curated rows of a run directory (in the bucket, or local): every Parquet file of
+    the folder `label`, as a downstream reader of the folder sees them."""
     rows = []
-    folder = curated_dir(storage.location(run), t)
-    for obj in list_tree(folder):
+    folder = storage.location(run) / "curated" / label
+    files = list_tree(folder) if isinstance(folder, RemotePath) else sorted(folder.iterdir())
+    for obj in files:
         if not obj.name.endswith(".parquet"):
             continue
         table = storage.parquet_file(obj).read()
@@ -258,11 +260,12 @@ def test_worldwide_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_pa
     args += ["--t", "2", "--no-report", "--backend", "cpu", "--output"]
     local = CliRunner().invoke(main, [*args, str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    assert curated(tmp_path / "local")
+    expected = remote_rows(tmp_path / "local", "t_en=2")
+    assert expected
     for _ in range(2):  # a rerun writes every curated file anew, and ends the same
         result = CliRunner().invoke(main, [*args, run])
         assert result.exit_code == 0, result.output
-        assert remote_rows(run) == curated(tmp_path / "local")
+        assert remote_rows(run, "t_en=2") == expected
     root = storage.location(run)
     assert storage.is_file(root / "entry_counts" / "de.npy")
     assert storage.is_file(root / "entry_probs" / "2_de.npy")
@@ -282,3 +285,37 @@ def test_a_run_of_another_host_holding_the_lock_is_one_line(bucket, tmp_path) ->
     line = error_line(result.output)
     assert "host elsewhere" in line and f"delete {run}/run.lock" in line
     assert objects(run) == {"run.lock"}  # nothing written
+
+
+def test_a_rerun_checks_unchanged_outputs_by_their_etag_and_redoes_a_damaged_one(
+    bucket, tmp_path, monkeypatch
+) -> None:
+    """A record holds its output's size and ETag as written: an unchanged object is checked
+    with a HEAD, not read again; one rewritten with other bytes is hashed, named damaged and
+    redone."""
+    from metaclip_gpu.pipeline import checksums, match
+    from metaclip_gpu.pipeline.read import find_shards
+
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = f"s3://{bucket}/etag"
+    assert curate_cli(str(metadata), str(shards), run).exit_code == 0  # type: ignore[arg-type]
+    monkeypatch.setattr(checksums, "_verified", {})  # a new process: nothing verified yet
+    root = storage.location(run)
+    found = find_shards(shards)
+    with monkeypatch.context() as patched:
+        patched.setattr("metaclip_gpu.storage_write.checksum", lambda loc: pytest.fail("read"))
+        records = match.match_records(root, found)  # every output checked: none read
+    assert all(r.output_fingerprint.get("version") for r in records.values())
+
+    damaged = root / records[found[0].name].output
+    write_bytes(damaged, b"PAR1 other bytes")
+    with pytest.warns(checksums.DamagedFileWarning, match="redone"):
+        again = curate_cli(str(metadata), str(shards), run)  # type: ignore[arg-type]
+    assert again.exit_code == 0, again.output
+    summary = json.loads(storage.read_bytes(root / SUMMARY_NAME))
+    assert summary["shards_matched_this_run"] == 1
+    local = curate_cli(str(metadata), str(shards), tmp_path / "local")
+    assert local.exit_code == 0, local.output
+    assert remote_rows(run) == curated(tmp_path / "local")
+    assert objects(run) == expected_objects(run)

@@ -50,6 +50,7 @@ from metaclip_gpu.pipeline.balance_shard import (
     _shard_figures,
     _xp,
 )
+from metaclip_gpu.pipeline.checksums import remember
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.count import load_entry_counts
 from metaclip_gpu.pipeline.files import (
@@ -281,9 +282,15 @@ def _record_curated(
 ) -> None:
     """Appends the curated files `figures` wrote (none when reused) to their folders' manifests."""
     for t, checksum in figures.checksums.items():
+        path = outputs[t]
+        written = remember(path, checksum) if isinstance(path, RemotePath) else {}
         curated[t].append(
             ShardRecord(
-                shard=figures.shard, output=outputs[t].name, rows=figures.kept[t], checksum=checksum
+                shard=figures.shard,
+                output=path.name,
+                rows=figures.kept[t],
+                checksum=checksum,
+                output_fingerprint=written,
             )
         )
 

@@ -17,6 +17,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -44,20 +45,38 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _object_key(url: str, found: dict[str, Any]) -> tuple[str, int, int | str, int | str]:
+    return (url, int(found["size"]), str(found.get("version", found.get("mtime_ns"))), "")
+
+
 def _stat_key(path: Path | RemotePath) -> tuple[str, int, int | str, int | str]:
     if isinstance(path, RemotePath):  # the ETag changes whenever the bytes do
-        found = storage.fingerprint(path)
-        return (path.url, found["size"], str(found.get("version", found["mtime_ns"])), "")
+        return _object_key(path.url, storage.fingerprint(path))
     st = os.stat(path)
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def remember(path: str | os.PathLike[str] | RemotePath, checksum: str) -> None:
+def remember(path: str | os.PathLike[str] | RemotePath, checksum: str) -> dict[str, Any]:
     """Notes that `path` (as it is now) has `checksum`: a writer calls this after hashing what
-    it just wrote, so the next check in this process needs no read."""
-    key = _stat_key(storage.location(path))
+    it just wrote, so the next check in this process needs no read. Returns an object's
+    fingerprint (`storage.fingerprint`: size and ETag), for its record (`remember_object`);
+    {} for a local file."""
+    path = storage.location(path)
+    found = storage.fingerprint(path) if isinstance(path, RemotePath) else {}
+    key = _object_key(path.url, found) if isinstance(path, RemotePath) else _stat_key(path)
     with _verified_lock:
         _verified[key] = checksum
+    return found
+
+
+def remember_object(loc: RemotePath, found: dict[str, Any], checksum: str) -> None:
+    """Notes that the object `loc` has `checksum` while it has the fingerprint `found` (its
+    size and ETag, as recorded when it was written): a rerun checks an unchanged object with
+    one HEAD instead of reading it all (S3's ETag changes whenever the bytes do)."""
+    if found.get("size") is None or not checksum:
+        return
+    with _verified_lock:
+        _verified[_object_key(loc.url, found)] = checksum
 
 
 def current_checksum(path: str | os.PathLike[str] | RemotePath) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from metaclip_gpu import storage
-from metaclip_gpu.pipeline.checksums import checksum_matches
+from metaclip_gpu.pipeline.checksums import checksum_matches, remember_object
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
 from metaclip_gpu.storage import Location, RemotePath
@@ -66,9 +66,14 @@ class ShardRecord:
     path: str = ""
     invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows
     checksum: str = ""  # XXH64 of the output file's bytes (`checksums.file_checksum`)
+    # an output in object storage: its size and ETag when written (`checksums.remember_object`)
+    output_fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        data = asdict(self)
+        if not self.output_fingerprint:  # local outputs: records as before
+            del data["output_fingerprint"]
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
@@ -133,6 +138,10 @@ class Manifest:
             shard = self._add_lines(by_path.get(fs._strip_protocol(obj.url), b""))
             if shard is not None:  # a record superseded by a later one is an orphan
                 self.objects[shard] = relative_name
+        for record in self.records.values():  # unchanged outputs are checked with a HEAD
+            out = self.output_path(record)
+            if isinstance(out, RemotePath):
+                remember_object(out, record.output_fingerprint, record.checksum)
 
     def _add_lines(self, raw: bytes) -> str | None:
         """Adds the records of `raw`'s lines; returns the last one's shard name."""

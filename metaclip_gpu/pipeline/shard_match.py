@@ -316,8 +316,9 @@ def match_shard_output(
     else:
         final = out_dir / MATCHES_DIR / name
         checksum = _write_local(final, write, report)
+    written: dict[str, Any] = {}  # an object's size and ETag, for its record
     if report.error is None:
-        remember(final, checksum)
+        written = remember(final, checksum)
         delay_hook()
         report.output = final
     report.seconds = time.perf_counter() - start
@@ -334,6 +335,7 @@ def match_shard_output(
         path=str(shard.path),
         invalid_lines=report.invalid_lines[:RECORDED_LINES],
         checksum=checksum,
+        output_fingerprint=written,
     )
     return report, record
 
