@@ -319,3 +319,12 @@ def test_a_rerun_checks_unchanged_outputs_by_their_etag_and_redoes_a_damaged_one
     assert local.exit_code == 0, local.output
     assert remote_rows(run) == curated(tmp_path / "local")
     assert objects(run) == expected_objects(run)
+
+
+def test_a_match_output_url_ending_in_parquet_is_refused(tmp_path) -> None:
+    metadata = write_metadata(tmp_path / "meta.json")
+    shards = write_shards(tmp_path / "in", "jsonl")
+    args = ["match", "--metadata", str(metadata), "--input", str(shards / "0.jsonl")]
+    result = CliRunner().invoke(main, [*args, "--output", "s3://b/ids.parquet"])
+    assert result.exit_code == 2
+    assert "written locally" in error_line(result.output)

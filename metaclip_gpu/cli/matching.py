@@ -42,7 +42,7 @@ from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
-from metaclip_gpu.storage import Location
+from metaclip_gpu.storage import Location, RemotePath
 
 
 def _host(array: Any) -> np.ndarray:
@@ -209,6 +209,11 @@ def match_cmd(
 ) -> None:
     """Matches the texts of INPUT against METADATA: reports the ids (and writes them to a
     .parquet file), or runs the match stage of `curate` into an output directory."""
+    if isinstance(output, RemotePath) and output.name.endswith(".parquet"):
+        raise click.BadParameter(
+            f"{output}: one .parquet file of ids is written locally; a URL is a run directory",
+            param_hint="'--output'",
+        )
     console = make_console()
     backend, _ = start_run(backend)
     if output is not None and not (isinstance(output, Path) and output.suffix == ".parquet"):
