@@ -130,6 +130,8 @@ def test_match_count_and_balance_stages_into_s3(bucket, tmp_path) -> None:
     local = curate_cli(str(metadata), str(shards), tmp_path / "local")
     assert local.exit_code == 0, local.output
     assert remote_rows(run) == curated(tmp_path / "local")
+    written = {name for name in objects(run) if not name.startswith("report/")}  # its report
+    assert written == expected_objects(run)
 
 
 def test_a_run_killed_mid_way_resumes_and_ends_identical(bucket, tmp_path, s3_endpoint):

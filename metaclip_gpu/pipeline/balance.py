@@ -68,7 +68,7 @@ from metaclip_gpu.pipeline.read import (
     Shard,
 )
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
-from metaclip_gpu.pipeline.run_summary import _write_stage_summary
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME, _write_stage_summary
 from metaclip_gpu.pipeline.target_size import solve_target
 from metaclip_gpu.pipeline.write import (
     BALANCE_CONFIG,
@@ -79,7 +79,7 @@ from metaclip_gpu.pipeline.write import (
     t_label,
 )
 from metaclip_gpu.storage import Location, RemotePath
-from metaclip_gpu.storage_write import attempt_name
+from metaclip_gpu.storage_write import attempt_name, remove
 
 # ---------------------------------------------------------------------- figures
 
@@ -145,6 +145,8 @@ def run_balance(
     if not storage.is_file(counts_path):
         raise FileNotFoundError(f"{counts_path}: no counts; run the count stage first")
     rundir.check_balance_inputs(out_dir, options, [s.name for s in shards], COUNTS_NPY)
+    if summary and isinstance(out_dir, RemotePath):  # summary.json marks a finished run there
+        remove(out_dir / SUMMARY_NAME)
     counts = load_entry_counts(counts_path)
     t_list = [float(t) for t in (ts or [])]
     solved: float | None = None
