@@ -206,8 +206,9 @@ def run_balance(
                 rows += figures.texts
                 bar.update(task, advance=1, rows=rows)
 
-    for manifest in curated.values():  # the files this run superseded, before summary.json
-        remove_orphans(Manifest.load(manifest.out_dir, CURATED_MANIFEST), "", (BALANCE_CONFIG,))
+    for folder in directories.values():  # the files this run superseded, before summary.json
+        if isinstance(folder, RemotePath):
+            remove_orphans(Manifest.load(folder, CURATED_MANIFEST), "", (BALANCE_CONFIG,))
     matched_entries = counts > 0
     distinct = int(matched_entries.sum())
     total_matches = int(counts.sum(dtype=np.uint64))
@@ -312,7 +313,7 @@ def _balance_dask(
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
     from metaclip_gpu.pipeline.cluster import results_as_completed
 
-    shared_counts = client.scatter(counts, broadcast=True)
+    shared_counts = client.scatter(counts, broadcast=True, hash=False)  # see target_size
     futures = [
         client.submit(
             _balance_task,

@@ -49,7 +49,7 @@ from metaclip_gpu.pipeline.shard_match import (
     match_shard_output,
     stage_config,
 )
-from metaclip_gpu.storage import Location
+from metaclip_gpu.storage import Location, RemotePath
 
 
 @holds_run_lock("match")
@@ -170,7 +170,8 @@ def run_match(
 def _recorded(out_dir: Location, started: float, reports: list[ShardReport]) -> list[ShardReport]:
     """`reports`, after recording the match stage's figures in the run record (`rundir`) (and
     in object storage deleting the outputs and records this run superseded)."""
-    remove_orphans(Manifest.load(out_dir), MATCHES_DIR)
+    if isinstance(out_dir, RemotePath):
+        remove_orphans(Manifest.load(out_dir), MATCHES_DIR)
     matched = sum(not getattr(r, "reused", False) for r in reports)
     rundir.end_match(out_dir, matched, round(time.perf_counter() - started, 3))
     return reports

@@ -187,7 +187,9 @@ def solve_target(
     if not match_files:
         raise RuntimeError("no match outputs to solve --target-size on")
     counts = np.asarray(counts)
-    shared = client.scatter(counts, broadcast=True) if client is not None else counts
+    # hash=False: a key of its own (the balance stage scatters the same counts next; under one
+    # content key, this release could drop them before its tasks ran: "lost dependencies")
+    shared = client.scatter(counts, broadcast=True, hash=False) if client is not None else counts
 
     def evaluate(ts: Sequence[float], lo: float) -> FileExpected:
         if client is not None:
