@@ -200,6 +200,8 @@ def _errno_of(err: OSError) -> int:
         return errno.ENOENT
     if isinstance(err, PermissionError):
         return errno.EACCES
+    if isinstance(err, FileExistsError):  # a conditional write refused (the run lock)
+        return errno.EEXIST
     return errno.EIO
 
 
@@ -230,6 +232,18 @@ def parquet_source(loc: Location) -> tuple[str, Any]:
         return str(loc), None
     fs, path = arrow_filesystem(loc)
     return path, fs
+
+
+def parquet_file(loc: Location) -> Any:
+    """``pyarrow.parquet.ParquetFile`` of `loc` (a local path opened as before)."""
+    import pyarrow.parquet as pq
+
+    loc = location(loc)
+    if isinstance(loc, Path):
+        return pq.ParquetFile(loc)
+    path, fs = parquet_source(loc)
+    with named_errors(loc):
+        return pq.ParquetFile(path, filesystem=fs)
 
 
 def fingerprint(loc: Location) -> dict[str, Any]:

@@ -294,16 +294,6 @@ def test_a_missing_file_system_package_names_the_extra(tmp_path, monkeypatch) ->
     assert "pip install 'metaclip-gpu[gcs]'" in error_line(result.output)
 
 
-def test_an_output_url_is_refused_for_now(tmp_path) -> None:
-    metadata = write_metadata(tmp_path / "meta.json")
-    shards = write_shards(tmp_path / "in", "jsonl")
-    args = ["curate", "--metadata", str(metadata), "--input", str(shards), "--t", "2"]
-    result = CliRunner().invoke(main, [*args, "--output", "s3://b/run"])
-    assert result.exit_code == 2
-    assert "not supported yet" in error_line(result.output)
-    assert not Path("s3:").exists()
-
-
 def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
     pytest.importorskip("matplotlib", reason="the report extra is not installed")
     from PIL import Image
@@ -314,8 +304,9 @@ def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
     result = curate_cli(str(metadata), str(shards), run)
     assert result.exit_code == 0, result.output
     upload(run, f"s3://{bucket}/run")  # its files (summary.json, entry_counts.*), as copied
-    result = CliRunner().invoke(main, ["report", f"s3://{bucket}/run"])
-    assert result.exit_code == 2 and "give a local --output" in error_line(result.output)
+    in_bucket = CliRunner().invoke(main, ["report", f"s3://{bucket}/run"])  # into the bucket
+    assert in_bucket.exit_code == 0, in_bucket.output
+    assert f"s3://{bucket}/run/report/index.html" in in_bucket.output
 
     local = CliRunner().invoke(main, ["report", str(run)])
     rep = tmp_path / "rep"
@@ -324,6 +315,8 @@ def test_report_of_a_run_directory_on_s3(bucket, tmp_path) -> None:
     assert remote.exit_code == 0, remote.output
     pngs = sorted(p.name for p in (run / "report").glob("*.png"))
     assert pngs and sorted(p.name for p in rep.glob("*.png")) == pngs
+    listed = storage.list_files(storage.location(f"s3://{bucket}/run/report"))
+    assert sorted(f.name for f in listed) == sorted([*pngs, "index.html"])
     for name in pngs:  # the same figures: the numbers each PNG was drawn from
         with Image.open(run / "report" / name) as a, Image.open(rep / name) as b:
             assert a.text["Description"] == b.text["Description"]

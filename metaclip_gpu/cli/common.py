@@ -97,6 +97,19 @@ class LocalDirType(click.Path):
         return super().convert(value, param, ctx)
 
 
+class OutputDirType(LocalDirType):
+    """A run directory (``--output``): a local folder checked as ``click.Path`` checks it, or
+    an ``s3://``, ``gs://``, ``hf://`` URL that becomes a `storage.RemotePath` with the
+    command's ``--storage-options`` (written without renames: `storage_write`)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, storage.RemotePath):
+            return value
+        if isinstance(value, str) and storage.is_url(value):
+            return storage.location(value.rstrip("/"), storage_options())
+        return super().convert(value, param, ctx)
+
+
 # Options shared by several commands.
 METADATA_OPTION = click.option(
     "--metadata",

@@ -22,6 +22,7 @@ from metaclip_gpu.cli.common import (
     THREADS_OPTION,
     LocalDirType,
     LocationType,
+    OutputDirType,
     check_ts,
     finish,
     log_options,
@@ -134,8 +135,9 @@ def demo(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, path_type=Path),
-    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json).",
+    type=OutputDirType(file_okay=False, path_type=Path),
+    help="Output directory (matches/, entry_counts.*, curated/t=<t>/, summary.json): a "
+    "local folder or an s3://, gs://, hf:// URL.",
 )
 @T_OPTION
 @TARGET_OPTION
@@ -319,8 +321,8 @@ def curate(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
-    help="The output directory of the match and count stages.",
+    type=OutputDirType(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match and count stages (local or a URL).",
 )
 @T_OPTION
 @TARGET_OPTION
@@ -407,22 +409,18 @@ def _write_report(
     "--output",
     type=LocalDirType(file_okay=False, path_type=Path),
     default=None,
-    help="Where index.html and the PNGs go [RUN_DIR/report]; required, and local, when "
-    "RUN_DIR is an s3://, gs:// or hf:// URL.",
+    help="Where index.html and the PNGs go, a local folder [RUN_DIR/report, in object "
+    "storage too when RUN_DIR is an s3://, gs:// or hf:// URL].",
 )
 @STORAGE_OPTIONS_OPTION
 def report(run_dir: Location, output: Path | None) -> None:
     """Writes RUN_DIR/report/index.html (+ PNGs) from a curate run's summary.json and counts.
 
-    RUN_DIR may be a URL (a run directory copied to object storage): its report goes to
-    --output."""
+    RUN_DIR may be a URL (a run directory in object storage): its report goes to
+    RUN_DIR/report/ there, or to a local --output."""
     from metaclip_gpu import storage
     from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 
-    if output is None and not isinstance(run_dir, Path):
-        raise click.BadParameter(
-            f"{run_dir} is remote: give a local --output for its report", param_hint="'--output'"
-        )
     if not storage.is_file(run_dir / SUMMARY_NAME):
         raise click.BadParameter(
             f"{run_dir / SUMMARY_NAME} not found: not the output folder of metaclip-gpu curate",

@@ -24,6 +24,7 @@ from metaclip_gpu.cli.common import (
     THREADS_OPTION,
     LocalDirType,
     LocationType,
+    OutputDirType,
     finish,
     log_options,
     make_console,
@@ -41,7 +42,7 @@ from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.pipeline import progress
 from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, run_outcome
 from metaclip_gpu.pipeline.read import ReadOptions, ShardError, read_table
-from metaclip_gpu.storage import Location
+from metaclip_gpu.storage import Location, RemotePath
 
 
 def _host(array: Any) -> np.ndarray:
@@ -188,11 +189,11 @@ def _load_index(
 @KEY_COLUMN_OPTION
 @click.option(
     "--output",
-    type=LocalDirType(path_type=Path),
+    type=OutputDirType(path_type=Path),
     default=None,
-    help="A .parquet file: one input's texts and entry_ids. A directory: the curate "
-    "pipeline's match stage alone (matches/ + manifest, resumable), for `count` and "
-    "`balance` to go on from.",
+    help="A .parquet file: one input's texts and entry_ids. A directory (local or an s3://, "
+    "gs://, hf:// URL): the curate pipeline's match stage alone (matches/ + manifest, "
+    "resumable), for `count` and `balance` to go on from.",
 )
 @BACKEND_OPTION
 @THREADS_OPTION
@@ -208,9 +209,14 @@ def match_cmd(
 ) -> None:
     """Matches the texts of INPUT against METADATA: reports the ids (and writes them to a
     .parquet file), or runs the match stage of `curate` into an output directory."""
+    if isinstance(output, RemotePath) and output.name.endswith(".parquet"):
+        raise click.BadParameter(
+            f"{output}: one .parquet file of ids is written locally; a URL is a run directory",
+            param_hint="'--output'",
+        )
     console = make_console()
     backend, _ = start_run(backend)
-    if output is not None and output.suffix != ".parquet":
+    if output is not None and not (isinstance(output, Path) and output.suffix == ".parquet"):
         _match_stage(console, metadata, input_spec, output, text_column, key_column, backend)
         return
     if key_column is not None:
@@ -322,8 +328,8 @@ def _match_stage(
 @click.option(
     "--output",
     required=True,
-    type=LocalDirType(file_okay=False, exists=True, path_type=Path),
-    help="The output directory of the match stage.",
+    type=OutputDirType(file_okay=False, exists=True, path_type=Path),
+    help="The output directory of the match stage (local or a URL).",
 )
 @log_options
 def count(metadata: Location, output: Path) -> None:

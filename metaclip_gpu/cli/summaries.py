@@ -100,9 +100,12 @@ def print_curate_summary(console: Console, summary: dict[str, Any]) -> None:
 def _print_top_entries(console: Console, summary: dict[str, Any], n: int = 10) -> None:
     """The `n` most matched entries (from ``entry_counts.parquet``) and their keep chance."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    counts = pq.read_table(summary["outputs"]["entry_counts_parquet"])
+    from metaclip_gpu import storage
+    from metaclip_gpu.cli.common import storage_options
+
+    where = storage.location(summary["outputs"]["entry_counts_parquet"], storage_options())
+    counts = storage.parquet_file(where).read()
     top = counts.take(pc.select_k_unstable(counts, n, [("count", "descending")]))
     ts = [f["t"] for f in summary["ts"]]
     table = Table(title="most matched entries", title_justify="left")

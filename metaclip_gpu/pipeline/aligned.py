@@ -14,14 +14,13 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.arrays import to_host
 from metaclip_gpu.pipeline.files import ENTRY_IDS_TYPE
 from metaclip_gpu.pipeline.keys import text_keys
@@ -60,9 +59,9 @@ class _MatchRows:
     """Reads a match file's ``row``, ``entry_ids`` and `extra` columns sequentially, `take(n)`
     rows at a time."""
 
-    def __init__(self, path: Path, batch_rows: int, extra: Sequence[str] = ()) -> None:
+    def __init__(self, path: storage.Location, batch_rows: int, extra: Sequence[str] = ()) -> None:
         self.path = path
-        self.file = pq.ParquetFile(path)
+        self.file = storage.parquet_file(path)
         self.batches = self.file.iter_batches(
             batch_size=max(batch_rows, 1024), columns=["row", "entry_ids", *extra]
         )
@@ -106,7 +105,7 @@ def csr_of(entry_lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
 def iter_keyed_matches(
     shard: Shard,
-    match_file: str | os.PathLike[str],
+    match_file: str | os.PathLike[str] | storage.RemotePath,
     options: ReadOptions | None = None,
     extra: Sequence[str] = (),
 ) -> Iterator[KeyedChunk]:
@@ -117,7 +116,7 @@ def iter_keyed_matches(
     file does not line up with the shard (a changed input: rerun the match stage).
     """
     options = options or ReadOptions()
-    rows = _MatchRows(Path(match_file), options.batch_rows, extra)
+    rows = _MatchRows(storage.location(match_file), options.batch_rows, extra)
     try:
         for chunk in read_shard(shard, options):
             n = chunk.num_rows

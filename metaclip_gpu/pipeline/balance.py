@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.balance_shard import (
     ShardFigures,
@@ -49,6 +50,7 @@ from metaclip_gpu.pipeline.balance_shard import (
     _shard_figures,
     _xp,
 )
+from metaclip_gpu.pipeline.checksums import remember
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.count import load_entry_counts
 from metaclip_gpu.pipeline.files import (
@@ -56,6 +58,7 @@ from metaclip_gpu.pipeline.files import (
     SHARDS_IN_FLIGHT,
     _progress,
     output_name,
+    remove_orphans,
     remove_stale_tmp,
 )
 from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord
@@ -65,15 +68,18 @@ from metaclip_gpu.pipeline.read import (
     Shard,
 )
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
-from metaclip_gpu.pipeline.run_summary import _write_stage_summary
+from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME, _write_stage_summary
 from metaclip_gpu.pipeline.target_size import solve_target
 from metaclip_gpu.pipeline.write import (
+    BALANCE_CONFIG,
     CURATED_MANIFEST,
     _balance_digest,
     _prepare_t_dir,
     curated_dir,
     t_label,
 )
+from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage_write import attempt_name, remove
 
 # ---------------------------------------------------------------------- figures
 
@@ -82,7 +88,7 @@ from metaclip_gpu.pipeline.write import (
 
 
 def _solve_target(
-    out_dir: Path,
+    out_dir: Location,
     records: dict[str, ShardRecord],
     counts: np.ndarray,
     target_size: int,
@@ -132,13 +138,15 @@ def run_balance(
     started = time.perf_counter()
     options = options or ReadOptions()
     backend = run_backend(backend, client)  # once, here: the tasks receive "cpu" or "gpu"
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     shards = shard_list(shards_spec)
     records = match_records(out_dir, shards)
     counts_path = out_dir / COUNTS_NPY
-    if not counts_path.is_file():
+    if not storage.is_file(counts_path):
         raise FileNotFoundError(f"{counts_path}: no counts; run the count stage first")
     rundir.check_balance_inputs(out_dir, options, [s.name for s in shards], COUNTS_NPY)
+    if summary and isinstance(out_dir, RemotePath):  # summary.json marks a finished run there
+        remove(out_dir / SUMMARY_NAME)
     counts = load_entry_counts(counts_path)
     t_list = [float(t) for t in (ts or [])]
     solved: float | None = None
@@ -159,30 +167,32 @@ def run_balance(
         digest = _balance_digest(seed, t, counts, records, options)
         _prepare_t_dir(directories[t], digest, seed, t)
     curated = {t: Manifest.load(directories[t], CURATED_MANIFEST) for t in t_list}
+    for manifest in curated.values():  # in object storage: what killed attempts left
+        remove_orphans(manifest, "", keep=(BALANCE_CONFIG,))
 
     in_flight = SHARDS_IN_FLIGHT if xp is np else 1
     with _progress(progress) as bar, ThreadPoolExecutor(in_flight) as pool:
         task = bar.add_task("balance", total=len(shards), rows=0)
-        todo: list[tuple[Shard, Path, dict[float, Path]]] = []
+        todo: list[tuple[Shard, Location, dict[float, Location]]] = []
         for shard in shards:
             record = records[shard.name]
             if record.output is None:  # unreadable at match time: nothing to curate
                 bar.update(task, advance=1)
                 continue
-            outputs = {t: directories[t] / output_name(shard.name) for t in t_list}
+            outputs = _curated_outputs(directories, curated, shard.name)
             todo.append((shard, out_dir / record.output, outputs))
         recorded = {s.name: _recorded_checksums(curated, s.name) for s, _, _ in todo}
         if client is not None:
             shard_figures = _balance_dask(
                 client, todo, counts, t_list, seed, options, backend, bar, task, recorded
             )
-            for figures in shard_figures:
-                _record_curated(curated, figures)
+            for figures, (_, _, outputs) in zip(shard_figures, todo, strict=True):
+                _record_curated(curated, figures, outputs)
         else:  # in process: shards in order, two at once on the CPU (files.SHARDS_IN_FLIGHT)
             shard_figures = []
             rows = 0
 
-            def one(item: tuple[Shard, Path, dict[float, Path]]) -> ShardFigures:
+            def one(item: tuple[Shard, Location, dict[float, Location]]) -> ShardFigures:
                 shard, match_file, outputs = item
                 return _shard_figures(
                     shard, match_file, device_counts, counts, t_list, seed, outputs,
@@ -190,12 +200,15 @@ def run_balance(
                 )  # fmt: skip
 
             results = pool.map(one, todo)
-            for figures in results:
-                _record_curated(curated, figures)
+            for figures, (_, _, outputs) in zip(results, todo, strict=True):
+                _record_curated(curated, figures, outputs)
                 shard_figures.append(figures)
                 rows += figures.texts
                 bar.update(task, advance=1, rows=rows)
 
+    for folder in directories.values():  # the files this run superseded, before summary.json
+        if isinstance(folder, RemotePath):
+            remove_orphans(Manifest.load(folder, CURATED_MANIFEST), "", (BALANCE_CONFIG,))
     matched_entries = counts > 0
     distinct = int(matched_entries.sum())
     total_matches = int(counts.sum(dtype=np.uint64))
@@ -252,18 +265,42 @@ def _recorded_checksums(curated: dict[float, Manifest], shard: str) -> dict[floa
     return found
 
 
-def _record_curated(curated: dict[float, Manifest], figures: ShardFigures) -> None:
+def _curated_outputs(
+    directories: dict[float, Location], curated: dict[float, Manifest], shard: str
+) -> dict[float, Location]:
+    """Per t, where `shard`'s curated file goes: ``<t folder>/<files.output_name(shard)>``; in
+    object storage the file its record names (reused if its checksum still matches) or, when
+    any t has none, a name unique to this attempt for every t (nothing is overwritten)."""
+    local = {t: folder / output_name(shard) for t, folder in directories.items()}
+    if not any(isinstance(folder, RemotePath) for folder in directories.values()):
+        return local
+    named = {t: curated[t].get(shard) for t in directories}
+    if all(r is not None and r.output for r in named.values()):
+        return {t: directories[t] / r.output for t, r in named.items()}  # type: ignore[union-attr]
+    return {t: folder / attempt_name(output_name(shard)) for t, folder in directories.items()}
+
+
+def _record_curated(
+    curated: dict[float, Manifest], figures: ShardFigures, outputs: dict[float, Location]
+) -> None:
     """Appends the curated files `figures` wrote (none when reused) to their folders' manifests."""
     for t, checksum in figures.checksums.items():
-        name = output_name(figures.shard)
+        path = outputs[t]
+        written = remember(path, checksum) if isinstance(path, RemotePath) else {}
         curated[t].append(
-            ShardRecord(shard=figures.shard, output=name, rows=figures.kept[t], checksum=checksum)
+            ShardRecord(
+                shard=figures.shard,
+                output=path.name,
+                rows=figures.kept[t],
+                checksum=checksum,
+                output_fingerprint=written,
+            )
         )
 
 
 def _balance_dask(
     client: Any,
-    todo: list[tuple[Shard, Path, dict[float, Path]]],
+    todo: list[tuple[Shard, Location, dict[float, Location]]],
     counts: np.ndarray,
     ts: list[float],
     seed: int,
@@ -276,7 +313,7 @@ def _balance_dask(
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
     from metaclip_gpu.pipeline.cluster import results_as_completed
 
-    shared_counts = client.scatter(counts, broadcast=True)
+    shared_counts = client.scatter(counts, broadcast=True, hash=False)  # see target_size
     futures = [
         client.submit(
             _balance_task,
@@ -304,6 +341,8 @@ def _balance_dask(
     except BaseException:
         client.cancel(futures)
         raise
-    for folder in {path.parent for _, _, outputs in todo for path in outputs.values()}:
+    for folder in {
+        path.parent for _, _, outputs in todo for path in outputs.values() if isinstance(path, Path)
+    }:
         remove_stale_tmp(folder)  # what workers killed mid-write left
     return [done[shard.name] for shard, _, _ in todo]

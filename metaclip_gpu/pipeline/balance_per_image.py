@@ -52,6 +52,8 @@ from metaclip_gpu.pipeline.write import (
     curated_table,
     write_parquet,
 )
+from metaclip_gpu.storage import RemotePath
+from metaclip_gpu.storage_write import list_tree, remove
 
 CHOICE_SALT = np.uint64(0x6D657461636C6970)  # "metaclip": the text choice's own stream
 
@@ -210,6 +212,10 @@ def balance_per_image(
     dirs = {t: out_dir / CURATED_DIR / t_en_label(t) for t in probs}
     current = {output_name(shard.name) for shard in shards}
     for folder in dirs.values():
+        if isinstance(folder, RemotePath):  # every file is written anew: the folder emptied
+            for obj in list_tree(folder):
+                remove(obj)
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(folder)
         (folder / CURATED_MANIFEST).unlink(missing_ok=True)  # every file is written anew
@@ -262,5 +268,6 @@ def balance_per_image(
             rows += result.texts
             bar.update(task, advance=1, rows=rows)
     for folder in dirs.values():
-        remove_stale_tmp(folder)  # what workers killed mid-write left
+        if isinstance(folder, Path):
+            remove_stale_tmp(folder)  # what workers killed mid-write left
     return figures

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches
 from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
@@ -55,7 +55,7 @@ class ShardFigures:
 def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> ShardFigures:
     """Texts, matched texts and expected kept per t of a match file (for a skipped shard)."""
     figures = ShardFigures("", expected=dict.fromkeys(ts, 0.0))
-    parquet = pq.ParquetFile(match_file)
+    parquet = storage.parquet_file(match_file)
     try:
         for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
             offsets, ids = csr_of(batch.column(0))
@@ -158,7 +158,7 @@ def _shard_figures(
         figures = _file_stats(match_file, host_counts, ts)
         figures.shard, figures.reused = shard.name, True
         for t, path in outputs.items():
-            figures.kept[t] = pq.ParquetFile(path).metadata.num_rows
+            figures.kept[t] = storage.parquet_file(path).metadata.num_rows
         return figures
     return balance_shard(shard, match_file, counts, ts, seed, outputs, options=options, xp=xp)
 

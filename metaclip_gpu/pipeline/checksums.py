@@ -17,8 +17,12 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import xxhash
+
+from metaclip_gpu import storage
+from metaclip_gpu.storage import RemotePath
 
 BLOCK_BYTES = 4 << 20
 
@@ -27,7 +31,8 @@ class DamagedFileWarning(UserWarning):
     """An output file whose bytes no longer match its recorded checksum (it is redone)."""
 
 
-_verified: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime_ns, inode) -> hash
+# (path, size, mtime_ns, inode) -> hash; an object's (url, size, version tag, "") -> hash
+_verified: dict[tuple[str, int, int | str, int | str], str] = {}
 _verified_lock = threading.Lock()
 
 
@@ -40,33 +45,62 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _stat_key(path: Path) -> tuple[str, int, int, int]:
+def _object_key(url: str, found: dict[str, Any]) -> tuple[str, int, int | str, int | str]:
+    return (url, int(found["size"]), str(found.get("version", found.get("mtime_ns"))), "")
+
+
+def _stat_key(path: Path | RemotePath) -> tuple[str, int, int | str, int | str]:
+    if isinstance(path, RemotePath):  # the ETag changes whenever the bytes do
+        return _object_key(path.url, storage.fingerprint(path))
     st = os.stat(path)
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def remember(path: str | os.PathLike[str], checksum: str) -> None:
+def remember(path: str | os.PathLike[str] | RemotePath, checksum: str) -> dict[str, Any]:
     """Notes that `path` (as it is now) has `checksum`: a writer calls this after hashing what
-    it just wrote, so the next check in this process needs no read."""
-    key = _stat_key(Path(path))
+    it just wrote, so the next check in this process needs no read. Returns an object's
+    fingerprint (`storage.fingerprint`: size and ETag), for its record (`remember_object`);
+    {} for a local file."""
+    path = storage.location(path)
+    found = storage.fingerprint(path) if isinstance(path, RemotePath) else {}
+    key = _object_key(path.url, found) if isinstance(path, RemotePath) else _stat_key(path)
     with _verified_lock:
         _verified[key] = checksum
+    return found
 
 
-def current_checksum(path: str | os.PathLike[str]) -> str:
-    """`file_checksum` of `path`, from this process's memo while the file is unchanged."""
-    path = Path(path)
+def remember_object(loc: RemotePath, found: dict[str, Any], checksum: str) -> None:
+    """Notes that the object `loc` has `checksum` while it has the fingerprint `found` (its
+    size and ETag, as recorded when it was written): a rerun checks an unchanged object with
+    one HEAD instead of reading it all (S3's ETag changes whenever the bytes do)."""
+    if found.get("size") is None or not checksum:
+        return
+    with _verified_lock:
+        _verified[_object_key(loc.url, found)] = checksum
+
+
+def current_checksum(path: str | os.PathLike[str] | RemotePath) -> str:
+    """`file_checksum` of `path`, from this process's memo while the file is unchanged (an
+    object in a remote run directory: while its size and ETag are)."""
+    path = storage.location(path)
     key = _stat_key(path)
     with _verified_lock:
         known = _verified.get(key)
     if known is None:
-        known = file_checksum(path)
+        if isinstance(path, RemotePath):
+            from metaclip_gpu.storage_write import checksum
+
+            known = checksum(path)
+        else:
+            known = file_checksum(path)
         with _verified_lock:
             _verified[key] = known
     return known
 
 
-def checksum_matches(path: str | os.PathLike[str], expected: str | None, what: str = "") -> bool:
+def checksum_matches(
+    path: str | os.PathLike[str] | RemotePath, expected: str | None, what: str = ""
+) -> bool:
     """Whether `path` exists and has the checksum `expected`. A file that exists with other
     bytes is named in a `DamagedFileWarning` (`what` says what it is and that it is redone);
     a missing file or a record without a checksum (an older run's) is simply not reusable."""

@@ -27,6 +27,7 @@ time, or one task per file on a dask cluster); `run_count` saves ``entry_counts.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import tempfile
@@ -39,11 +40,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.arrays import array_module, to_host
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.pipeline import rundir
-from metaclip_gpu.pipeline.checksums import checksum_matches, file_checksum
+from metaclip_gpu.pipeline.checksums import checksum_matches, file_checksum, remember
 from metaclip_gpu.pipeline.cluster import results_as_completed
 from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
 from metaclip_gpu.pipeline.manifest import Manifest
@@ -52,6 +55,8 @@ from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
 from metaclip_gpu.pipeline.shard_counts import add_footer_counts
+from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage_write import write_bytes
 
 COUNT_DTYPE = np.uint64
 """The dtype of every counts array (MetaCLIP's, and exact far beyond any pool size)."""
@@ -117,7 +122,7 @@ def reduce_counts(parts: Iterable[Any], n_entries: int | None = None) -> Any:
     return total
 
 
-def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str]) -> Path:
+def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str] | RemotePath) -> Location:
     """Writes `counts` in MetaCLIP's format: ``np.save`` of a 1-D ``uint64`` array.
 
     The file is written under a temporary name in the same folder and renamed into place, so
@@ -125,7 +130,12 @@ def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str]) -> Path:
     Returns the path.
     """
     host = _as_counts(np, to_host(counts))
-    path = Path(path_npy)
+    path = storage.location(path_npy)
+    if isinstance(path, RemotePath):  # one PUT: as atomic
+        buffer = io.BytesIO()
+        np.save(buffer, host, allow_pickle=False)
+        write_bytes(path, buffer.getvalue())
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -138,9 +148,13 @@ def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_entry_counts(path_npy: str | os.PathLike[str]) -> np.ndarray:
+def load_entry_counts(path_npy: str | os.PathLike[str] | RemotePath) -> np.ndarray:
     """Reads a counts file written by `save_entry_counts` (or MetaCLIP) as 1-D ``uint64``."""
-    counts = np.load(Path(path_npy), allow_pickle=False)
+    path = storage.location(path_npy)
+    if isinstance(path, RemotePath):
+        counts = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+    else:
+        counts = np.load(path, allow_pickle=False)
     return _as_counts(np, counts)
 
 
@@ -181,9 +195,11 @@ def _as_counts(xp: Any, counts: Any) -> Any:
     return array.astype(COUNT_DTYPE)
 
 
-def file_counts(path: str | os.PathLike[str], n_entries: int, batch_rows: int = 1 << 20):
+def file_counts(
+    path: str | os.PathLike[str] | RemotePath, n_entries: int, batch_rows: int = 1 << 20
+):
     """uint64 counts of one match file's ``entry_ids`` (only that column is read)."""
-    parquet = pq.ParquetFile(path)
+    parquet = storage.parquet_file(storage.location(path))
     parts = (
         entry_counts(pc.list_flatten(batch.column(0)).to_numpy(zero_copy_only=False), n_entries)
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=["entry_ids"])
@@ -209,7 +225,7 @@ def count_matches(
     `client`: a `distributed.Client`; each file is counted by a task on a worker and the
     per-file counts are reduced here (`count.reduce_counts`, exact in any order).
     """
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     manifest = Manifest.load(out_dir)
     if shards is None:
         shards = rundir.current_shards(out_dir)
@@ -256,7 +272,7 @@ def run_count(
     not the metadata the match stage used. `client`: count each match file on a dask worker
     (`count_matches`)."""
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     index = (
         metadata_path
         if isinstance(metadata_path, MetadataIndex)
@@ -265,29 +281,46 @@ def run_count(
     rundir.check_metadata(out_dir, index, "count")
     shards = rundir.current_shards(out_dir)
     counts = count_matches(out_dir, len(index), shards=shards, client=client)
-    save_entry_counts(counts, out_dir / COUNTS_NPY)
-    final = out_dir / COUNTS_PARQUET
-    tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
-    try:
-        with with_path(tmp):
-            # plain: 0.06 s for 500k entries, 0.17 s with snappy and dictionary pages
-            pq.write_table(
-                counts_table(counts, index.entries), tmp, compression="none", use_dictionary=False
-            )
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if shards is not None:
+    # plain: 0.06 s for 500k entries, 0.17 s with snappy and dictionary pages
+    table = counts_table(counts, index.entries)
+    if isinstance(out_dir, RemotePath):
+        files = _put_counts(out_dir, counts, table)
+    else:
+        save_entry_counts(counts, out_dir / COUNTS_NPY)
+        final = out_dir / COUNTS_PARQUET
+        tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
+        try:
+            with with_path(tmp):
+                pq.write_table(table, tmp, compression="none", use_dictionary=False)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         files = {name: file_checksum(out_dir / name) for name in (COUNTS_NPY, COUNTS_PARQUET)}
+    if shards is not None:
         rundir.record_counts(out_dir, shards, files, round(time.perf_counter() - started, 3))
     return counts
+
+
+def _put_counts(out_dir: RemotePath, counts: np.ndarray, table: pa.Table) -> dict[str, str]:
+    """The counts files in object storage, one PUT each; their checksums."""
+    npy = io.BytesIO()
+    np.save(npy, _as_counts(np, to_host(counts)), allow_pickle=False)
+    parquet = pa.BufferOutputStream()
+    pq.write_table(table, parquet, compression="none", use_dictionary=False)
+    files = {}
+    for name, data in ((COUNTS_NPY, npy.getvalue()), (COUNTS_PARQUET, parquet.getvalue())):
+        data = bytes(data)
+        write_bytes(out_dir / name, data)
+        files[name] = xxhash.xxh64(data).hexdigest()
+        remember(out_dir / name, files[name])
+    return files
 
 
 COUNTS_DIR = "entry_counts"
 
 
 def count_languages(
-    out_dir: Path, shards: Sequence[Shard], sizes: dict[str, int], client: Any = None
+    out_dir: Location, shards: Sequence[Shard], sizes: dict[str, int], client: Any = None
 ) -> dict[str, np.ndarray]:
     """Per-language uint64 counts over the match files of `shards` (``lang`` column)."""
     records = match_records(out_dir, shards)
@@ -308,10 +341,10 @@ def count_languages(
     return {lang: reduce_counts([p[lang] for p in parts], n) for lang, n in sizes.items()}
 
 
-def file_language_counts(path: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+def file_language_counts(path: Location, sizes: dict[str, int]) -> dict[str, np.ndarray]:
     """One match file's per-language counts (every language of `sizes`, zeros included)."""
     counts = {lang: np.zeros(n, dtype=np.uint64) for lang, n in sizes.items()}
-    parquet = pq.ParquetFile(path)
+    parquet = storage.parquet_file(path)
     try:
         for batch in parquet.iter_batches(batch_size=1 << 20, columns=["lang", "entry_ids"]):
             lang = batch.column(0)

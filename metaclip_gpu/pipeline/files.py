@@ -16,6 +16,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -76,6 +77,26 @@ def remove_stale_tmp(directory: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def remove_orphans(manifest: Any, folder: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """In a run directory in object storage (`storage_write`): deletes the objects under
+    `folder` (relative to the manifest's directory) that no latest record of `manifest` (a
+    `manifest.Manifest`) names, and the record objects later ones superseded: what killed or
+    redone attempts left; `folder` "" is the whole directory (then `keep` names the other
+    files to keep). The caller holds the run lock. Nothing for a local directory
+    (`remove_stale_tmp` is its counterpart). Returns the names deleted."""
+    from metaclip_gpu.storage import RemotePath
+    from metaclip_gpu.storage_write import sweep
+
+    root = manifest.out_dir
+    if not isinstance(root, RemotePath):
+        return []
+    wanted = {r.output for r in manifest.records.values() if r.output is not None}
+    wanted |= set(manifest.objects.values()) | set(keep)
+    if not folder:
+        return sweep(root, root, wanted)
+    return sweep(root / folder, root, wanted) + sweep(manifest.folder, root, wanted)
 
 
 def _progress(enabled: bool):  # -> a rich Progress, or progress lines in a log

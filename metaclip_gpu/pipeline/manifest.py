@@ -16,23 +16,30 @@ input is unchanged: reading it again would fail again.
 
 A run killed while appending can leave a truncated last line; `Manifest.load` ignores it (and
 any other line that is not a JSON object), and the next append starts on a new line.
+
+In object storage (an ``s3://`` output) nothing can be appended to: each record is one object
+``<out_dir>/manifest/<seq>-<random>.json`` (``_manifest/`` for a curated folder), put whole
+(atomic) after its output file was written under its attempt's unique name: the record is the
+commit point. `load` lists the folder and reads the records in ``seq`` order (the run lock
+keeps one writer, so ``seq`` orders them); ``objects`` names each shard's latest record
+object: the others, superseded, are orphans that the next run deletes with the files no
+latest record names (`files.remove_orphans`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from metaclip_gpu import storage
-from metaclip_gpu.pipeline.checksums import checksum_matches
+from metaclip_gpu.pipeline.checksums import checksum_matches, remember_object
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
-from metaclip_gpu.storage import RemotePath
+from metaclip_gpu.storage import Location, RemotePath
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -59,9 +66,14 @@ class ShardRecord:
     path: str = ""
     invalid_lines: list[int] = field(default_factory=list)  # first lines of skipped rows
     checksum: str = ""  # XXH64 of the output file's bytes (`checksums.file_checksum`)
+    # an output in object storage: its size and ETag when written (`checksums.remember_object`)
+    output_fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        data = asdict(self)
+        if not self.output_fingerprint:  # local outputs: records as before
+            del data["output_fingerprint"]
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
@@ -69,10 +81,10 @@ class ShardRecord:
         return cls(**known)
 
 
-def parquet_readable(path: Path) -> bool:
+def parquet_readable(path: Location) -> bool:
     """True when `path` exists and its Parquet footer can be read."""
     try:
-        pq.ParquetFile(path).close()
+        storage.parquet_file(path).close()
     except (OSError, ValueError, TypeError):  # pyarrow's ArrowInvalid is a ValueError
         return False
     return True
@@ -81,20 +93,59 @@ def parquet_readable(path: Path) -> bool:
 class Manifest:
     """The records of ``<out_dir>/manifest.jsonl``, latest per shard name."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], name: str = MANIFEST_NAME) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, out_dir: str | os.PathLike[str] | RemotePath, name: str = MANIFEST_NAME):
+        self.out_dir: Location = storage.location(out_dir)
         self.path = self.out_dir / name
         self.records: dict[str, ShardRecord] = {}
         self.ignored_lines = 0  # truncated or malformed lines seen by `load`
+        # in object storage: the folder of record objects, each latest record's object name
+        self.folder = self.out_dir / name.removesuffix(".jsonl")
+        self.objects: dict[str, str] = {}
+        self.next_seq = 0
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike[str], name: str = MANIFEST_NAME) -> Manifest:
+    def load(
+        cls, out_dir: str | os.PathLike[str] | RemotePath, name: str = MANIFEST_NAME
+    ) -> Manifest:
         """The manifest `name` of `out_dir` (empty when there is no file yet)."""
         manifest = cls(out_dir, name)
+        if isinstance(manifest.out_dir, RemotePath):
+            manifest._load_objects()
+            return manifest
         try:
             raw = manifest.path.read_bytes()
         except FileNotFoundError:
             return manifest
+        manifest._add_lines(raw)
+        return manifest
+
+    def _load_objects(self) -> None:
+        """A remote manifest: its record objects, in ``seq`` order (later ones win)."""
+        from metaclip_gpu.storage_write import invalidate, list_tree, relative
+
+        assert isinstance(self.folder, RemotePath) and isinstance(self.out_dir, RemotePath)
+        invalidate(self.folder)
+        objects = [o for o in list_tree(self.folder) if o.name.endswith(".json")]
+        fs, _ = storage.filesystem(self.folder)
+        with storage.named_errors(self.folder):
+            contents = fs.cat([fs._strip_protocol(o.url) for o in objects]) if objects else {}
+        by_path = {fs._strip_protocol(k): v for k, v in contents.items()}
+        for obj in objects:
+            relative_name = relative(obj, self.out_dir)
+            seq = obj.name.split("-", 1)[0]
+            if seq.isdigit():
+                self.next_seq = max(self.next_seq, int(seq) + 1)
+            shard = self._add_lines(by_path.get(fs._strip_protocol(obj.url), b""))
+            if shard is not None:  # a record superseded by a later one is an orphan
+                self.objects[shard] = relative_name
+        for record in self.records.values():  # unchanged outputs are checked with a HEAD
+            out = self.output_path(record)
+            if isinstance(out, RemotePath):
+                remember_object(out, record.output_fingerprint, record.checksum)
+
+    def _add_lines(self, raw: bytes) -> str | None:
+        """Adds the records of `raw`'s lines; returns the last one's shard name."""
+        last = None
         for line in raw.split(b"\n"):
             if not line.strip():
                 continue
@@ -102,10 +153,11 @@ class Manifest:
                 data = json.loads(line)
                 record = ShardRecord.from_dict(data)
             except (ValueError, TypeError):
-                manifest.ignored_lines += 1
+                self.ignored_lines += 1
                 continue
-            manifest.records[record.shard] = record
-        return manifest
+            self.records[record.shard] = record
+            last = record.shard
+        return last
 
     def __len__(self) -> int:
         return len(self.records)
@@ -116,7 +168,7 @@ class Manifest:
     def get(self, shard: str) -> ShardRecord | None:
         return self.records.get(shard)
 
-    def output_path(self, record: ShardRecord) -> Path | None:
+    def output_path(self, record: ShardRecord) -> Location | None:
         return None if record.output is None else self.out_dir / record.output
 
     def is_done(self, shard: Shard | str, *, config: str | None = None) -> bool:
@@ -143,7 +195,18 @@ class Manifest:
         return checksum_matches(out, record.checksum, f"shard {name} is redone")
 
     def append(self, record: ShardRecord) -> None:
-        """Appends `record` durably (fsync), on a fresh line even after a truncated one."""
+        """Appends `record` durably (fsync), on a fresh line even after a truncated one (in
+        object storage: puts it as the next record object)."""
+        if isinstance(self.folder, RemotePath):
+            from metaclip_gpu.storage_write import write_bytes
+
+            name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
+            write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
+            self.next_seq += 1
+            self.objects[record.shard] = f"{self.folder.name}/{name}"
+            self.records[record.shard] = record
+            return
+        assert isinstance(self.out_dir, Path)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         line = record.to_json().encode("utf-8") + b"\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

@@ -30,6 +30,7 @@ from metaclip_gpu.pipeline.files import (
     SHARDS_IN_FLIGHT,
     _progress,
     output_name,
+    remove_orphans,
     remove_stale_tmp,
 )
 from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord
@@ -48,6 +49,7 @@ from metaclip_gpu.pipeline.shard_match import (
     match_shard_output,
     stage_config,
 )
+from metaclip_gpu.storage import Location, RemotePath
 
 
 @holds_run_lock("match")
@@ -94,10 +96,12 @@ def run_match(
         index = MetadataIndex.load(metadata_path, cache=cache_dir)
     else:
         index = MetadataIndex.load(metadata_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out_dir / MATCHES_DIR)
+    out_dir = storage.location(out_dir)
+    if isinstance(out_dir, Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(out_dir / MATCHES_DIR)
     manifest = Manifest.load(out_dir)
+    remove_orphans(manifest, MATCHES_DIR)  # in object storage: what killed attempts left
     config = stage_config(index, options)
     rundir.begin_match(out_dir, index, options, config, [s.name for s in shards])
     if client is not None:
@@ -163,8 +167,11 @@ def run_match(
     return _recorded(out_dir, started, [reports[shard.name] for shard in shards])
 
 
-def _recorded(out_dir: Path, started: float, reports: list[ShardReport]) -> list[ShardReport]:
-    """`reports`, after recording the match stage's figures in the run record (`rundir`)."""
+def _recorded(out_dir: Location, started: float, reports: list[ShardReport]) -> list[ShardReport]:
+    """`reports`, after recording the match stage's figures in the run record (`rundir`) (and
+    in object storage deleting the outputs and records this run superseded)."""
+    if isinstance(out_dir, RemotePath):
+        remove_orphans(Manifest.load(out_dir), MATCHES_DIR)
     matched = sum(not getattr(r, "reused", False) for r in reports)
     rundir.end_match(out_dir, matched, round(time.perf_counter() - started, 3))
     return reports
@@ -174,7 +181,7 @@ def _match_task(
     shard: Shard,
     metadata: Path | MatchIndex,
     cache_dir: Path | None,
-    out_dir: Path,
+    out_dir: Location,
     *,
     options: ReadOptions,
     backend: str,
@@ -201,7 +208,7 @@ def _run_match_dask(
     shards: list[Shard],
     metadata: Path | MatchIndex,
     cache_dir: Path | None,
-    out_dir: Path,
+    out_dir: Location,
     manifest: Manifest,
     config: str,
     *,
@@ -254,7 +261,8 @@ def _run_match_dask(
             except BaseException:
                 client.cancel(futures)  # the unrecorded shards are redone by the next run
                 raise
-            remove_stale_tmp(out_dir / MATCHES_DIR)  # what workers killed mid-write left
+            if isinstance(out_dir, Path):
+                remove_stale_tmp(out_dir / MATCHES_DIR)  # what workers killed mid-write left
     return [reports[shard.name] for shard in shards]
 
 
@@ -264,7 +272,7 @@ def shard_list(spec: Any) -> list[Shard]:
     return find_shards(spec)
 
 
-def match_records(out_dir: Path, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
+def match_records(out_dir: Location, shards: Sequence[Shard]) -> dict[str, ShardRecord]:
     """Each shard's up-to-date match record; RuntimeError naming the shards without one."""
     manifest = Manifest.load(out_dir)
     config = rundir.match_config_id(out_dir)  # a record of another config is not up to date

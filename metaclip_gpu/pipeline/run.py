@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir
 from metaclip_gpu.pipeline.balance import run_balance
 from metaclip_gpu.pipeline.balance_per_image import balance_per_image
@@ -61,6 +62,7 @@ from metaclip_gpu.pipeline.thresholds import (
     t_en_label,
 )
 from metaclip_gpu.pipeline.write import t_label, write_json, write_parquet
+from metaclip_gpu.storage import Location, RemotePath
 
 
 class StageTimer:
@@ -87,7 +89,7 @@ class Run:
     """What every stage of one run shares."""
 
     shards: list[Shard]
-    out_dir: Path
+    out_dir: Location
     options: ReadOptions
     seed: int
     backend: str
@@ -235,7 +237,8 @@ class OneTextPerImage(Mode):
         sizes = {lang: len(index) for lang, index in self.langs.indexes.items()}
         self.counts = count_languages(run.out_dir, run.shards, sizes, run.client)
         counts_dir = run.out_dir / COUNTS_DIR
-        counts_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(counts_dir, Path):
+            counts_dir.mkdir(parents=True, exist_ok=True)
         for lang, c in self.counts.items():
             save_entry_counts(c, counts_dir / f"{lang}.npy")
         tables = [
@@ -349,7 +352,7 @@ def curate(
     backend = run_backend(backend, client)  # once, here: every stage and task gets the result
     run = Run(
         shards=shard_list(shards_spec),
-        out_dir=Path(out_dir),
+        out_dir=storage.location(out_dir),
         options=options,
         seed=seed,
         backend=backend,
@@ -357,6 +360,10 @@ def curate(
         client=client,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
     )
+    if isinstance(run.out_dir, RemotePath):  # in object storage: summary.json marks a finished run
+        from metaclip_gpu.storage_write import remove
+
+        remove(run.out_dir / SUMMARY_NAME)
     timer = StageTimer()
     with timer.stage("index"):
         mode.load(metadata, run)

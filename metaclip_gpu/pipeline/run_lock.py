@@ -18,6 +18,15 @@ The lock is reentrant within a process (``curate`` holds it and calls the stage 
 which take it too), so it does not keep two threads of one process apart. Dask workers never
 take it: only the client process writes the manifest, the counts and the summary. On a file
 system without hard links the lock is made with ``O_CREAT | O_EXCL`` instead.
+
+In object storage (an ``s3://`` output) the lock is the object ``run.lock``, created only
+where none exists (a conditional PUT, S3's ``If-None-Match: *``): of two runs, one gets it.
+A lock of this host whose process is gone is deleted and taken again, as above (between the
+read and the delete another run of this host could take it: a narrow window the local lock
+closes with a rename, which object stores lack); a lock of another host is refused with the
+same line naming the URL to delete. A store without conditional writes is refused with one
+line (`storage_write.NoConditionalWrites`): there would be no lock at all. The lock has no
+lease or heartbeat: a run killed on another host leaves it until someone deletes it.
 """
 
 from __future__ import annotations
@@ -35,10 +44,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metaclip_gpu import storage
+from metaclip_gpu.storage import RemotePath
+
 LOCK_NAME = "run.lock"
 F = TypeVar("F", bound=Callable[..., Any])
 
-_held: dict[Path, int] = {}  # resolved lock path -> depth, in this process
+_held: dict[Path | str, int] = {}  # resolved lock path -> depth, in this process
 _held_guard = threading.Lock()
 
 
@@ -56,10 +68,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_holder(lock: Path) -> dict[str, Any] | None:
+def read_holder(lock: Path | RemotePath) -> dict[str, Any] | None:
     """The holder recorded in `lock`, or None when there is no lock (or it is unreadable)."""
+    if isinstance(lock, RemotePath):
+        from metaclip_gpu.storage_write import invalidate
+
+        invalidate(lock)
     try:
-        data = json.loads(lock.read_text())
+        data = json.loads(storage.read_bytes(lock))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -70,8 +86,16 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid')} on host {holder.get('host')}{what} since {holder.get('since')}"
 
 
-def _create(lock: Path, content: bytes) -> bool:
+def _create(lock: Path | RemotePath, content: bytes) -> bool:
     """Creates `lock` with `content` atomically; False when it exists."""
+    if isinstance(lock, RemotePath):
+        from metaclip_gpu.storage_write import write_bytes
+
+        try:
+            write_bytes(lock, content, exclusive=True)
+        except FileExistsError:
+            return False
+        return True
     tmp = lock.with_name(f"{LOCK_NAME}.tmp-{os.getpid()}")
     tmp.write_bytes(content)
     try:
@@ -91,8 +115,15 @@ def _create(lock: Path, content: bytes) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _remove_stale(lock: Path, holder: dict[str, Any]) -> None:
-    """Renames a dead holder's lock away (only one of several runs succeeds) and deletes it."""
+def _remove_stale(lock: Path | RemotePath, holder: dict[str, Any]) -> None:
+    """Renames a dead holder's lock away (only one of several runs succeeds) and deletes it
+    (in object storage: deletes it if it still holds `holder`)."""
+    if isinstance(lock, RemotePath):
+        from metaclip_gpu.storage_write import remove
+
+        if read_holder(lock) == holder:
+            remove(lock)
+        return
     aside = lock.with_name(f"{LOCK_NAME}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(lock, aside)
@@ -107,8 +138,9 @@ def _remove_stale(lock: Path, holder: dict[str, Any]) -> None:
 def acquire(out_dir: str | os.PathLike[str], what: str = "") -> dict[str, Any]:
     """Takes the lock of `out_dir` (made if needed) for this process; `RunDirBusy` when a live
     run holds it. Returns the holder record written."""
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = storage.location(out_dir)
+    if isinstance(directory, Path):
+        directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK_NAME
     mine = {
         "host": socket.gethostname(),
@@ -141,15 +173,22 @@ def acquire(out_dir: str | os.PathLike[str], what: str = "") -> dict[str, Any]:
 
 def release(out_dir: str | os.PathLike[str], holder: dict[str, Any]) -> None:
     """Removes the lock of `out_dir` if it is still `holder`'s."""
-    lock = Path(out_dir) / LOCK_NAME
-    if read_holder(lock) == holder:
+    lock = storage.location(out_dir) / LOCK_NAME
+    if read_holder(lock) != holder:
+        return
+    if isinstance(lock, RemotePath):
+        from metaclip_gpu.storage_write import remove
+
+        remove(lock)
+    else:
         lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def run_lock(out_dir: str | os.PathLike[str], what: str = "") -> Iterator[None]:
     """Holds the lock of `out_dir` for the block (reentrant within this process)."""
-    key = (Path(out_dir) / LOCK_NAME).resolve()
+    where = storage.location(out_dir)
+    key = where.url if isinstance(where, RemotePath) else (where / LOCK_NAME).resolve()
     with _held_guard:
         depth = _held.get(key, 0)
         _held[key] = depth + 1

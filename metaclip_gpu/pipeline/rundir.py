@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.metadata import content_digest
 from metaclip_gpu.pipeline.checksums import checksum_matches
@@ -48,7 +49,7 @@ class RunDirError(RuntimeError):
     """A stage found the run directory holding results of other settings (one line)."""
 
 
-def _afresh(out_dir: Path) -> str:
+def _afresh(out_dir: Path | storage.RemotePath) -> str:
     return f"use a new --output (or delete {out_dir}) to start afresh"
 
 
@@ -56,15 +57,22 @@ def _afresh(out_dir: Path) -> str:
 def load_state(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The record of `out_dir`, or None (no match stage ran there, or an unreadable file)."""
     try:
-        data = json.loads((Path(out_dir) / RUN_NAME).read_text())
+        data = json.loads(storage.read_bytes(storage.location(out_dir) / RUN_NAME))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("format") == RUN_FORMAT else None
 
 
 def save_state(out_dir: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Writes the record (a temporary name, then renamed: a reader sees the old or the new)."""
-    path = Path(out_dir) / RUN_NAME
+    """Writes the record (a temporary name, then renamed: a reader sees the old or the new;
+    in object storage one PUT, as atomic)."""
+    out = storage.location(out_dir)
+    if isinstance(out, storage.RemotePath):
+        from metaclip_gpu.storage_write import write_json
+
+        write_json(out / RUN_NAME, state)
+        return
+    path = out / RUN_NAME
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
@@ -139,7 +147,7 @@ def begin_match(
 ) -> str | None:
     """Records this match run's configuration and shard list before any shard is matched.
     Returns what differs from the recorded configuration (then redone), or None."""
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     new = {
         "metadata": metadata_config(index),
         "read": read_config(options),
@@ -179,7 +187,7 @@ def current_shards(out_dir: str | os.PathLike[str]) -> list[str] | None:
 # ---------------------------------------------------------------------- count
 def check_metadata(out_dir: str | os.PathLike[str], index: Any, stage: str) -> None:
     """`RunDirError` when `index` is not the metadata the match stage used in `out_dir`."""
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     state = load_state(out_dir)
     if state is None:
         return
@@ -217,7 +225,7 @@ def check_balance_inputs(
     """`RunDirError` unless the counts of `out_dir` are of its match config and of `shards`,
     undamaged, and `options` read the texts as the match stage did. Returns the record (None
     for a directory of an older version, which has none: then nothing is checked)."""
-    out_dir = Path(out_dir)
+    out_dir = storage.location(out_dir)
     state = load_state(out_dir)
     if state is None:
         return None

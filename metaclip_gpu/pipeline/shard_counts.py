@@ -14,12 +14,13 @@ recorded with it, and a damaged file is redone whole. The count stage reads only
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from metaclip_gpu import storage
+from metaclip_gpu.storage import Location
 
 COUNTS_KEY = b"metaclip_gpu.entry_counts"
 COUNTS_SCHEMA = pa.schema([("lang", pa.string()), ("entry_id", pa.int32()), ("count", pa.uint64())])
@@ -85,11 +86,11 @@ class ShardCounts:
         return {COUNTS_KEY: base64.b64encode(sink.getvalue().to_pybytes())}
 
 
-def add_footer_counts(path: Path, totals: dict[str, np.ndarray]) -> bool:
+def add_footer_counts(path: Location, totals: dict[str, np.ndarray]) -> bool:
     """Adds the counts in match file `path`'s footer to `totals` (uint64 counts per language,
     in place); False, adding nothing, when it has none (an older run's file). ValueError naming
     the file for a language not in `totals` or an entry id outside its counts."""
-    metadata = pq.read_metadata(path).metadata or {}
+    metadata = storage.parquet_file(path).metadata.metadata or {}
     value = metadata.get(COUNTS_KEY)
     if value is None:
         return False

@@ -19,6 +19,7 @@ what, besides the input file, decides a shard's output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
 from metaclip_gpu.pipeline.checksums import file_checksum, remember
@@ -56,6 +58,8 @@ from metaclip_gpu.pipeline.read import (
     iter_shard_checked,
 )
 from metaclip_gpu.pipeline.shard_counts import ShardCounts
+from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage_write import attempt_name, open_output, remove
 
 LOADED = (MetadataIndex, LanguageIndexes, EnglishOnly)  # a loaded index, not a metadata path
 MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
@@ -73,7 +77,7 @@ class MatchReport(ShardReport):
     """A `ShardReport` plus where the output went, how long it took, and whether the
     shard was found done in the manifest (``reused``: no work was done this run)."""
 
-    output: Path | None = None
+    output: Location | None = None
     seconds: float = 0.0
     reused: bool = False
 
@@ -204,6 +208,84 @@ def match_shard(
     return report
 
 
+def _write_matches(
+    shard: Shard,
+    index: MatchIndex,
+    options: ReadOptions,
+    backend: str,
+    threads: int | None,
+    report: MatchReport,
+    counts: ShardCounts,
+    on_rows: Callable[[int], None] | None,
+    sink: Any,
+) -> None:
+    """Streams the shard's match table into `sink` (one Parquet file); `report.error` set
+    when the shard cannot be read (then the file is not to be kept)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in read_ahead(iter_shard_checked(shard, options, report)):
+            if chunk.num_rows == 0:
+                continue
+            try:
+                table = _chunk_table(chunk, index, backend, threads, report)
+            except ShardError as err:  # e.g. a worldwide shard without languages
+                report.error = str(err)
+                break
+            if on_rows is not None:
+                on_rows(chunk.num_rows)
+            if writer is None:
+                writer = pq.ParquetWriter(sink, table.schema, compression=COMPRESSION)
+            else:
+                table = table.cast(writer.schema)
+            writer.write_table(table)
+            counts.add(table)
+        if report.error is None and writer is None:
+            writer = pq.ParquetWriter(sink, _empty_table().schema, compression=COMPRESSION)
+        if writer is not None and report.error is None:
+            writer.add_key_value_metadata(counts.footer())
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _write_local(final: Path, write: Callable[[Any], None], report: MatchReport) -> str:
+    """`write` into ``<final>.tmp-<pid>``, fsynced and renamed to `final`; its checksum ("" and
+    no file, and an earlier output of the shard removed, when the shard cannot be read)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    renamed = False
+    checksum = ""
+    with with_path(tmp), open(tmp, "wb") as sink:
+        try:
+            write(sink)
+            if report.error is None:
+                sink.flush()
+                os.fsync(sink.fileno())
+                checksum = file_checksum(tmp)  # just written: read from the page cache
+                delay_hook()
+                os.replace(tmp, final)
+                renamed = True
+                _fsync_dir(final.parent)
+        finally:
+            if not renamed:
+                tmp.unlink(missing_ok=True)
+    if report.error is not None:
+        final.unlink(missing_ok=True)  # an output of an earlier version of this input
+    return checksum
+
+
+def _write_remote(final: RemotePath, write: Callable[[Any], None], report: MatchReport) -> str:
+    """`write` streamed to the object `final` (this attempt's own name), hashed on the way;
+    its checksum ("" and no object when the shard cannot be read)."""
+    with open_output(final) as sink:
+        write(sink)
+        delay_hook()  # before the object exists
+    if report.error is not None:
+        remove(final)
+        return ""
+    return sink.checksum()
+
+
 def match_shard_output(
     shard: Shard,
     index: MatchIndex,
@@ -219,59 +301,24 @@ def match_shard_output(
     report and the record to append. A dask worker runs this and the client appends, so only
     one process ever appends to the manifest."""
     start = time.perf_counter()
-    out_dir = Path(out_dir)
-    matches_dir = out_dir / MATCHES_DIR
-    matches_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = storage.location(out_dir)
     input_fingerprint = fingerprint(shard.path)  # before reading: a change meanwhile is redone
     name = output_name(shard.name)
-    final = matches_dir / name
-    tmp = matches_dir / f"{name}.tmp-{os.getpid()}"
     report = MatchReport(shard)
     counts = ShardCounts()  # the shard's entry counts, in its match file's footer
-    renamed = False
-    with with_path(tmp), open(tmp, "wb") as sink:
-        try:
-            writer: pq.ParquetWriter | None = None
-            try:
-                for chunk in read_ahead(iter_shard_checked(shard, options, report)):
-                    if chunk.num_rows == 0:
-                        continue
-                    try:
-                        table = _chunk_table(chunk, index, backend, threads, report)
-                    except ShardError as err:  # e.g. a worldwide shard without languages
-                        report.error = str(err)
-                        break
-                    if on_rows is not None:
-                        on_rows(chunk.num_rows)
-                    if writer is None:
-                        writer = pq.ParquetWriter(sink, table.schema, compression=COMPRESSION)
-                    else:
-                        table = table.cast(writer.schema)
-                    writer.write_table(table)
-                    counts.add(table)
-                if report.error is None and writer is None:
-                    writer = pq.ParquetWriter(sink, _empty_table().schema, compression=COMPRESSION)
-                if writer is not None and report.error is None:
-                    writer.add_key_value_metadata(counts.footer())
-            finally:
-                if writer is not None:
-                    writer.close()
-            if report.error is None:
-                sink.flush()
-                os.fsync(sink.fileno())
-                checksum = file_checksum(tmp)  # just written: read from the page cache
-                delay_hook()
-                os.replace(tmp, final)
-                renamed = True
-                _fsync_dir(matches_dir)
-        finally:
-            if not renamed:
-                tmp.unlink(missing_ok=True)
-    if report.error is not None:
-        checksum = ""
-        final.unlink(missing_ok=True)  # an output of an earlier version of this input
+    write = functools.partial(
+        _write_matches, shard, index, options, backend, threads, report, counts, on_rows
+    )
+    if isinstance(out_dir, RemotePath):
+        name = attempt_name(name)  # no rename in object storage: a name per attempt
+        final: Location = out_dir / MATCHES_DIR / name
+        checksum = _write_remote(final, write, report)
     else:
-        remember(final, checksum)
+        final = out_dir / MATCHES_DIR / name
+        checksum = _write_local(final, write, report)
+    written: dict[str, Any] = {}  # an object's size and ETag, for its record
+    if report.error is None:
+        written = remember(final, checksum)
         delay_hook()
         report.output = final
     report.seconds = time.perf_counter() - start
@@ -288,6 +335,7 @@ def match_shard_output(
         path=str(shard.path),
         invalid_lines=report.invalid_lines[:RECORDED_LINES],
         checksum=checksum,
+        output_fingerprint=written,
     )
     return report, record
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from metaclip_gpu import storage
 from metaclip_gpu.pipeline.draws import SOLVE_MAX_ITER, SOLVE_RTOL
 
 GRID_POINTS = 3  # per pass; more points: fewer passes over the files, more compute
@@ -111,7 +111,7 @@ def file_expected(
     """`FileExpected` of one match file (its ``entry_ids`` column, streamed) at each of `ts`
     (all ``>= lo``); ``expected`` includes the sure texts."""
     out = FileExpected(np.zeros(len(ts), dtype=np.float64), 0, 0.0, 0)
-    parquet = pq.ParquetFile(match_file)
+    parquet = storage.parquet_file(match_file)
     try:
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["entry_ids"]):
             _batch_expected(batch.column(0), counts, ts, lo, out)
@@ -187,7 +187,9 @@ def solve_target(
     if not match_files:
         raise RuntimeError("no match outputs to solve --target-size on")
     counts = np.asarray(counts)
-    shared = client.scatter(counts, broadcast=True) if client is not None else counts
+    # hash=False: a key of its own (the balance stage scatters the same counts next; under one
+    # content key, this release could drop them before its tasks ran: "lost dependencies")
+    shared = client.scatter(counts, broadcast=True, hash=False) if client is not None else counts
 
     def evaluate(ts: Sequence[float], lo: float) -> FileExpected:
         if client is not None:

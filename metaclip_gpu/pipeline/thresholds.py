@@ -12,6 +12,7 @@ language whose t is given directly.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from metaclip_gpu.pipeline.languages import ENGLISH
 from metaclip_gpu.pipeline.write import (
     t_label,
 )
+from metaclip_gpu.storage import RemotePath
 
 PROBS_DIR = "entry_probs"
 THRESHOLDS_NAME = "thresholds.json"
@@ -73,11 +75,21 @@ def language_thresholds(counts: dict[str, np.ndarray], t_en: float) -> Threshold
     return Thresholds(float(t_en), p, per_lang)
 
 
-def save_probabilities(out_dir: Path, thresholds: Thresholds, probs: dict[str, np.ndarray]):
+def save_probabilities(
+    out_dir: Path | RemotePath, thresholds: Thresholds, probs: dict[str, np.ndarray]
+):
     """``entry_probs/<t_en>_<lang>.npy`` (float32, as MetaCLIP 2's loader reads them)."""
     folder = out_dir / PROBS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     stem = t_label(thresholds.t_en).removeprefix("t=")
+    if isinstance(folder, RemotePath):  # one PUT each: as atomic
+        from metaclip_gpu.storage_write import write_bytes
+
+        for lang, p in probs.items():
+            buffer = io.BytesIO()
+            np.save(buffer, p.astype(np.float32))
+            write_bytes(folder / f"{stem}_{lang}.npy", buffer.getvalue())
+        return
+    folder.mkdir(parents=True, exist_ok=True)
     for lang, p in probs.items():
         final = folder / f"{stem}_{lang}.npy"
         tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}.npy")

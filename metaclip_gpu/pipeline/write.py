@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_gpu import storage, storage_write
 from metaclip_gpu.pipeline.aligned import KeyedChunk
 from metaclip_gpu.pipeline.checksums import file_checksum, remember
 from metaclip_gpu.pipeline.files import remove_stale_tmp
@@ -26,6 +26,7 @@ from metaclip_gpu.pipeline.read import (
     ReadOptions,
     ShardChunk,
 )
+from metaclip_gpu.storage import Location, RemotePath
 
 CURATED_DIR = "curated"
 BALANCE_CONFIG = "_balance.json"
@@ -41,8 +42,8 @@ def t_label(t: float) -> str:
     return f"t={value!r}"
 
 
-def curated_dir(out_dir: str | os.PathLike[str], t: float) -> Path:
-    return Path(out_dir) / CURATED_DIR / t_label(t)
+def curated_dir(out_dir: str | os.PathLike[str] | RemotePath, t: float) -> Location:
+    return storage.location(out_dir) / CURATED_DIR / t_label(t)
 
 
 def _restore_names(chunk: ShardChunk) -> list[str]:
@@ -76,16 +77,26 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
     return table.filter(pa.array(mask, pa.bool_()))
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed)."""
+def write_json(path: Location, payload: Any) -> None:
+    """`payload` as indented UTF-8 JSON at `path` (a temporary name, then renamed; in object
+    storage one PUT, as atomic)."""
+    if isinstance(path, RemotePath):
+        storage_write.write_json(path, payload)
+        return
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with with_path(tmp):
         tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
-def write_parquet(table: pa.Table, final: Path) -> str:
-    """Writes `table` at `final` (a temporary name, then renamed); returns its checksum."""
+def write_parquet(table: pa.Table, final: Location) -> str:
+    """Writes `table` at `final` (a temporary name, then renamed; in object storage streamed
+    to the object, whose name the caller made unique to the attempt); returns its checksum."""
+    if isinstance(final, RemotePath):
+        with storage_write.open_output(final) as sink:
+            pq.write_table(table, sink)
+        remember(final, sink.checksum())
+        return sink.checksum()
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     try:
         with with_path(tmp):
@@ -108,6 +119,7 @@ def _balance_digest(
         "counts": hashlib.sha256(np.ascontiguousarray(counts).tobytes()).hexdigest(),
         "shards": sorted(
             (name, r.config, r.fingerprint.get("size"), r.fingerprint.get("mtime_ns"))
+            + ((r.fingerprint["version"],) if "version" in r.fingerprint else ())
             for name, r in records.items()
         ),
         "columns": options.columns,
@@ -115,9 +127,12 @@ def _balance_digest(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
+def _prepare_t_dir(directory: Location, digest: str, seed: int, t: float) -> None:
     """Creates the folder of one t; deletes what a killed run left half-written there, and its
     Parquet files when they are of another config."""
+    if isinstance(directory, RemotePath):
+        _prepare_remote_t_dir(directory, digest, seed, t)
+        return
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(directory)
     config_path = directory / BALANCE_CONFIG
@@ -131,4 +146,20 @@ def _prepare_t_dir(directory: Path, digest: str, seed: int, t: float) -> None:
     for path in directory.iterdir():  # temporary files: only dead writers' (above)
         if path.name.endswith(".parquet"):
             path.unlink(missing_ok=True)
+    write_json(config_path, {"digest": digest, "seed": int(seed), "t": float(t)})
+
+
+def _prepare_remote_t_dir(directory: RemotePath, digest: str, seed: int, t: float) -> None:
+    """`_prepare_t_dir` in object storage: every object of another digest's folder goes (its
+    record objects first, so a run killed meanwhile finds files no record names: orphans)."""
+    config_path = directory / BALANCE_CONFIG
+    try:
+        old = json.loads(storage.read_bytes(config_path))
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("digest") == digest:
+        return
+    records = directory / CURATED_MANIFEST.removesuffix(".jsonl")
+    for obj in storage_write.list_tree(records) + storage_write.list_tree(directory):
+        storage_write.remove(obj)
     write_json(config_path, {"digest": digest, "seed": int(seed), "t": float(t)})

@@ -200,11 +200,11 @@ def write_report(
 ) -> Path:
     """Writes ``<run_dir>/report/index.html`` (or ``<out>/index.html``) and its PNGs from the
     run's ``summary.json`` and entry counts (replacing an earlier report's PNGs); returns the
-    HTML file's path. `run_dir` may be a URL (read through `storage`); its report then needs a
-    local `out` (writing into object storage comes with remote run directories)."""
+    HTML file's path. `run_dir` may be a URL (read through `storage`); without `out` its report
+    is written into ``<run_dir>/report/`` there (`_upload_report`; the URL is returned)."""
     run_dir = storage.location(run_dir)
-    if out is None and not isinstance(run_dir, Path):
-        raise ValueError(f"{run_dir}: the report of a remote run directory needs a local out")
+    if out is None and isinstance(run_dir, RemotePath):
+        return _upload_report(run_dir, head_rows)
     summary = json.loads(storage.read_bytes(run_dir / SUMMARY_NAME).decode("utf-8"))
     counts, entries = _overall_counts(run_dir, summary)
     out = Path(out) if out is not None else run_dir / REPORT_DIR  # type: ignore[operator]
@@ -250,3 +250,23 @@ def write_report(
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, index)
     return index
+
+
+def _upload_report(run_dir: RemotePath, head_rows: int) -> Any:
+    """The report of a run directory in object storage, into ``<run_dir>/report/`` there:
+    made in a local temporary folder, then each file one PUT (an earlier report's files go
+    first); returns the index's URL."""
+    import tempfile
+
+    from metaclip_gpu.storage_write import list_tree, remove, write_bytes
+
+    folder = run_dir / REPORT_DIR
+    with tempfile.TemporaryDirectory(prefix="metaclip-report-") as tmp:
+        write_report(run_dir, head_rows=head_rows, out=tmp)
+        for old in list_tree(folder):
+            remove(old)
+        for file in sorted(Path(tmp).iterdir()):
+            if file.name != INDEX_NAME:
+                write_bytes(folder / file.name, file.read_bytes())
+        write_bytes(folder / INDEX_NAME, (Path(tmp) / INDEX_NAME).read_bytes())  # last
+    return folder / INDEX_NAME
