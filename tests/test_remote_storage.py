@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from test_curate import curated_rows  # the same rows, sorted, as a local run is checked by
 
 from metaclip_gpu import storage
 from metaclip_gpu.cli import main
@@ -28,7 +29,6 @@ from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.read import find_shards, read_table
 from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
-from metaclip_gpu.pipeline.write import curated_dir
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (test extra) not installed")
 s3fs = pytest.importorskip("s3fs", reason="s3fs (test extra: the s3 extra) not installed")
@@ -112,16 +112,7 @@ def write_metadata(path: Path) -> Path:
 
 
 def curated(out: Path, t: float = 2.0) -> list[tuple]:
-    rows = []
-    for path in sorted(curated_dir(out, t).glob("*.parquet")):
-        table = pq.read_table(path)
-        rows += zip(
-            table.column("url").to_pylist(),
-            table.column("caption").to_pylist(),
-            (tuple(ids) for ids in table.column("entry_ids").to_pylist()),
-            strict=True,
-        )
-    return sorted(rows)
+    return curated_rows(out, t)
 
 
 def curate_cli(metadata: str, input_spec: str, out: Path, *extra: str):
