@@ -330,3 +330,40 @@ def test_a_match_output_url_ending_in_parquet_is_refused(tmp_path) -> None:
     result = CliRunner().invoke(main, [*args, "--output", "s3://b/ids.parquet"])
     assert result.exit_code == 2
     assert "written locally" in error_line(result.output)
+
+
+@pytest.mark.parametrize("stage", ["count", "balance"])
+def test_count_or_balance_of_a_run_directory_that_is_not_there_is_one_line(
+    bucket, tmp_path, stage
+) -> None:
+    """Locally these stages need an existing run directory (click's ``exists=True``); a
+    mistyped URL gave an empty manifest instead of saying so."""
+    shards = write_shards(tmp_path / "in", "jsonl")
+    metadata = write_metadata(tmp_path / "meta.json")
+    run = f"s3://{bucket}/no-such-run"
+    args = {
+        "count": ["count", "--metadata", str(metadata), "--output", run],
+        "balance": ["balance", "--input", str(shards), "--output", run, "--t", "2"],
+    }[stage]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"{run}: no such run directory" in result.output
+    assert objects(run) == set()  # nothing written there
+
+
+def test_count_with_bad_credentials_for_the_run_directory_is_one_line(
+    bucket, tmp_path, monkeypatch
+) -> None:
+    """The run directory's existence is checked while the command line is parsed, before the
+    command's own one-line handling of store errors: a refusal there is one line too."""
+    import moto.settings
+
+    metadata = write_metadata(tmp_path / "meta.json")
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    remote.s3fs.S3FileSystem.clear_instance_cache()
+    run = f"s3://{bucket}/run"
+    result = CliRunner().invoke(main, ["count", "--metadata", str(metadata), "--output", run])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert run in result.output and "errno 13" in result.output

@@ -16,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from metaclip_gpu import storage
 from metaclip_gpu.pipeline import progress
+from metaclip_gpu.pipeline.oserrors import describe
 from metaclip_gpu.pipeline.read import ReadOptions
 
 BACKENDS = click.Choice(["auto", "cpu", "gpu"])
@@ -72,9 +73,9 @@ class LocationType(click.ParamType):
         return self.local.convert(local, param, ctx)
 
 
-OUTPUT_NOT_REMOTE = (
-    "an output on object storage is not supported yet; give a local folder (--input and "
-    "--metadata may be URLs)"
+REPORT_NOT_REMOTE = (
+    "report --output must be a local folder (without it, the report of a run directory in "
+    "object storage is written into that run directory's report/)"
 )
 CACHE_NOT_REMOTE = (
     "the index cache must be a local folder (the index is memory-mapped; the index of remote "
@@ -83,11 +84,11 @@ CACHE_NOT_REMOTE = (
 
 
 class LocalDirType(click.Path):
-    """``click.Path`` for a folder that must be local (an output, for now; the index cache):
+    """``click.Path`` for a folder that must be local (report's --output; the index cache):
     a URL is refused with one line saying why (`refusal`) instead of becoming a local folder
     called ``s3:``."""
 
-    def __init__(self, *, refusal: str = OUTPUT_NOT_REMOTE, **kwargs: Any) -> None:
+    def __init__(self, *, refusal: str = REPORT_NOT_REMOTE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.refusal = refusal
 
@@ -106,7 +107,15 @@ class OutputDirType(LocalDirType):
         if isinstance(value, storage.RemotePath):
             return value
         if isinstance(value, str) and storage.is_url(value):
-            return storage.location(value.rstrip("/"), storage_options())
+            loc = storage.location(value.rstrip("/"), storage_options())
+            if self.exists:  # as click.Path(exists=True) checks a local folder
+                try:
+                    found = storage.is_dir(loc)
+                except OSError as err:  # no bucket, refused credentials: one line
+                    self.fail(describe(err, loc), param, ctx)
+                if not found:
+                    self.fail(f"{loc}: no such run directory", param, ctx)
+            return loc
         return super().convert(value, param, ctx)
 
 
