@@ -229,3 +229,14 @@ def test_an_old_run_dir_with_key_columns_and_old_footers_counts_and_balances(
         got = pq.ParquetFile(curated_dir(old, 3.0) / path.name).read()
         assert got.equals(pq.ParquetFile(path).read())
     assert expected.sum() > 0
+
+
+def test_the_counts_file_is_np_save_s_bytes(tmp_path: Path) -> None:
+    """``entry_counts.npy`` is written from the array's memory with numpy's header: the very
+    bytes ``np.save`` writes (MetaCLIP reads it with ``np.load``)."""
+    for counts in (np.arange(70_000, dtype=np.uint64) * 3, np.zeros(0, np.uint64)):
+        mine = tmp_path / "mine.npy"
+        counts_files.put_bytes(mine, counts_files.npy_parts(counts))
+        np.save(tmp_path / "numpy.npy", counts, allow_pickle=False)
+        assert mine.read_bytes() == (tmp_path / "numpy.npy").read_bytes()
+        assert file_checksum(mine) == file_checksum(tmp_path / "numpy.npy")

@@ -162,7 +162,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     figures["count_8_in_memory"] = cpu_seconds(in_memory, args.reps)
     totals = in_memory()
     figures["entry_counts_npy_bytes"] = cpu_seconds(
-        lambda: counts_files.npy_bytes(totals), args.reps
+        lambda: counts_files.npy_parts(totals), args.reps
     )
     figures["entry_counts_parquet_bytes"] = cpu_seconds(
         lambda: counts_files.parquet_bytes(counts_table(totals, index.entries)), args.reps

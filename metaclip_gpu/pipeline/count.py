@@ -44,7 +44,7 @@ from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.cluster import results_as_completed
-from metaclip_gpu.pipeline.counts_files import PendingTable, npy_bytes, put_bytes, save_counts
+from metaclip_gpu.pipeline.counts_files import PendingTable, npy_parts, put_bytes, save_counts
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.match import match_records
 from metaclip_gpu.pipeline.read import Shard
@@ -124,7 +124,7 @@ def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str] | RemotePath
     given (no ``.npy`` is appended). Returns the path.
     """
     path = storage.location(path_npy)
-    put_bytes(path, npy_bytes(_as_counts(np, to_host(counts))))
+    put_bytes(path, npy_parts(_as_counts(np, to_host(counts))))
     return path
 
 
@@ -229,6 +229,8 @@ def count_matches(
         records[name] = record
     totals, from_memory = _start(matched, records, {"": n_entries})
     paths = _count_footers(manifest, records, totals, from_memory)
+    if not paths:  # every file had its counts in memory or in its footer
+        return totals[""]
     if client is not None and paths:
         futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
         parts = results_as_completed(client, futures)

@@ -35,18 +35,23 @@ from metaclip_gpu.storage import Location, RemotePath
 from metaclip_gpu.storage_write import remove, write_bytes
 
 
-def put_bytes(path: Location, data: Any) -> str:
-    """`data` (bytes or a buffer) at `path`, atomically (a temporary name in the same folder,
-    then renamed; in object storage one PUT); returns its XXH64, noted for later checks."""
-    checksum = xxhash.xxh64(data).hexdigest()
+def put_bytes(path: Location, parts: list[Any]) -> str:
+    """The bytes of `parts` (bytes or buffers, one after the other) at `path`, atomically (a
+    temporary name in the same folder, then renamed; in object storage one PUT); returns their
+    XXH64, noted for later checks."""
+    digest = xxhash.xxh64()
+    for part in parts:
+        digest.update(part)
+    checksum = digest.hexdigest()
     if isinstance(path, RemotePath):
-        write_bytes(path, bytes(data))
+        write_bytes(path, b"".join(parts))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with with_path(tmp), os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for part in parts:
+                    f.write(part)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -55,11 +60,14 @@ def put_bytes(path: Location, data: Any) -> str:
     return checksum
 
 
-def npy_bytes(counts: np.ndarray) -> bytes:
-    """`counts` as ``np.save`` writes them (MetaCLIP's counts file)."""
-    buffer = io.BytesIO()
-    np.save(buffer, counts, allow_pickle=False)
-    return buffer.getvalue()
+def npy_parts(counts: np.ndarray) -> list[Any]:
+    """`counts` (1-D) as ``np.save`` writes them (MetaCLIP's counts file): the format's header,
+    then the array's own memory (not copied: ``np.save`` into a buffer copies 4 MB three times
+    for 500k entries)."""
+    counts = np.ascontiguousarray(counts)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(counts))
+    return [header.getvalue(), memoryview(counts).cast("B")]
 
 
 def parquet_bytes(table: pa.Table) -> pa.Buffer:
@@ -101,10 +109,10 @@ def save_counts(
         remove(table_path)
     else:
         table_path.unlink(missing_ok=True)
-    files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_bytes(counts))}
+    files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_parts(counts))}
     if shards is not None:
         rundir.record_counts(out_dir, shards, files, seconds)
     pool = ThreadPoolExecutor(1, thread_name_prefix="entry-counts-parquet")
-    future = pool.submit(lambda: put_bytes(table_path, parquet_bytes(make_table())))
+    future = pool.submit(lambda: put_bytes(table_path, [parquet_bytes(make_table())]))
     pool.shutdown(wait=False)  # the thread ends with its one task
     return PendingTable(out_dir, future, shards is not None)
