@@ -18,11 +18,14 @@ Output formats:
 - `counts_table` gives the Parquet table: ``entry_id`` int32, ``entry`` string, ``count``
   uint64.
 
-The stage over a run directory: `count_matches` adds up the per-shard counts each match task
-stored in its match file's footer (`shard_counts`), and, for a file without them (an older
-run's), `entry_counts` of its flattened ``entry_ids`` (only that column is read, one batch at a
-time, or one task per file on a dask cluster); `run_count` saves ``entry_counts.npy`` and
-``entry_counts.parquet``.
+The stage over a run directory: `count_matches` adds up the per-shard counts of the match
+tasks: those they handed over in memory in this process (``curate``: `shard_counts.RunCounts`,
+only for the very files the records name), else those stored in each match file's footer
+(`shard_counts`), and, for a file without them (an older run's), `entry_counts` of its
+flattened ``entry_ids`` (only that column is read, one batch at a time, or one task per file on
+a dask cluster); `run_count` saves ``entry_counts.npy`` and ``entry_counts.parquet``
+(`counts_files`: hashed from memory; `count_and_save` leaves the Parquet table to a thread
+while ``curate`` balances).
 """
 
 from __future__ import annotations
