@@ -11,7 +11,8 @@ Builds one shard of `bench_curate`'s data set (`--rows` rows, default 125k: one 
   * the footer counts (`ShardCounts.add` over the match table, then `footer`);
   * writing the match table as the task writes it (uncompressed Parquet, footer included);
   * the count stage's two ways for 8 such shards: 8 footers read (`add_footer_counts`) and
-    8 in-memory counts summed (`RunCounts`), and ``entry_counts.npy``/``.parquet`` bytes.
+    8 shards' in-memory counts summed (`RunCounts`), and ``entry_counts.npy``/``.parquet``
+    bytes.
 Prints CPU seconds (``process_time``: this process, Arrow's threads included; min and median)
 and, with `--cprofile`, cProfile's top 25 functions of one whole task. Writes
 ``bench/results/profile_match.json``.
@@ -151,9 +152,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
 
     figures["count_8_footers"] = cpu_seconds(eight_footers, args.reps)
 
+    counts = ShardCounts()
+    counts.add(match_table)
+
     def in_memory() -> np.ndarray:
-        counts = ShardCounts()
-        counts.add(match_table)
         matched = RunCounts()
         for i in range(8):
             matched.add(_record(record, i), counts)
