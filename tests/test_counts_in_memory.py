@@ -240,3 +240,18 @@ def test_the_counts_file_is_np_save_s_bytes(tmp_path: Path) -> None:
         np.save(tmp_path / "numpy.npy", counts, allow_pickle=False)
         assert mine.read_bytes() == (tmp_path / "numpy.npy").read_bytes()
         assert file_checksum(mine) == file_checksum(tmp_path / "numpy.npy")
+
+
+def test_shard_counts_of_sliced_and_null_lists_count_only_the_listed_rows() -> None:
+    """`ShardCounts.add` reads the ids without a copy only when every value is listed."""
+    lists = pa.array([[0, 2], [1], None, [2, 3], [3]], pa.list_(pa.int32()))
+    for table, want in (
+        (pa.table({"entry_ids": lists}), [1, 1, 2, 2]),
+        (pa.table({"entry_ids": lists}).slice(1, 3), [0, 1, 1, 1]),
+        (pa.table({"entry_ids": lists.slice(3)}), [0, 0, 1, 2]),
+    ):
+        counts = ShardCounts()
+        counts.add(table)
+        got = np.zeros(4, np.int64)
+        got[: len(counts.parts[""])] = counts.parts[""]
+        assert got.tolist() == want
