@@ -20,7 +20,7 @@ from metaclip_gpu.pipeline.balance import run_balance
 from metaclip_gpu.pipeline.count import load_entry_counts, run_count
 from metaclip_gpu.pipeline.files import COUNTS_NPY
 from metaclip_gpu.pipeline.match import run_match
-from metaclip_gpu.pipeline.read import ReadOptions
+from metaclip_gpu.pipeline.read import ReadOptions, find_shards, read_shard
 from metaclip_gpu.pipeline.run import run_curate
 from metaclip_gpu.pipeline.run_summary import SUMMARY_NAME
 from metaclip_gpu.pipeline.write import BALANCE_CONFIG, curated_dir, t_label
@@ -130,6 +130,22 @@ def test_target_size_solves_t(base, index_500k, tmp_path) -> None:
     assert abs(figure["kept"] - 6000) <= binomial_tolerance(6000, figure["matched"])
 
 
+def matched_keys(out_dir: Path, shards_dir: Path) -> list[tuple[str, list[int]]]:
+    """(input key, entry ids) of every row of the match files, which hold no input column:
+    joined back to the input by (shard, row), as the README says."""
+    keys = {}
+    for shard in find_shards(shards_dir):
+        for chunk in read_shard(shard):
+            for i, key in enumerate(chunk.table.column("key").to_pylist()):
+                keys[(shard.name, chunk.first_row + i)] = key
+    matches = pa.concat_tables(
+        pq.read_table(p) for p in sorted((out_dir / "matches").glob("*.parquet"))
+    )
+    assert "key" not in matches.column_names
+    columns = (matches.column(c).to_pylist() for c in ("shard", "row", "entry_ids"))
+    return [(keys[(s, r)], ids) for s, r, ids in zip(*columns, strict=True)]
+
+
 def test_t_above_every_count_keeps_exactly_the_matched_texts(cc3m_path, tmp_path) -> None:
     index = MetadataIndex.from_entries(SMALL_ENTRIES)
     split_lines(cc3m_path, tmp_path / "shards", 3, limit=3000)
@@ -138,16 +154,8 @@ def test_t_above_every_count_keeps_exactly_the_matched_texts(cc3m_path, tmp_path
     t_all = float(counts.max()) + 1
     low = 5.0
     result = run_balance(tmp_path / "out", tmp_path / "shards", ts=[t_all, low], progress=False)
-    matches = pa.concat_tables(
-        pq.read_table(p) for p in sorted((tmp_path / "out" / "matches").glob("*.parquet"))
-    )
-    matched_urls = {
-        u
-        for u, ids in zip(
-            matches.column("key").to_pylist(), matches.column("entry_ids").to_pylist(), strict=True
-        )
-        if ids
-    }
+    matches = matched_keys(tmp_path / "out", tmp_path / "shards")
+    matched_urls = {u for u, ids in matches if ids}
     assert 0 < len(matched_urls) < 3000  # some texts match nothing
     kept_all = curated_rows(tmp_path / "out", t_all)
     assert {u for u, _, _ in kept_all} == matched_urls
@@ -162,13 +170,7 @@ def test_t_above_every_count_keeps_exactly_the_matched_texts(cc3m_path, tmp_path
     )
     # every text with a tail entry (count <= t) is kept
     tail = set(np.flatnonzero((counts > 0) & (counts <= low)).tolist())
-    must = {
-        u
-        for u, ids in zip(
-            matches.column("key").to_pylist(), matches.column("entry_ids").to_pylist(), strict=True
-        )
-        if tail.intersection(ids)
-    }
+    must = {u for u, ids in matches if tail.intersection(ids)}
     assert must <= {u for u, _, _ in kept_low}
 
 

@@ -19,11 +19,14 @@ from click.testing import CliRunner
 from tsv_shards import split_lines
 
 from metaclip_gpu.cli import main
+from metaclip_gpu.pipeline import checksums
 from metaclip_gpu.pipeline.balance import run_balance
-from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.count import load_entry_counts, run_count
 from metaclip_gpu.pipeline.files import COUNTS_NPY
 from metaclip_gpu.pipeline.manifest import MANIFEST_NAME
+from metaclip_gpu.pipeline.match import run_match
 from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.shard_counts import RunCounts
 from metaclip_gpu.pipeline.write import curated_dir
 
 distributed = pytest.importorskip("distributed")
@@ -133,6 +136,40 @@ def test_two_workers_equal_in_process_and_rerun_does_nothing(
     assert again["shards_matched_this_run"] == 0
     assert manifest_lines(out) == records
     assert written() == before
+    for t in TS:
+        assert curated(out, t) == curated(local, t)
+
+
+def test_counts_come_back_with_the_tasks_and_the_client_hashes_no_match_file(
+    setup, client2, metadata_500k_path, tmp_path, monkeypatch
+) -> None:
+    """On the cluster each match task's counts come back with its result (the client reads no
+    footer) and the checksum the worker computed is adopted (the client hashes no match file
+    the workers wrote, nor the counts files it writes itself)."""
+    shards, cache, local = setup
+    out = tmp_path / "in-memory"
+    matched = RunCounts()
+    run_match(
+        shards,
+        metadata_500k_path,
+        out,
+        progress=False,
+        client=client2,
+        cache_dir=cache,
+        matched=matched,
+    )
+    assert len(matched.files) == N_SHARDS
+    hashed: list[str] = []
+    real = checksums.file_checksum
+    monkeypatch.setattr(checksums, "file_checksum", lambda p: hashed.append(str(p)) or real(p))
+    footers: list[str] = []
+    monkeypatch.setattr(
+        "metaclip_gpu.pipeline.count.add_footer_counts", lambda p, t: footers.append(str(p))
+    )
+    counts = run_count(out, metadata_500k_path, client=client2, matched=matched)
+    np.testing.assert_array_equal(counts, load_entry_counts(local / COUNTS_NPY))
+    assert hashed == [] and footers == []
+    run_balance(out, shards, ts=TS, seed=0, progress=False, client=client2)
     for t in TS:
         assert curated(out, t) == curated(local, t)
 

@@ -126,9 +126,10 @@ def test_disk_full_is_one_line_and_the_rerun_on_a_larger_disk_resumes(
     """A real tmpfs fills up part-way through the match stage: one line naming the file and
     what to do, exit 1; what was written stays valid; grown, the rerun finishes and gives
     exactly the curated set of an uninterrupted run elsewhere."""
-    # match files take ~110 KB a shard here and two shards are written at once: 400 KB holds
-    # the first two whatever the order (160 KB let both in-flight writes fail: a flaky 0)
-    assert _mount("-o", "remount,size=400k", str(tmpfs))
+    # match files take ~20 KB a shard here (six 4 KiB pages; ~110 KB while they held the
+    # input's keys, with 400 KB here) and two shards are written at once: 96 KB holds the first
+    # two whatever the order and never all 8 (less let both in-flight writes fail: a flaky 0)
+    assert _mount("-o", "remount,size=96k", str(tmpfs))
     out = tmpfs / "run"
     result = invoke(curate_args(pool, out))
     assert result.exit_code == 1, result.output

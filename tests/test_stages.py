@@ -109,7 +109,7 @@ def test_counts_equal_oracle_any_split_and_rerun(
     rows = match_table(tmp_path / "out5")
     assert rows.column("entry_ids").to_pylist() == cc3m_oracle_lists
     first = pq.read_table(tmp_path / "out5" / MATCHES_DIR / output_name("part-000.tsv"))
-    assert first.column_names == ["shard", "row", "key", "entry_ids"]
+    assert first.column_names == ["shard", "row", "entry_ids"]  # no input column: (shard, row)
     assert first.column("row").to_pylist() == list(range(first.num_rows))
 
     split_lines(cc3m_path, tmp_path / "in3", 3)
@@ -297,7 +297,7 @@ def test_bad_shards_are_recorded_and_the_rest_completes(
         [r.get("caption") for r in rows]
     )
     assert table.column("entry_ids").to_pylist()[1] == [] == table.column("entry_ids")[3].as_py()
-    assert table.column("key").to_pylist() == ["u0", "u1", "u2", "u3"]
+    assert table.column_names == ["shard", "row", "entry_ids"]  # (shard, row) joins the input
     assert table.column("row").to_pylist() == [0, 1, 2, 3]
 
     counts = run_count(out, small_metadata)

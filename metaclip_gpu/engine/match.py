@@ -196,10 +196,18 @@ def _unique_sorted(xp: Any, keys: Any) -> Any:
 
 
 def _positions(xp: Any, starts: Any, rows: Any, lengths: Any) -> Any:
-    """Destination of element k of each listed row: starts[row] + k, flattened."""
+    """Destination of element k of each listed row: starts[row] + k, flattened.
+
+    Element j of the flat list, k-th of its row r (whose run starts at run_start[r]), goes to
+    starts[r] + j - run_start[r]: one per-row offset spread over the row's elements, plus j.
+    NumPy spreads it with ``repeat`` (a third of the searchsorted's time on 2M spilled ids)."""
+    if xp is np:
+        lengths = lengths.astype(np.int64, copy=False)
+        run_start = np.cumsum(lengths) - lengths
+        shift = np.repeat(starts[rows] - run_start, lengths)
+        return shift + np.arange(len(shift), dtype=np.int64)
     owner, run_start = _runs(xp, lengths)
-    within = xp.arange(len(owner), dtype=xp.int64) - run_start[owner]
-    return starts[rows][owner] + within
+    return (starts[rows] - run_start)[owner] + xp.arange(len(owner), dtype=xp.int64)
 
 
 def _runs(xp: Any, lengths: Any) -> tuple[Any, Any]:

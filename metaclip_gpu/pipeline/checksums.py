@@ -79,6 +79,28 @@ def remember_object(loc: RemotePath, found: dict[str, Any], checksum: str) -> No
         _verified[_object_key(loc.url, found)] = checksum
 
 
+def known_checksum(path: str | os.PathLike[str] | RemotePath) -> tuple[Any, str] | None:
+    """This process's memo entry for a local file as it is now (its stat key and checksum),
+    None when it has none or for an object (whose record carries its ETag instead): a dask
+    worker returns it with the file it wrote, and the client `adopt_checksum`s it."""
+    path = storage.location(path)
+    if isinstance(path, RemotePath):
+        return None
+    key = _stat_key(path)
+    with _verified_lock:
+        known = _verified.get(key)
+    return None if known is None else (key, known)
+
+
+def adopt_checksum(entry: tuple[Any, str] | None) -> None:
+    """Notes another process's `known_checksum` entry: the file is not hashed again here while
+    its path, size, mtime and inode are those (a file changed since has another key and is)."""
+    if entry is not None:
+        key, checksum = entry
+        with _verified_lock:
+            _verified[tuple(key)] = checksum
+
+
 def current_checksum(path: str | os.PathLike[str] | RemotePath) -> str:
     """`file_checksum` of `path`, from this process's memo while the file is unchanged (an
     object in a remote run directory: while its size and ETag are)."""

@@ -18,11 +18,14 @@ Output formats:
 - `counts_table` gives the Parquet table: ``entry_id`` int32, ``entry`` string, ``count``
   uint64.
 
-The stage over a run directory: `count_matches` adds up the per-shard counts each match task
-stored in its match file's footer (`shard_counts`), and, for a file without them (an older
-run's), `entry_counts` of its flattened ``entry_ids`` (only that column is read, one batch at a
-time, or one task per file on a dask cluster); `run_count` saves ``entry_counts.npy`` and
-``entry_counts.parquet``.
+The stage over a run directory: `count_matches` adds up the per-shard counts of the match
+tasks: those they handed over in memory in this process (``curate``: `shard_counts.RunCounts`,
+only for the very files the records name), else those stored in each match file's footer
+(`shard_counts`), and, for a file without them (an older run's), `entry_counts` of its
+flattened ``entry_ids`` (only that column is read, one batch at a time, or one task per file on
+a dask cluster); `run_count` saves ``entry_counts.npy`` and ``entry_counts.parquet``
+(`counts_files`: hashed from memory; `count_and_save` leaves the Parquet table to a thread
+while ``curate`` balances).
 """
 
 from __future__ import annotations
@@ -30,33 +33,27 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-import xxhash
 
 from metaclip_gpu import storage
 from metaclip_gpu.engine.arrays import array_module, to_host
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.pipeline import rundir
-from metaclip_gpu.pipeline.checksums import checksum_matches, file_checksum, remember
+from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.cluster import results_as_completed
-from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.counts_files import PendingTable, npy_parts, put_bytes, save_counts
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.match import match_records
-from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import Shard
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
-from metaclip_gpu.pipeline.shard_counts import add_footer_counts
+from metaclip_gpu.pipeline.shard_counts import RunCounts, add_footer_counts
 from metaclip_gpu.storage import Location, RemotePath
-from metaclip_gpu.storage_write import write_bytes
 
 COUNT_DTYPE = np.uint64
 """The dtype of every counts array (MetaCLIP's, and exact far beyond any pool size)."""
@@ -126,25 +123,11 @@ def save_entry_counts(counts: Any, path_npy: str | os.PathLike[str] | RemotePath
     """Writes `counts` in MetaCLIP's format: ``np.save`` of a 1-D ``uint64`` array.
 
     The file is written under a temporary name in the same folder and renamed into place, so
-    a reader never sees a partial file. `path_npy` is used as given (no ``.npy`` is appended).
-    Returns the path.
+    a reader never sees a partial file (in object storage: one PUT). `path_npy` is used as
+    given (no ``.npy`` is appended). Returns the path.
     """
-    host = _as_counts(np, to_host(counts))
     path = storage.location(path_npy)
-    if isinstance(path, RemotePath):  # one PUT: as atomic
-        buffer = io.BytesIO()
-        np.save(buffer, host, allow_pickle=False)
-        write_bytes(path, buffer.getvalue())
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with with_path(tmp), os.fdopen(fd, "wb") as f:
-            np.save(f, host, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    put_bytes(path, npy_parts(_as_counts(np, to_host(counts))))
     return path
 
 
@@ -213,6 +196,7 @@ def count_matches(
     *,
     shards: Iterable[str] | None = None,
     client: Any = None,
+    matched: RunCounts | None = None,
 ) -> np.ndarray:
     """The global uint64 counts over the match outputs the manifest of `out_dir` records.
 
@@ -222,8 +206,12 @@ def count_matches(
     (its checksum) raises `FileNotFoundError` (rerun the match stage), and one matched with
     another configuration than the run record's `rundir.RunDirError`, rather than silently
     counting less or mixing two configurations.
-    `client`: a `distributed.Client`; each file is counted by a task on a worker and the
-    per-file counts are reduced here (`count.reduce_counts`, exact in any order).
+    `matched`: the counts the match tasks of this process's match run handed over in memory
+    (`shard_counts.RunCounts`), used for the shards whose records name the files they were
+    made with; the other shards' come from their match files' footers.
+    `client`: a `distributed.Client`; each file without footer counts (an older run's) is
+    counted by a task on a worker and the per-file counts are reduced here
+    (`count.reduce_counts`, exact in any order).
     """
     out_dir = storage.location(out_dir)
     manifest = Manifest.load(out_dir)
@@ -231,8 +219,7 @@ def count_matches(
         shards = rundir.current_shards(out_dir)
     names = sorted(manifest.records) if shards is None else list(shards)
     config = rundir.match_config_id(out_dir)
-    paths = []
-    totals = {"": np.zeros(n_entries, dtype=COUNT_DTYPE)}  # the match tasks' (`shard_counts`)
+    records = {}
     for name in names:
         record = manifest.get(name)
         if record is None:
@@ -242,15 +229,11 @@ def count_matches(
                 f"count: shard {name!r} in {out_dir} was matched with other settings than the "
                 "last match run; rerun match"
             )
-        path = manifest.output_path(record)
-        if path is None:
-            continue
-        if not checksum_matches(path, record.checksum, "rerun match"):
-            raise FileNotFoundError(
-                f"{path}: match output of shard {name!r} is missing or damaged; rerun match"
-            )
-        if not add_footer_counts(path, totals):
-            paths.append(path)
+        records[name] = record
+    totals, from_memory = _start(matched, records, {"": n_entries})
+    paths = _count_footers(manifest, records, totals, from_memory)
+    if not paths:  # every file had its counts in memory or in its footer
+        return totals[""]
     if client is not None and paths:
         futures = client.map(file_counts, paths, n_entries=n_entries, pure=False)
         parts = results_as_completed(client, futures)
@@ -259,18 +242,68 @@ def count_matches(
     return reduce_counts(itertools.chain([totals[""]], parts), n_entries)
 
 
+def _start(
+    matched: RunCounts | None, records: dict[str, Any], sizes: dict[str, int]
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The totals to add the footers to, and the shards they already hold: the in-memory
+    counts when they are of these records' very files, else zeros and none."""
+    if matched is not None and matched.covered_by(records):
+        return matched.start_totals(sizes), set(matched.files)
+    return {lang: np.zeros(n, dtype=COUNT_DTYPE) for lang, n in sizes.items()}, set()
+
+
+def _count_footers(
+    manifest: Manifest,
+    records: dict[str, Any],
+    totals: dict[str, np.ndarray],
+    from_memory: set[str],
+) -> list[Location]:
+    """Checks each record's output (FileNotFoundError when missing or damaged) and adds its
+    footer counts to `totals`, except the shards `from_memory` (`_start`); returns the outputs
+    without footer counts (an older run's), to count from their ``entry_ids``."""
+    paths = []
+    for name, record in records.items():
+        path = manifest.output_path(record)
+        if path is None:
+            continue
+        if not checksum_matches(path, record.checksum, "rerun match"):
+            raise FileNotFoundError(
+                f"{path}: match output of shard {name!r} is missing or damaged; rerun match"
+            )
+        if name in from_memory:
+            continue
+        if not add_footer_counts(path, totals):
+            paths.append(path)
+    return paths
+
+
 @holds_run_lock("count")
 def run_count(
     out_dir: str | os.PathLike[str],
     metadata_path: str | os.PathLike[str] | MetadataIndex,
     *,
     client: Any = None,
+    matched: RunCounts | None = None,
 ) -> np.ndarray:
     """Counts the match outputs of the last match run's shards in `out_dir` and writes
-    ``entry_counts.npy`` and ``entry_counts.parquet`` there (each under a temporary name, then
-    renamed), their checksums in the run record. `rundir.RunDirError` when `metadata_path` is
-    not the metadata the match stage used. `client`: count each match file on a dask worker
-    (`count_matches`)."""
+    ``entry_counts.npy`` and ``entry_counts.parquet`` there (`counts_files`), their checksums
+    in the run record. `rundir.RunDirError` when `metadata_path` is not the metadata the match
+    stage used. `client`, `matched`: as in `count_matches`."""
+    counts, table = count_and_save(out_dir, metadata_path, client=client, matched=matched)
+    table.finish()
+    return counts
+
+
+def count_and_save(
+    out_dir: str | os.PathLike[str],
+    metadata_path: str | os.PathLike[str] | MetadataIndex,
+    *,
+    client: Any = None,
+    matched: RunCounts | None = None,
+) -> tuple[np.ndarray, PendingTable]:
+    """`run_count`, but ``entry_counts.parquet`` is still being written by a thread when this
+    returns (``curate`` balances meanwhile): the caller, holding the run lock, calls
+    `PendingTable.finish` before it lets go of it."""
     started = time.perf_counter()
     out_dir = storage.location(out_dir)
     index = (
@@ -280,54 +313,34 @@ def run_count(
     )
     rundir.check_metadata(out_dir, index, "count")
     shards = rundir.current_shards(out_dir)
-    counts = count_matches(out_dir, len(index), shards=shards, client=client)
-    # plain: 0.06 s for 500k entries, 0.17 s with snappy and dictionary pages
-    table = counts_table(counts, index.entries)
-    if isinstance(out_dir, RemotePath):
-        files = _put_counts(out_dir, counts, table)
-    else:
-        save_entry_counts(counts, out_dir / COUNTS_NPY)
-        final = out_dir / COUNTS_PARQUET
-        tmp = out_dir / f"{COUNTS_PARQUET}.tmp-{os.getpid()}"
-        try:
-            with with_path(tmp):
-                pq.write_table(table, tmp, compression="none", use_dictionary=False)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        files = {name: file_checksum(out_dir / name) for name in (COUNTS_NPY, COUNTS_PARQUET)}
-    if shards is not None:
-        rundir.record_counts(out_dir, shards, files, round(time.perf_counter() - started, 3))
-    return counts
-
-
-def _put_counts(out_dir: RemotePath, counts: np.ndarray, table: pa.Table) -> dict[str, str]:
-    """The counts files in object storage, one PUT each; their checksums."""
-    npy = io.BytesIO()
-    np.save(npy, _as_counts(np, to_host(counts)), allow_pickle=False)
-    parquet = pa.BufferOutputStream()
-    pq.write_table(table, parquet, compression="none", use_dictionary=False)
-    files = {}
-    for name, data in ((COUNTS_NPY, npy.getvalue()), (COUNTS_PARQUET, parquet.getvalue())):
-        data = bytes(data)
-        write_bytes(out_dir / name, data)
-        files[name] = xxhash.xxh64(data).hexdigest()
-        remember(out_dir / name, files[name])
-    return files
+    counts = count_matches(out_dir, len(index), shards=shards, client=client, matched=matched)
+    table = save_counts(
+        out_dir,
+        counts,
+        lambda: counts_table(counts, index.entries),
+        shards,
+        round(time.perf_counter() - started, 3),
+    )
+    return counts, table
 
 
 COUNTS_DIR = "entry_counts"
 
 
 def count_languages(
-    out_dir: Location, shards: Sequence[Shard], sizes: dict[str, int], client: Any = None
+    out_dir: Location,
+    shards: Sequence[Shard],
+    sizes: dict[str, int],
+    client: Any = None,
+    matched: RunCounts | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-language uint64 counts over the match files of `shards` (``lang`` column)."""
+    """Per-language uint64 counts over the match files of `shards` (``lang`` column);
+    `matched` as in `count_matches`."""
     records = match_records(out_dir, shards)
     paths = []
-    totals = {lang: np.zeros(n, dtype=COUNT_DTYPE) for lang, n in sizes.items()}
-    for record in records.values():
-        if record.output is None:
+    totals, from_memory = _start(matched, records, sizes)
+    for name, record in records.items():
+        if record.output is None or name in from_memory:
             continue
         path = out_dir / record.output
         if not add_footer_counts(path, totals):  # the match tasks' counts (`shard_counts`)

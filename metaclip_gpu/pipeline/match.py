@@ -24,6 +24,7 @@ from typing import Any
 from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir, local_cache_dir
 from metaclip_gpu.pipeline import rundir
+from metaclip_gpu.pipeline.checksums import adopt_checksum
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.files import (
     MATCHES_DIR,
@@ -41,6 +42,7 @@ from metaclip_gpu.pipeline.read import (
     find_shards,
 )
 from metaclip_gpu.pipeline.run_lock import holds_run_lock
+from metaclip_gpu.pipeline.shard_counts import RunCounts
 from metaclip_gpu.pipeline.shard_match import (
     LOADED,
     MatchIndex,
@@ -65,6 +67,7 @@ def run_match(
     retry_errors: bool = False,
     client: Any = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    matched: RunCounts | None = None,
 ) -> list[ShardReport]:
     """Runs the match stage over every shard of `shards_spec` into `out_dir`, resumably.
 
@@ -81,6 +84,9 @@ def run_match(
     workers only read it; a loaded `MetadataIndex` is broadcast instead); each task returns
     its record and this process alone appends it to the manifest. `threads` None then means
     the worker's ``nthreads``. None runs every shard in this process.
+
+    `matched`: each shard matched now hands its entry counts over to it once its record is
+    appended (`shard_counts.RunCounts`, for the count stage; reused shards are not in it).
     """
     started = time.perf_counter()
     options = options or ReadOptions()
@@ -118,6 +124,7 @@ def run_match(
             threads=threads,
             progress=progress,
             retry_errors=retry_errors,
+            matched=matched,
         ))  # fmt: skip
     reports: dict[str, ShardReport] = {}
     in_flight = SHARDS_IN_FLIGHT if backend == "cpu" else 1
@@ -158,6 +165,7 @@ def run_match(
             for future in concurrent.futures.as_completed(futures):
                 report, record = future.result()
                 manifest.append(record)  # only this thread appends
+                _hand_over(report, record, matched)
                 reports[record.shard] = report
                 bar.update(task, advance=1)
         except BaseException:
@@ -165,6 +173,14 @@ def run_match(
                 future.cancel()  # the unrecorded shards are redone by the next run
             raise
     return _recorded(out_dir, started, [reports[shard.name] for shard in shards])
+
+
+def _hand_over(report: MatchReport, record: ShardRecord, matched: RunCounts | None) -> None:
+    """Gives the shard's counts, now that its record is appended, to `matched`; the report
+    keeps none (the reports of a run of many shards stay small)."""
+    if matched is not None:
+        matched.add(record, report.counts)
+    report.counts = None
 
 
 def _recorded(out_dir: Location, started: float, reports: list[ShardReport]) -> list[ShardReport]:
@@ -217,6 +233,7 @@ def _run_match_dask(
     threads: int | None,
     progress: bool,
     retry_errors: bool,
+    matched: RunCounts | None,
 ) -> list[ShardReport]:
     from metaclip_gpu.pipeline.cluster import results_as_completed
 
@@ -255,6 +272,8 @@ def _run_match_dask(
             try:
                 for report, record in results_as_completed(client, futures):
                     manifest.append(record)  # only here: one process appends to the manifest
+                    adopt_checksum(report.verified)  # the worker hashed it: not again here
+                    _hand_over(report, record, matched)
                     reports[record.shard] = report
                     rows += report.rows
                     bar.update(task, advance=1, rows=rows)

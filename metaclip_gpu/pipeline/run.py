@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,12 @@ from metaclip_gpu.pipeline.balance_per_image import balance_per_image
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.count import (
     COUNTS_DIR,
+    count_and_save,
     count_languages,
     counts_table,
-    run_count,
     save_entry_counts,
 )
+from metaclip_gpu.pipeline.counts_files import PendingTable
 from metaclip_gpu.pipeline.english_only import EnglishOnly
 from metaclip_gpu.pipeline.files import COUNTS_PARQUET
 from metaclip_gpu.pipeline.languages import LanguageIndexes, UnknownLanguage
@@ -53,6 +54,7 @@ from metaclip_gpu.pipeline.run_summary import (
     read_figures,
     worldwide_summary,
 )
+from metaclip_gpu.pipeline.shard_counts import RunCounts
 from metaclip_gpu.pipeline.thresholds import (
     DEFAULT_T_EN,
     THRESHOLDS_NAME,
@@ -96,6 +98,7 @@ class Run:
     progress: bool
     client: Any
     cache_dir: Path | None
+    matched: RunCounts = field(default_factory=RunCounts)  # the match tasks' counts
 
 
 class Mode:
@@ -113,6 +116,9 @@ class Mode:
     def count(self, run: Run) -> None:
         """Counts the match files of the run's shards and saves the counts."""
         raise NotImplementedError
+
+    def counts_saved(self) -> None:
+        """Waits for what `count` still writes meanwhile (nothing by default)."""
 
     def balance(self, run: Run) -> Any:
         """Thresholds, then the kept rows of every shard written; returns the figures."""
@@ -138,6 +144,7 @@ class EachText(Mode):
         self.english_only, self.lid_model = english_only, lid_model
         self.index: MetadataIndex | None = None
         self.matcher: Any = None
+        self.table: PendingTable | None = None  # entry_counts.parquet, written while balancing
 
     def load(self, metadata: Any, run: Run) -> Any:
         if isinstance(metadata, MetadataIndex):
@@ -157,7 +164,15 @@ class EachText(Mode):
         return index
 
     def count(self, run: Run) -> None:
-        run_count(run.out_dir, self.index, client=run.client)
+        assert self.index is not None
+        _, self.table = count_and_save(
+            run.out_dir, self.index, client=run.client, matched=run.matched
+        )
+
+    def counts_saved(self) -> None:
+        if self.table is not None:
+            self.table.finish()
+            self.table = None
 
     def balance(self, run: Run) -> dict[str, Any]:
         return run_balance(
@@ -235,7 +250,7 @@ class OneTextPerImage(Mode):
     def count(self, run: Run) -> None:
         assert self.langs is not None
         sizes = {lang: len(index) for lang, index in self.langs.indexes.items()}
-        self.counts = count_languages(run.out_dir, run.shards, sizes, run.client)
+        self.counts = count_languages(run.out_dir, run.shards, sizes, run.client, run.matched)
         counts_dir = run.out_dir / COUNTS_DIR
         if isinstance(counts_dir, Path):
             counts_dir.mkdir(parents=True, exist_ok=True)
@@ -378,12 +393,16 @@ def curate(
             progress=progress,
             client=client,
             cache_dir=run.cache_dir,
+            matched=run.matched,
         )
     mode.after_match(reports, run)
     with timer.stage("count"):
         mode.count(run)
-    with timer.stage("balance"):
-        balanced = mode.balance(run)
+    try:
+        with timer.stage("balance"):
+            balanced = mode.balance(run)
+    finally:
+        mode.counts_saved()  # before the run lets go of its lock
     summary = mode.summary(run, reports, balanced, timer)
     write_json(run.out_dir / SUMMARY_NAME, summary)
     return summary

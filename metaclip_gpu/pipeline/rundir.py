@@ -218,6 +218,16 @@ def record_counts(
     save_state(out_dir, state)
 
 
+def record_counts_file(out_dir: str | os.PathLike[str], name: str, checksum: str) -> None:
+    """Adds one more counts file, written after `record_counts` (the Parquet table), to the
+    counts record."""
+    state = load_state(out_dir)
+    if state is None or state.get("counts") is None:
+        return
+    state["counts"].setdefault("files", {})[name] = checksum
+    save_state(out_dir, state)
+
+
 # ---------------------------------------------------------------------- balance
 def check_balance_inputs(
     out_dir: str | os.PathLike[str], options: Any, shards: list[str], counts_name: str

@@ -4,11 +4,12 @@ with the columns
 
 - ``shard``: dictionary<int32, string>, the shard's name (`read.Shard.name`);
 - ``row``: int64, the row's position in its shard (``chunk.first_row + i``);
-- ``key``: the input's key column, only when the shard has one;
 - ``lang``: the row's language, in a worldwide run (`languages.LanguageIndexes`);
 - ``entry_ids``: list<int32>, the row's sorted distinct entry ids (empty for a null text);
 
-and, in its footer, the shard's entry counts (`shard_counts`: the count stage reads only those).
+and, in its footer, the shard's entry counts (`shard_counts`), which the task also hands to the
+count stage in memory (`MatchReport.counts`). No input column is copied: (shard, row) joins a
+row back to its input (files written before held the key column too; they read the same).
 
 Crash safety: the file is written under ``<name>.parquet.tmp-<pid>`` in the same folder,
 fsynced, renamed into place with `os.replace`, and only then recorded in the manifest
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
-from metaclip_gpu.pipeline.checksums import file_checksum, remember
+from metaclip_gpu.pipeline.checksums import file_checksum, known_checksum, remember
 from metaclip_gpu.pipeline.english_only import NOT_ENGLISH, EnglishOnly
 from metaclip_gpu.pipeline.files import (
     ENTRY_IDS_TYPE,
@@ -75,11 +76,16 @@ COMPRESSION = "none"
 @dataclass
 class MatchReport(ShardReport):
     """A `ShardReport` plus where the output went, how long it took, and whether the
-    shard was found done in the manifest (``reused``: no work was done this run)."""
+    shard was found done in the manifest (``reused``: no work was done this run); the shard's
+    entry counts for the count stage (``counts``, `RunCounts.add`, which the match stage then
+    drops) and the checksum memo entry of its output file (``verified``, `known_checksum`: a
+    dask worker's, adopted by the client so it need not hash the file again)."""
 
     output: Location | None = None
     seconds: float = 0.0
     reused: bool = False
+    counts: ShardCounts | None = None
+    verified: tuple[Any, str] | None = None
 
 
 def stage_config(index: MatchIndex, options: ReadOptions) -> str:
@@ -143,9 +149,6 @@ def _chunk_table(
         "shard": shard,
         "row": pa.array(np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)),
     }
-    if "key" in chunk.table.column_names:
-        key = chunk.table.column("key")
-        columns["key"] = key.cast(pa.string()) if pa.types.is_null(key.type) else key
     if lang is not None:
         columns["lang"] = lang
     columns["entry_ids"] = entry_ids
@@ -319,8 +322,10 @@ def match_shard_output(
     written: dict[str, Any] = {}  # an object's size and ETag, for its record
     if report.error is None:
         written = remember(final, checksum)
+        report.verified = known_checksum(final)
         delay_hook()
         report.output = final
+        report.counts = counts
     report.seconds = time.perf_counter() - start
     record = ShardRecord(
         shard=shard.name,

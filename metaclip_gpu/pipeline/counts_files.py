@@ -1,0 +1,118 @@
+"""The count stage's two files, hashed from the bytes in memory (never read back to hash).
+
+- ``entry_counts.npy`` (MetaCLIP's format, what balance reads) is written first and recorded
+  in the run record (`rundir.record_counts`) at once;
+- ``entry_counts.parquet`` (the entry strings beside their counts, for people and the report;
+  0.04-0.05 s for 500k entries, 15 MB) is built and written by a thread while the next stage
+  runs, and recorded when the caller collects it (`PendingTable.finish`).
+
+Crash safety: an earlier count's ``entry_counts.parquet`` is deleted before the new counts are
+written, so it is never found beside counts it does not hold; the new one is written under a
+temporary name and renamed (in object storage: one PUT), and recorded only after that. A run
+killed meanwhile leaves no table, or a complete one that the record does not name; the next
+count writes it again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from metaclip_gpu.pipeline import rundir
+from metaclip_gpu.pipeline.checksums import remember
+from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.oserrors import with_path
+from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage_write import remove, write_bytes
+
+
+def put_bytes(path: Location, parts: list[Any]) -> str:
+    """The bytes of `parts` (bytes or buffers, one after the other) at `path`, atomically (a
+    temporary name in the same folder, then renamed; in object storage one PUT); returns their
+    XXH64, noted for later checks."""
+    digest = xxhash.xxh64()
+    for part in parts:
+        digest.update(part)
+    checksum = digest.hexdigest()
+    if isinstance(path, RemotePath):
+        write_bytes(path, b"".join(parts))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with with_path(tmp), os.fdopen(fd, "wb") as f:
+                for part in parts:
+                    f.write(part)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    remember(path, checksum)
+    return checksum
+
+
+def npy_parts(counts: np.ndarray) -> list[Any]:
+    """`counts` (1-D) as ``np.save`` writes them (MetaCLIP's counts file): the format's header,
+    then the array's own memory (not copied: ``np.save`` into a buffer copies 4 MB three times
+    for 500k entries)."""
+    counts = np.ascontiguousarray(counts)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(counts))
+    return [header.getvalue(), memoryview(counts).cast("B")]
+
+
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """`table` as a plain Parquet file (no compression or dictionaries: 0.06 s for 500k
+    entries against 0.17 s with snappy and dictionary pages)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="none", use_dictionary=False)
+    return sink.getvalue()
+
+
+class PendingTable:
+    """``entry_counts.parquet`` being written by a thread (`save_counts`); `finish` waits for
+    it and records its checksum (in the run record, when the counts are recorded there)."""
+
+    def __init__(self, out_dir: Location, future: Future[str], recorded: bool) -> None:
+        self.out_dir, self.future, self.recorded = out_dir, future, recorded
+
+    def finish(self) -> str:
+        """The table's checksum, once it is in place (re-raises the writer's error)."""
+        checksum = self.future.result()
+        if self.recorded:
+            rundir.record_counts_file(self.out_dir, COUNTS_PARQUET, checksum)
+        return checksum
+
+
+def save_counts(
+    out_dir: Location,
+    counts: np.ndarray,
+    make_table: Any,
+    shards: list[str] | None,
+    seconds: float,
+) -> PendingTable:
+    """Writes ``entry_counts.npy`` and records it (with `shards`, the counted shard names; None:
+    a directory without a run record), then starts writing ``entry_counts.parquet`` (the table
+    `make_table()` gives) on a thread; the caller calls `PendingTable.finish` before it lets go
+    of the run lock."""
+    table_path = out_dir / COUNTS_PARQUET
+    if isinstance(table_path, RemotePath):
+        remove(table_path)
+    else:
+        table_path.unlink(missing_ok=True)
+    files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_parts(counts))}
+    if shards is not None:
+        rundir.record_counts(out_dir, shards, files, seconds)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="entry-counts-parquet")
+    future = pool.submit(lambda: put_bytes(table_path, [parquet_bytes(make_table())]))
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return PendingTable(out_dir, future, shards is not None)
