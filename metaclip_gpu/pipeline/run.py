@@ -398,11 +398,11 @@ def curate(
     mode.after_match(reports, run)
     with timer.stage("count"):
         mode.count(run)
-    try:
-        with timer.stage("balance"):
+    with timer.stage("balance"):  # the wait for the counts table is the balance stage's
+        try:
             balanced = mode.balance(run)
-    finally:
-        mode.counts_saved()  # before the run lets go of its lock
+        finally:
+            mode.counts_saved()  # before the run lets go of its lock
     summary = mode.summary(run, reports, balanced, timer)
     write_json(run.out_dir / SUMMARY_NAME, summary)
     return summary
