@@ -117,7 +117,7 @@ def curated(out: Path, t: float = 2.0) -> list[tuple]:
 
 def curate_cli(metadata: str, input_spec: str, out: Path, *extra: str):
     args = ["curate", "--metadata", metadata, "--input", input_spec, "--output", str(out)]
-    args += ["--t", "2", "--no-report", "--backend", "cpu", *extra]
+    args += ["--t", "2", "--no-report", "--backend", "cpu", "--curated-entry-ids", *extra]
     return CliRunner().invoke(main, args)
 
 
