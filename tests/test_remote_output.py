@@ -258,7 +258,7 @@ def test_worldwide_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_pa
     metadata.write_text(json.dumps({"en": remote.ENTRIES, "de": ["cat", "dog", "tree"]}))
     run = f"s3://{bucket}/world"
     args = ["curate", "--worldwide", "--metadata", str(metadata), "--input", str(folder)]
-    args += ["--t", "2", "--no-report", "--backend", "cpu", "--output"]
+    args += ["--t", "2", "--no-report", "--backend", "cpu", "--curated-entry-ids", "--output"]
     local = CliRunner().invoke(main, [*args, str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
     expected = remote_rows(tmp_path / "local", "t_en=2")
