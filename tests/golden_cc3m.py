@@ -7,7 +7,8 @@ a language column (en / de / an unknown language) and an image column that group
 twos and threes, so both balancing policies (each text on its own, one text per image) run.
 
 Per run the digest holds: the curated set of each t (row count and SHA-256 of the sorted rows,
-each row a JSON object with sorted keys, so the column order does not matter), the entry
+each row a JSON object with sorted keys, so the column order does not matter; the runs ask
+for ``curated_entry_ids``, so the rows hold each kept row's ids as they always did), the entry
 counts (SHA-256 of each ``.npy``'s array) and the summary with timings dropped and the run's
 root folder replaced by ``<root>``.
 
@@ -128,7 +129,9 @@ def golden_runs(cc3m_path: Path, metadata_path: Path, root: Path) -> dict[str, A
         ("metaclip1-target-size", keyed, {"ts": TS[:1], "target_size": TARGET_SIZE}),
     ]:
         out = root / name
-        summary = run_curate(shards, index, out, seed=5, progress=False, **kwargs)
+        summary = run_curate(
+            shards, index, out, seed=5, progress=False, curated_entry_ids=True, **kwargs
+        )
         runs[name] = run_digest(summary, out, root)
     world_in = write_worldwide_shards(lines, root / "in-world")
     meta = worldwide_metadata(metadata_path, root / "meta-world")
@@ -142,6 +145,7 @@ def golden_runs(cc3m_path: Path, metadata_path: Path, root: Path) -> dict[str, A
         lang_column="lang",
         image_column="image",
         progress=False,
+        curated_entry_ids=True,
     )
     runs["worldwide"] = run_digest(summary, out, root)
     return runs

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
-from metaclip_gpu.pipeline.draws import expected_kept, keep_masks
+from metaclip_gpu.pipeline.draws import _segment_any, expected_kept, keep_masks
 
 
 def random_pool(seed: int, n_texts: int = 3000, n_entries: int = 400):
@@ -77,3 +77,34 @@ def test_balance_chunk_of_unmatched_and_empty_chunks() -> None:
     assert empty.masks[1.0].shape == (0,) and empty.expected[1.0] == 0.0
     with pytest.raises(ValueError, match="positive finite"):
         balance_chunk(np.zeros(1, np.int64), np.zeros(0, np.int32), np.arange(0), counts, [0.0], 0)
+
+
+def test_balance_chunk_with_few_pairs_for_many_entries_equals_keep_masks() -> None:
+    """Fewer pairs than a quarter of the entries: the pairs' counts are gathered directly
+    (no flag array over every entry); the same masks and expected sizes."""
+    offsets, ids, counts, keys = random_pool(3, n_texts=40, n_entries=5000)
+    assert 4 * len(ids) < len(counts)
+    ts = [20.0, 300.0, 5_000.0]
+    decided = balance_chunk(offsets, ids, keys, counts, ts, seed=2)
+    want = keep_masks(offsets, ids, keys, counts, ts, seed=2)
+    for t in ts:
+        np.testing.assert_array_equal(decided.masks[t], want[t])
+        assert decided.expected[t] == expected_kept(offsets, ids, counts, t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_segment_any_equals_a_cumulative_sum_of_the_flags(seed: int) -> None:
+    """`_segment_any` (NumPy: ``logical_or.reduceat`` over the non-empty texts) against the
+    definition, with empty texts first, last and in runs, and a CSR of no pairs at all."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 6, 500)
+    lengths[rng.random(500) < 0.3] = 0
+    lengths[:3] = 0
+    lengths[-4:] = 0
+    for lens in (lengths, np.zeros(7, dtype=np.int64)):
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flags = rng.random(int(offsets[-1])) < 0.2
+        csum = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+        want = csum[offsets[1:]] - csum[offsets[:-1]] > 0
+        np.testing.assert_array_equal(_segment_any(np, offsets, flags), want)

@@ -45,8 +45,10 @@ def curated_rows(out_dir: Path, t: float) -> list[tuple[str, str, tuple[int, ...
 
 
 def curate(shards: Path, metadata, out: Path, **kwargs):
+    """`run_curate`; its curated files hold ``entry_ids`` (`curated_rows` reads them)."""
     kwargs.setdefault("ts", TS)
     kwargs.setdefault("seed", 0)
+    kwargs.setdefault("curated_entry_ids", True)
     return run_curate(shards, metadata, out, progress=False, **kwargs)
 
 
@@ -93,17 +95,17 @@ def test_another_seed_gives_another_set_and_reruns_are_idempotent(base, tmp_path
     work = tmp_path / "copy"
     shutil.copytree(out, work)
     before = {p: p.stat().st_mtime_ns for p in curated_dir(work, TS[0]).glob("*.parquet")}
-    again = run_balance(work, shards, ts=TS, seed=0, progress=False)
+    again = run_balance(work, shards, ts=TS, seed=0, progress=False, curated_entry_ids=True)
     assert all(s["reused"] for s in again["shards"])
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing rewritten
     reference = curated_rows(out, TS[0])
 
-    other = run_balance(work, shards, ts=TS, seed=1, progress=False)
+    other = run_balance(work, shards, ts=TS, seed=1, progress=False, curated_entry_ids=True)
     assert not any(s["reused"] for s in other["shards"])  # a new seed redoes every shard
     changed = curated_rows(work, TS[0])
     assert changed != reference
     assert {u for u, _, _ in changed} != {u for u, _, _ in reference}
-    run_balance(work, shards, ts=TS, seed=0, progress=False)
+    run_balance(work, shards, ts=TS, seed=0, progress=False, curated_entry_ids=True)
     assert curated_rows(work, TS[0]) == reference
 
 
@@ -153,7 +155,10 @@ def test_t_above_every_count_keeps_exactly_the_matched_texts(cc3m_path, tmp_path
     counts = run_count(tmp_path / "out", index)
     t_all = float(counts.max()) + 1
     low = 5.0
-    result = run_balance(tmp_path / "out", tmp_path / "shards", ts=[t_all, low], progress=False)
+    result = run_balance(
+        tmp_path / "out", tmp_path / "shards", ts=[t_all, low], progress=False,
+        curated_entry_ids=True,
+    )  # fmt: skip
     matches = matched_keys(tmp_path / "out", tmp_path / "shards")
     matched_urls = {u for u, ids in matches if ids}
     assert 0 < len(matched_urls) < 3000  # some texts match nothing
@@ -315,7 +320,7 @@ def test_gpu_balance_equals_cpu(base, tmp_path) -> None:
     shards, out, _ = base
     work = tmp_path / "gpu"
     shutil.copytree(out, work, ignore=shutil.ignore_patterns("curated"))
-    run_balance(work, shards, ts=TS, seed=0, backend="gpu", progress=False)
+    run_balance(work, shards, ts=TS, seed=0, backend="gpu", progress=False, curated_entry_ids=True)
     for t in TS:
         assert curated_rows(work, t) == curated_rows(out, t)
 
@@ -339,7 +344,8 @@ def test_curate_killed_in_the_balance_stage_resumes_to_the_same_result(
     killed = tmp_path / "killed"
     code = (
         "import sys; from metaclip_gpu.pipeline.run import run_curate; "
-        f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, seed=0, progress=False)"
+        f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, seed=0, progress=False, "
+        "curated_entry_ids=True)"
     )
     env = {**os.environ, DELAY_ENV: "0.6"}  # match: 0.3 s before and after each rename
     args = [sys.executable, "-c", code, str(shards), str(metadata_500k_path), str(killed)]

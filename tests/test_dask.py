@@ -39,7 +39,7 @@ N_SHARDS = 4
 
 
 def curated(out_dir: Path, t: float) -> list[tuple[str, tuple[int, ...]]]:
-    """Every kept row for `t` as sorted (url, entry ids)."""
+    """Every kept row for `t` as sorted (url, entry ids): runs with ``curated_entry_ids``."""
     rows: list[tuple[str, tuple[int, ...]]] = []
     for path in sorted(curated_dir(out_dir, t).glob("*.parquet")):
         table = pq.read_table(path, columns=["url", "entry_ids"])
@@ -77,8 +77,9 @@ def setup(tmp_path_factory, cc3m_path: Path, metadata_500k_path: Path):
     cache = root / "cache"
     out = root / "local"
     run_curate(
-        root / "shards", metadata_500k_path, out, ts=TS, seed=0, progress=False, cache_dir=cache
-    )
+        root / "shards", metadata_500k_path, out, ts=TS, seed=0, progress=False,
+        cache_dir=cache, curated_entry_ids=True,
+    )  # fmt: skip
     return root / "shards", cache, out
 
 
@@ -96,6 +97,7 @@ def test_two_workers_equal_in_process_and_rerun_does_nothing(
         progress=False,
         client=client2,
         cache_dir=cache,
+        curated_entry_ids=True,
     )
     assert summary["shards"] == N_SHARDS
     assert summary["shards_matched_this_run"] == N_SHARDS
@@ -132,6 +134,7 @@ def test_two_workers_equal_in_process_and_rerun_does_nothing(
         progress=False,
         client=client2,
         cache_dir=cache,
+        curated_entry_ids=True,
     )
     assert again["shards_matched_this_run"] == 0
     assert manifest_lines(out) == records
@@ -187,6 +190,7 @@ def test_one_worker_equals_two_workers(setup, metadata_500k_path, tmp_path) -> N
             progress=False,
             client=client,
             cache_dir=cache,
+            curated_entry_ids=True,
         )
     assert len(manifest_lines(out)) == N_SHARDS
     for t in TS:
@@ -199,7 +203,7 @@ def test_one_worker_equals_two_workers(setup, metadata_500k_path, tmp_path) -> N
 def test_cli_curate_on_a_local_cluster(cc3m_path, metadata_500k_path, tmp_path) -> None:
     split_lines(cc3m_path, tmp_path / "shards", 2, limit=2000)
     base = ["curate", "--metadata", str(metadata_500k_path), "--input", str(tmp_path / "shards")]
-    base += ["--t", "20", "--backend", "cpu"]
+    base += ["--t", "20", "--backend", "cpu", "--curated-entry-ids"]
     runner = CliRunner()
     plain = runner.invoke(main, [*base, "--output", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output
@@ -226,6 +230,7 @@ def test_english_only_identifies_on_every_worker_as_in_process(setup, client2, t
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(["dog", "beach", "man", "woman", "city", "de", "la", "der"]))
     kwargs = {"ts": [200.0], "seed": 0, "progress": False, "english_only": True}
+    kwargs["curated_entry_ids"] = True
     local = run_curate(shards, metadata, tmp_path / "local", **kwargs)
     two = run_curate(shards, metadata, tmp_path / "two", client=client2, **kwargs)
     assert two["skipped"]["not_english"] == local["skipped"]["not_english"] > 0
@@ -244,8 +249,9 @@ def test_target_size_on_the_cluster_equals_in_process(setup, client2, tmp_path) 
     on_cluster = tmp_path / "there"
     shutil.copytree(local, in_process, ignore=shutil.ignore_patterns("curated"))
     shutil.copytree(local, on_cluster, ignore=shutil.ignore_patterns("curated"))
-    here = run_balance(in_process, shards, target_size=6000, progress=False)
-    there = run_balance(on_cluster, shards, target_size=6000, progress=False, client=client2)
+    kwargs = {"target_size": 6000, "progress": False, "curated_entry_ids": True}
+    here = run_balance(in_process, shards, **kwargs)
+    there = run_balance(on_cluster, shards, client=client2, **kwargs)
     assert there["ts"][0]["t"] == pytest.approx(here["ts"][0]["t"], rel=1e-12)
     assert abs(there["ts"][0]["expected_kept"] - 6000) < 1e-3
     assert curated(on_cluster, there["ts"][0]["t"]) == curated(in_process, here["ts"][0]["t"])

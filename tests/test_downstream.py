@@ -1,9 +1,10 @@
 """What users do next with a curated folder: download it with img2dataset.
 
-A curated shard keeps the input's columns in the input's order plus ``entry_ids``, so the
+A curated shard keeps the input's columns in the input's order (and nothing else, as
+MetaCLIP's reference writes it; ``entry_ids`` only with ``curated_entry_ids``), so the
 downloader reads it as it read the pool (``--input_format parquet --url_col url --caption_col
-caption``) and carries ``entry_ids`` along (``--save_additional_columns``). The images are
-small files the test writes, fetched through ``file://`` URLs: no network.
+caption``) and carries ``entry_ids`` along when asked (``--save_additional_columns``). The
+images are small files the test writes, fetched through ``file://`` URLs: no network.
 """
 
 from __future__ import annotations
@@ -57,15 +58,17 @@ def _pool(tmp_path: Path, n: int, images: bool) -> Path:
     return shards
 
 
-def _curate(tmp_path: Path, shards: Path) -> Path:
+def _curate(tmp_path: Path, shards: Path, entry_ids: bool = False) -> Path:
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(METADATA))
     out = tmp_path / "run"
-    run_curate(shards, metadata, out, ts=[T], progress=False)
+    run_curate(shards, metadata, out, ts=[T], progress=False, curated_entry_ids=entry_ids)
     return out
 
 
-def test_curated_shards_keep_the_input_column_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry_ids", [False, True])
+def test_curated_shards_keep_the_input_column_order(tmp_path: Path, entry_ids: bool) -> None:
+    """Parquet and JSONL shards: the input's columns in its order; ``entry_ids`` on request."""
     shards = _pool(tmp_path, 40, images=False)
     jsonl = shards / "part-2.jsonl"
     jsonl.write_text(
@@ -74,15 +77,16 @@ def test_curated_shards_keep_the_input_column_order(tmp_path: Path) -> None:
             for i in range(5)
         )
     )
-    out = _curate(tmp_path, shards)
+    out = _curate(tmp_path, shards, entry_ids)
     files = sorted(curated_dir(out, T).glob("*.parquet"))
-    assert files
+    assert len(files) == 3
+    extra = ["entry_ids"] if entry_ids else []
     for path in files:
         names = pq.read_schema(path).names
         if "part-2" in path.name:
-            assert names == ["id", "url", "alt", "h", "entry_ids"]
+            assert names == ["id", "url", "alt", "h", *extra]
         else:
-            assert names == ["url", "caption", "photo_id", "entry_ids"]
+            assert names == ["url", "caption", "photo_id", *extra]
 
 
 def _img2dataset() -> Path:
@@ -99,7 +103,7 @@ def test_img2dataset_downloads_every_kept_row_with_its_caption_and_entry_ids(
 ) -> None:
     exe = _img2dataset()
     n = 60
-    out = _curate(tmp_path, _pool(tmp_path, n, images=True))
+    out = _curate(tmp_path, _pool(tmp_path, n, images=True), entry_ids=True)
     kept = pq.read_table(curated_dir(out, T)).to_pylist()  # the folder's shards
     assert 0 < len(kept) < n  # balancing dropped some rows of "the"
     wds = tmp_path / "wds"

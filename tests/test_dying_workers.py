@@ -87,7 +87,8 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, what: str)
 def curate_command(pool: tuple[Path, Path], out: Path, address: str, *extra: str) -> list[str]:
     root, metadata = pool
     args = ["curate", "--metadata", str(metadata), "--input", str(root), "--output", str(out)]
-    args += ["--t", str(T), "--no-report", "--scheduler-address", address, *extra]
+    args += ["--t", str(T), "--no-report", "--curated-entry-ids"]
+    args += ["--scheduler-address", address, *extra]
     return [sys.executable, "-m", "metaclip_gpu.cli", *args]
 
 
@@ -141,7 +142,7 @@ def test_no_worker_left_fails_in_bounded_time_naming_the_scheduler(
         assert rerun.returncode == 0, rerun.stderr.decode()
     finally:
         kill(worker)
-    run_curate(pool[0], pool[1], tmp_path / "clean", ts=[T], progress=False)
+    run_curate(pool[0], pool[1], tmp_path / "clean", ts=[T], progress=False, curated_entry_ids=True)
     assert curated(out) == curated(tmp_path / "clean")
 
 
@@ -185,7 +186,7 @@ def test_a_killed_workers_temporary_file_is_removed_by_the_run_that_finishes(
     finally:
         for w in workers:
             kill(w)
-    run_curate(pool[0], pool[1], tmp_path / "clean", ts=[T], progress=False)
+    run_curate(pool[0], pool[1], tmp_path / "clean", ts=[T], progress=False, curated_entry_ids=True)
     assert curated(out) == curated(tmp_path / "clean")
 
 

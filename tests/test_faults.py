@@ -66,7 +66,7 @@ def pool(tmp_path: Path) -> tuple[Path, Path]:
 def curate_args(pool: tuple[Path, Path], out: Path) -> list[str]:
     root, metadata = pool
     args = ["curate", "--metadata", str(metadata), "--input", str(root), "--output", str(out)]
-    return [*args, "--t", str(T), "--no-report"]
+    return [*args, "--t", str(T), "--no-report", "--curated-entry-ids"]
 
 
 def invoke(args: list[str]):

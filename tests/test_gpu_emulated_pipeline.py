@@ -73,6 +73,7 @@ def test_run_curate_gpu_equals_cpu(shards, metadata_dir, tmp_path, batch_rows: i
             backend=backend,
             options=options,
             progress=False,
+            curated_entry_ids=True,
         )
         for backend in ("cpu", "gpu")
     }

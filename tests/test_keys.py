@@ -125,3 +125,22 @@ def test_cudf_xxhash64_equals_xxhash() -> None:
     assert [g & M64 for g in got] == want, "cuDF's hash_values differs from XXH64(bytes, 0)" + (
         " by hash_combine(0, h) = h + 0x9E3779B97F4A7C15" if got == shifted else ""
     )
+
+
+def test_xxh64_bytes_of_a_null_with_bytes_in_its_slot_and_across_blocks(monkeypatch) -> None:
+    """A null hashes as ``b""`` even when its slot of the data buffer holds bytes (Arrow allows
+    it), and blocks of `_HASH_BLOCK` rows join up."""
+    from metaclip_gpu.pipeline import keys
+
+    data = pa.py_buffer(b"abcdef")
+    offsets = pa.py_buffer(np.array([0, 2, 4, 6], dtype=np.int32).tobytes())
+    validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
+    values = pa.Array.from_buffers(pa.string(), 3, [validity, offsets, data], null_count=1)
+    assert values.to_pylist() == ["ab", None, "ef"]
+    want = [xxhash.xxh64_intdigest(b) for b in (b"ab", b"", b"ef")]
+    assert keys.xxh64_bytes(values).tolist() == want
+    many = pa.array([f"u{i}" for i in range(10)])
+    monkeypatch.setattr(keys, "_HASH_BLOCK", 3)
+    assert keys.xxh64_bytes(many).tolist() == [
+        xxhash.xxh64_intdigest(f"u{i}".encode()) for i in range(10)
+    ]

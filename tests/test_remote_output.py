@@ -121,7 +121,7 @@ def test_match_count_and_balance_stages_into_s3(bucket, tmp_path) -> None:
     for args in (
         ["match", "--metadata", str(metadata), "--input", str(shards), "--output", run],
         ["count", "--metadata", str(metadata), "--output", run],
-        ["balance", "--input", str(shards), "--output", run, "--t", "2"],
+        ["balance", "--input", str(shards), "--output", run, "--t", "2", "--curated-entry-ids"],
     ):
         result = CliRunner().invoke(
             main, [*args, "--backend", "cpu"][: len(args) + 2 * (args[0] != "count")]
@@ -220,7 +220,8 @@ def test_dask_workers_write_the_run_directory_into_s3(bucket, s3_endpoint, tmp_p
 
     shards = write_shards(tmp_path / "in", "jsonl")
     metadata = write_metadata(tmp_path / "meta.json")
-    local = run_curate(shards, metadata, tmp_path / "local", ts=[2.0], seed=0, progress=False)
+    kwargs = {"ts": [2.0], "seed": 0, "progress": False, "curated_entry_ids": True}
+    local = run_curate(shards, metadata, tmp_path / "local", **kwargs)
     run = f"s3://{bucket}/dask"
     with pytest.MonkeyPatch.context() as env:
         env.delenv("AWS_ENDPOINT_URL")  # the workers start without it
@@ -235,9 +236,7 @@ def test_dask_workers_write_the_run_directory_into_s3(bucket, s3_endpoint, tmp_p
                 shards,
                 metadata,
                 out,
-                ts=[2.0],
-                seed=0,
-                progress=False,
+                **kwargs,
                 client=client,
                 cache_dir=tmp_path / "cache",
             )
@@ -259,7 +258,7 @@ def test_worldwide_curate_into_s3_keeps_the_rows_of_the_local_run(bucket, tmp_pa
     metadata.write_text(json.dumps({"en": remote.ENTRIES, "de": ["cat", "dog", "tree"]}))
     run = f"s3://{bucket}/world"
     args = ["curate", "--worldwide", "--metadata", str(metadata), "--input", str(folder)]
-    args += ["--t", "2", "--no-report", "--backend", "cpu", "--output"]
+    args += ["--t", "2", "--no-report", "--backend", "cpu", "--curated-entry-ids", "--output"]
     local = CliRunner().invoke(main, [*args, str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
     expected = remote_rows(tmp_path / "local", "t_en=2")

@@ -117,7 +117,7 @@ def curated(out: Path, t: float = 2.0) -> list[tuple]:
 
 def curate_cli(metadata: str, input_spec: str, out: Path, *extra: str):
     args = ["curate", "--metadata", metadata, "--input", input_spec, "--output", str(out)]
-    args += ["--t", "2", "--no-report", "--backend", "cpu", *extra]
+    args += ["--t", "2", "--no-report", "--backend", "cpu", "--curated-entry-ids", *extra]
     return CliRunner().invoke(main, args)
 
 
@@ -323,7 +323,8 @@ def test_dask_workers_read_s3_with_the_options_of_the_command(bucket, s3_endpoin
     metadata = write_metadata(tmp_path / "meta.json")
     upload(shards, f"s3://{bucket}/in")
     upload(metadata, f"s3://{bucket}/meta.json")
-    local = run_curate(shards, metadata, tmp_path / "local", ts=[2.0], seed=0, progress=False)
+    kwargs = {"ts": [2.0], "seed": 0, "progress": False, "curated_entry_ids": True}
+    local = run_curate(shards, metadata, tmp_path / "local", **kwargs)
     options = {"endpoint_url": s3_endpoint}
     with pytest.MonkeyPatch.context() as env:
         env.delenv("AWS_ENDPOINT_URL")  # the workers start without it
@@ -337,9 +338,7 @@ def test_dask_workers_read_s3_with_the_options_of_the_command(bucket, s3_endpoin
                 find_shards(f"s3://{bucket}/in/", storage_options=options),
                 storage.location(f"s3://{bucket}/meta.json", options),
                 tmp_path / "remote",
-                ts=[2.0],
-                seed=0,
-                progress=False,
+                **kwargs,
                 client=client,
                 cache_dir=tmp_path / "cache",
             )

@@ -45,7 +45,9 @@ def index_500k(metadata_500k_path: Path) -> MetadataIndex:
 
 
 def curate(shards: Path, metadata: Any, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """`run_curate`; its curated files hold ``entry_ids`` (`curated_rows` reads them)."""
     kwargs.setdefault("ts", TS)
+    kwargs.setdefault("curated_entry_ids", True)
     return run_curate(shards, metadata, out, progress=False, **kwargs)
 
 
@@ -165,7 +167,7 @@ def test_a_match_file_damaged_mid_file_is_named_and_redone(
     split_lines(cc3m_path, tmp_path / "in", 3, limit=3000)
     runner = CliRunner(env={"COLUMNS": "400"})
     base = ["curate", "--metadata", str(metadata_500k_path), "--input", str(tmp_path / "in")]
-    args = ["--t", "20", "--no-report"]
+    args = ["--t", "20", "--no-report", "--curated-entry-ids"]
     for out in ("out", "fresh"):
         result = runner.invoke(main, [*base, "--output", str(tmp_path / out), *args])
         assert result.exit_code == 0, result.output
@@ -210,7 +212,8 @@ def test_a_second_curate_into_a_directory_in_use_is_refused(
     out = tmp_path / "out"
     code = (
         "import sys; from metaclip_gpu.pipeline.run import run_curate; "
-        f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, progress=False)"
+        f"run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts={TS!r}, progress=False, "
+        "curated_entry_ids=True)"
     )
     args = [sys.executable, "-c", code, str(tmp_path / "in"), str(metadata_500k_path), str(out)]
     proc = subprocess.Popen(args, env={**os.environ, DELAY_ENV: "0.6"})

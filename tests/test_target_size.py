@@ -88,3 +88,22 @@ def test_cc3m_target_equals_solve_t(cc3m_path, metadata_500k_path, tmp_path) -> 
         solved = solve_target(files, counts, target)
         assert solved == pytest.approx(solve_t(offsets, ids, counts, target), rel=1e-8)
         assert abs(expected_kept(offsets, ids, counts, solved) - target) < 1e-3
+
+
+def test_csr_of_slices_chunks_and_nulls() -> None:
+    """`csr_of` of a sliced list array (offsets into a shared values buffer), of a chunked one
+    and of one with nulls (empty texts) gives each row's ids."""
+    lists = pa.array([[1, 2], [], [3], None, [4, 5, 6], []], pa.list_(pa.int32()))
+    for column in (
+        lists.slice(0, 3),
+        lists.slice(2),
+        lists.slice(4, 2),
+        lists.slice(6),
+        lists.filter(pa.array([True, True, True, False, True, True])),
+        lists,
+        pa.chunked_array([lists.slice(0, 2), lists.slice(2)]),
+    ):
+        offsets, ids = csr_of(column)
+        assert offsets.dtype == np.int64 and ids.dtype == np.int32 and offsets[0] == 0
+        want = [row or [] for row in column.to_pylist()]
+        assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == want

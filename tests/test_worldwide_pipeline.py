@@ -101,8 +101,9 @@ def base(metadata_dir: Path, pool: pa.Table, tmp_path_factory: pytest.TempPathFa
     root = tmp_path_factory.mktemp("ww")
     shards = write_shards(pool, root / "in", [len(pool) // 3, 2 * len(pool) // 3])
     summary = run_worldwide(
-        shards, metadata_dir, root / "out", t_en=[40.0, 1e9], seed=7, progress=False
-    )
+        shards, metadata_dir, root / "out", t_en=[40.0, 1e9], seed=7, progress=False,
+        curated_entry_ids=True,
+    )  # fmt: skip
     return shards, summary
 
 

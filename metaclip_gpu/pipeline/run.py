@@ -99,6 +99,7 @@ class Run:
     client: Any
     cache_dir: Path | None
     matched: RunCounts = field(default_factory=RunCounts)  # the match tasks' counts
+    curated_entry_ids: bool = False  # the curated files also hold each kept row's ids
 
 
 class Mode:
@@ -186,6 +187,7 @@ class EachText(Mode):
             progress=run.progress,
             client=run.client,
             summary=False,
+            curated_entry_ids=run.curated_entry_ids,
         )
 
     def summary(self, run: Run, reports: list[Any], balanced: Any, timer: StageTimer) -> dict:
@@ -288,6 +290,7 @@ class OneTextPerImage(Mode):
             self.image_column,
             run.progress,
             run.client,
+            entry_ids=run.curated_entry_ids,
         )
 
     def summary(self, run: Run, reports: list[Any], balanced: Any, timer: StageTimer) -> dict:
@@ -328,6 +331,7 @@ def curate(
     lang_column: str | None = None,
     image_column: str | None = None,
     unknown: UnknownLanguage = "skip",
+    curated_entry_ids: bool = False,
 ) -> dict[str, Any]:
     """read -> match -> count -> balance -> write every shard of `shards_spec` into `out_dir`,
     each stage timed; writes ``summary.json`` and returns it.
@@ -343,6 +347,9 @@ def curate(
     Worldwide: `lang_column` holds each row's language (else `lid_model` identifies it),
     `image_column` groups the texts of one image (default: the key column), `unknown` says what
     happens to a language without metadata ("skip" or "other").
+    `curated_entry_ids`: the curated files also hold ``entry_ids`` (each kept row's matched
+    entries); by default they hold the input's columns only, as MetaCLIP's reference writes
+    them, and every row's ids stay in ``matches/*.parquet`` (shard, row, entry_ids).
 
     `client`: a `distributed.Client` (`cluster.make_client`) to run each stage's per-shard
     tasks on (the result is the same as in process); `cache_dir`: the index cache the workers
@@ -374,6 +381,7 @@ def curate(
         progress=progress,
         client=client,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        curated_entry_ids=curated_entry_ids,
     )
     if isinstance(run.out_dir, RemotePath):  # in object storage: summary.json marks a finished run
         from metaclip_gpu.storage_write import remove

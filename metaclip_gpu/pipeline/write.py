@@ -1,8 +1,8 @@
 """Stage write: the curated rows of a shard (`curated_table`: the input columns under their
-own names plus ``entry_ids``), written atomically (`write_parquet`, `write_json`: a temporary
-name, then renamed; the checksum remembered), and the folder of each threshold
-(``curated/t=<t>/``, `curated_dir`) with the digest of what its files depend on
-(`_prepare_t_dir`).
+own names, as MetaCLIP's reference writes them; ``entry_ids`` only on request), written
+atomically (`write_parquet`, `write_json`: a temporary name, then renamed; the checksum
+remembered), and the folder of each threshold (``curated/t=<t>/``, `curated_dir`) with the
+digest of what its files depend on (`_prepare_t_dir`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from metaclip_gpu.storage import Location, RemotePath
 CURATED_DIR = "curated"
 BALANCE_CONFIG = "_balance.json"
 CURATED_MANIFEST = "_manifest.jsonl"  # per t folder: each curated file's checksum
-BALANCE_VERSION = 1  # bump when the curated files' content rules change
+BALANCE_VERSION = 2  # bump when the curated files' content rules change (2: entry_ids optional)
 
 
 def t_label(t: float) -> str:
@@ -63,17 +63,19 @@ def _restore_names(chunk: ShardChunk) -> list[str]:
     return names
 
 
-def curated_table(keyed: KeyedChunk, mask: np.ndarray) -> pa.Table:
-    """The kept rows of `keyed` (bool `mask`): input columns under their own names +
-    ``entry_ids``."""
+def curated_table(keyed: KeyedChunk, mask: np.ndarray, *, entry_ids: bool = False) -> pa.Table:
+    """The kept rows of `keyed` (bool `mask`): the input's columns under their own names, in
+    the input's order; with `entry_ids`, also ``entry_ids`` (each row's matched entries, from
+    the match file; an input column of that name is replaced)."""
     table = keyed.chunk.table.rename_columns(_restore_names(keyed.chunk))
-    if "entry_ids" in table.column_names:
-        table = table.drop_columns(["entry_ids"])
     order = {name: i for i, name in enumerate(keyed.chunk.source_columns)}
     if order:  # the input's column order (the reader puts text and key first)
         names = sorted(table.column_names, key=lambda name: order.get(name, len(order)))
         table = table.select(names)
-    table = table.append_column("entry_ids", keyed.entry_lists)
+    if entry_ids:
+        if "entry_ids" in table.column_names:
+            table = table.drop_columns(["entry_ids"])
+        table = table.append_column("entry_ids", keyed.entry_lists)
     return table.filter(pa.array(mask, pa.bool_()))
 
 
@@ -110,10 +112,17 @@ def write_parquet(table: pa.Table, final: Location) -> str:
 
 
 def _balance_digest(
-    seed: int, t: float, counts: np.ndarray, records: dict[str, ShardRecord], options: ReadOptions
+    seed: int,
+    t: float,
+    counts: np.ndarray,
+    records: dict[str, ShardRecord],
+    options: ReadOptions,
+    entry_ids: bool = False,
 ) -> str:
+    """What a t folder's curated files depend on (a change deletes them: `_prepare_t_dir`)."""
     payload = {
         "version": BALANCE_VERSION,
+        "entry_ids": bool(entry_ids),
         "seed": int(seed),
         "t": float(t),
         "counts": hashlib.sha256(np.ascontiguousarray(counts).tobytes()).hexdigest(),
