@@ -172,7 +172,7 @@ def test_counts_come_back_with_the_tasks_and_the_client_hashes_no_match_file(
     counts = run_count(out, metadata_500k_path, client=client2, matched=matched)
     np.testing.assert_array_equal(counts, load_entry_counts(local / COUNTS_NPY))
     assert hashed == [] and footers == []
-    run_balance(out, shards, ts=TS, seed=0, progress=False, client=client2)
+    run_balance(out, shards, ts=TS, seed=0, progress=False, client=client2, curated_entry_ids=True)
     for t in TS:
         assert curated(out, t) == curated(local, t)
 
