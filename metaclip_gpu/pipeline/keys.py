@@ -53,9 +53,9 @@ cuDF gives; a GPU key path must then subtract that constant where needed. Null r
 masked either way (they take the fallback here).
 
 Speed: hashing a string/binary column maps ``xxh64_intdigest`` over the column's values as
-``bytes`` (Arrow makes them, a block of 65,536 at a time; no UTF-8 decoding, no Python-level
-loop): 21,600 urls of ~50 bytes in 3.5 ms of CPU on the development machine (the former loop
-over slices of the data buffer: 7.8 ms), small next to matching.
+``bytes`` (Arrow's NumPy conversion makes them, a block of 65,536 at a time; no UTF-8 decoding,
+no Python-level loop): 100,000 cc3m urls in 25 ms of CPU on the development machine (min of 5;
+the values through ``to_pylist``: 117 ms; a loop over slices of the data buffer: 43 ms).
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def xxh64_bytes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     digest = xxhash.xxh64_intdigest
     out = np.empty(n, dtype=np.uint64)
     for start in range(0, n, _HASH_BLOCK):  # bytes objects of one block at a time
-        block = array.slice(start, _HASH_BLOCK).to_pylist()  # made in C: no Python loop
+        # bytes objects made by Arrow's NumPy conversion in C++ (0.2 us a value; `to_pylist`,
+        # through a Scalar per value, took 0.8-1.2 us)
+        block = array.slice(start, _HASH_BLOCK).to_numpy(zero_copy_only=False)
         out[start : start + len(block)] = np.fromiter(
             map(digest, block), dtype=np.uint64, count=len(block)
         )
