@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
-from metaclip_gpu.pipeline.draws import _segment_any, expected_kept, keep_masks
+from metaclip_gpu.pipeline.draws import _segment_any, _text_chances, expected_kept, keep_masks
 
 
 def random_pool(seed: int, n_texts: int = 3000, n_entries: int = 400):
@@ -108,3 +108,22 @@ def test_segment_any_equals_a_cumulative_sum_of_the_flags(seed: int) -> None:
         csum = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
         want = csum[offsets[1:]] - csum[offsets[:-1]] > 0
         np.testing.assert_array_equal(_segment_any(np, offsets, flags), want)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_text_chances_of_a_csr_of_only_undecided_texts_take_no_gather_and_agree(seed) -> None:
+    """Every text matched and none sure (what `balance_chunk` passes at the smallest t):
+    `_text_chances` uses the CSR as it is; the values equal those of the same texts inside a
+    CSR that also holds an unmatched text (which takes the gather), bit for bit."""
+    offsets, ids, counts, _keys = random_pool(seed)
+    counts = np.maximum(counts, np.uint64(100))  # no pair is sure at t = 50
+    matched = np.flatnonzero(np.diff(offsets) > 0)
+    lengths = np.diff(offsets)[matched]
+    only = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    pair_counts = counts[ids]
+    direct = _text_chances(np, only, pair_counts, 50.0)
+    with_empty = np.concatenate([only, [only[-1]]])  # one more text, unmatched
+    gathered = _text_chances(np, with_empty, pair_counts, 50.0)
+    assert len(direct) == len(matched) and (direct > 0).all() and (direct < 1).all()
+    assert np.array_equal(direct, gathered[:-1]) and gathered[-1] == 0.0
+    assert direct.sum() == plain_expected(only, ids, counts, 50.0)

@@ -294,8 +294,11 @@ def _text_chances(xp: Any, offsets: Any, pair_counts: Any, t: float, sure: Any =
     chances = sure.astype(xp.float64)
     rows = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
     if len(rows):
-        sub_offsets, positions = _csr_rows(xp, offsets, rows)
-        rest = pair_counts[positions].astype(xp.float64)
+        if len(rows) == len(offsets) - 1 and _covers(offsets, len(pair_counts)):
+            sub_offsets, rest = offsets, pair_counts.astype(xp.float64)  # every text: no gather
+        else:
+            sub_offsets, positions = _csr_rows(xp, offsets, rows)
+            rest = pair_counts[positions].astype(xp.float64)
         log_miss = xp.log1p(-(t / xp.maximum(rest, t)))
         owner = _pair_owner(xp, sub_offsets, len(rest))
         chances[rows] = -xp.expm1(xp.bincount(owner, weights=log_miss, minlength=len(rows)))
@@ -443,6 +446,11 @@ def _csr_rows(xp: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
     return sub_offsets, offsets[:-1][rows][owner] + within
 
 
+def _covers(offsets: Any, n_pairs: int) -> bool:
+    """Whether the CSR `offsets` runs from pair 0 to pair `n_pairs`, every pair in one text."""
+    return int(offsets[0]) == 0 and int(offsets[-1]) == n_pairs
+
+
 def _segment_any(xp: Any, offsets: Any, flags: Any) -> Any:
     """Per text, whether any of its pairs' bool `flags` is set: bool ``[n_texts]``.
 
@@ -450,7 +458,7 @@ def _segment_any(xp: Any, offsets: Any, flags: Any) -> Any:
     the next start, the last to the end: the CSR covers `flags` whole), about 6x a cumulative
     sum of the flags on 5M pairs; CuPy, or a CSR that does not cover `flags`: that sum."""
     n_texts = len(offsets) - 1
-    if xp is np and len(flags) and int(offsets[0]) == 0 and int(offsets[-1]) == len(flags):
+    if xp is np and len(flags) and _covers(offsets, len(flags)):
         nonempty = offsets[1:] > offsets[:-1]
         out = np.zeros(n_texts, dtype=bool)
         out[nonempty] = np.logical_or.reduceat(flags, offsets[:-1][nonempty])
