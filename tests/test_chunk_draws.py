@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
-from metaclip_gpu.pipeline.draws import _segment_any, _text_chances, expected_kept, keep_masks
+from metaclip_gpu.pipeline.csr_segments import segment_any
+from metaclip_gpu.pipeline.draws import _text_chances, expected_kept, keep_masks
 
 
 def random_pool(seed: int, n_texts: int = 3000, n_entries: int = 400):
@@ -93,8 +94,8 @@ def test_balance_chunk_with_few_pairs_for_many_entries_equals_keep_masks() -> No
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_segment_any_equals_a_cumulative_sum_of_the_flags(seed: int) -> None:
-    """`_segment_any` (NumPy: ``logical_or.reduceat`` over the non-empty texts) against the
+def testsegment_any_equals_a_cumulative_sum_of_the_flags(seed: int) -> None:
+    """`segment_any` (NumPy: ``logical_or.reduceat`` over the non-empty texts) against the
     definition, with empty texts first, last and in runs, and a CSR of no pairs at all."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(0, 6, 500)
@@ -107,7 +108,7 @@ def test_segment_any_equals_a_cumulative_sum_of_the_flags(seed: int) -> None:
         flags = rng.random(int(offsets[-1])) < 0.2
         csum = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
         want = csum[offsets[1:]] - csum[offsets[:-1]] > 0
-        np.testing.assert_array_equal(_segment_any(np, offsets, flags), want)
+        np.testing.assert_array_equal(segment_any(np, offsets, flags), want)
 
 
 @pytest.mark.parametrize("seed", [3, 4])

@@ -20,9 +20,10 @@ from metaclip_gpu.cli import main
 from metaclip_gpu.engine.metadata import MetadataError
 from metaclip_gpu.engine.reference import reference_match
 from metaclip_gpu.pipeline.balance_per_image import choose_one_per_sample
-from metaclip_gpu.pipeline.draws import keep_probability, p_to_t, t_to_p
+from metaclip_gpu.pipeline.draws import keep_probability
 from metaclip_gpu.pipeline.languages import LanguageIndexes, load_language_metadata
 from metaclip_gpu.pipeline.run import run_worldwide
+from metaclip_gpu.pipeline.thresholds import p_to_t, t_to_p
 
 METADATA = {
     "en": ["cat", "black cat", "dog", "a", "the", "photo", "C++", "Mr.", "New York"],

@@ -7,7 +7,7 @@ matched texts hold an entry of ``count <= t`` (such a text is kept whatever its 
 chance to be kept is exactly 1). Done apart, each gathered the counts of every pair, and the
 expected size took a logarithm of every pair. Here the texts sure at the smallest t are found
 once (from each pair's flag ``count <= t``, gathered from a per-entry flag array: a byte a
-pair, not an 8-byte count; `draws._segment_any`), and the counts, the draws, the keep
+pair, not an 8-byte count; `csr_segments.segment_any`), and the counts, the draws, the keep
 probabilities and the logarithms touch only the pairs of the other texts
 (`draws._Undecided`): on 127k CC3M rows at t = 1,000 that is about one text in six.
 """
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from metaclip_gpu.engine.arrays import array_module
+from metaclip_gpu.pipeline.csr_segments import check_csr, segment_any
 from metaclip_gpu.pipeline.draws import (
-    _check_csr,
     _check_t,
-    _segment_any,
     _text_chances,
     _Undecided,
 )
@@ -50,7 +49,7 @@ def balance_chunk(
     for t in ts:
         _check_t(t)
     xp = array_module(offsets, entry_ids, counts)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     counts = xp.asarray(counts)
     matched = int((offsets[1:] > offsets[:-1]).sum())
     if not ts:
@@ -59,7 +58,7 @@ def balance_chunk(
         tail_pairs = (counts <= min(ts))[entry_ids]
     else:  # few pairs: no pass over every entry
         tail_pairs = counts[entry_ids] <= min(ts)
-    sure = _segment_any(xp, offsets, tail_pairs)
+    sure = segment_any(xp, offsets, tail_pairs)
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     undecided_counts = counts[undecided.entry_ids].astype(xp.float64)
     masks: dict[float, Any] = {}

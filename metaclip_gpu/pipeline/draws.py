@@ -28,7 +28,7 @@ double and the product are exact; NumPy and CuPy give the same bits.
 Every function takes its array module from its inputs (NumPy or CuPy), is vectorized over the
 flat (text, entry) pairs of the match CSR (``offsets`` int64 ``[n_texts + 1]`` with
 ``offsets[0] == 0`` and ``offsets[-1] == len(entry_ids)``, as in `MatchResult`), and computes
-per-text reductions with a cumulative sum or a weighted bincount, with no Python loop over
+per-text reductions (`csr_segments`) or a weighted bincount, with no Python loop over
 texts. As SPEC 3 requires (and `MatchResult` guarantees), a text lists each entry at most once:
 a repeated (text, entry) pair would get the same draw twice while `expected_kept` would count
 it twice. The text keys are the caller's (SPEC 4: a stable id column, else a hash of the text
@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from metaclip_gpu.engine.arrays import array_module, to_host
+from metaclip_gpu.engine.arrays import array_module
+from metaclip_gpu.pipeline.csr_segments import check_csr, covers, csr_rows, pair_owner, segment_any
 
 U64_MASK = (1 << 64) - 1
 SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
@@ -101,11 +102,11 @@ def uniform_draws(seed: int, text_keys: Any, entry_ids: Any) -> Any:
 def csr_uniform_draws(offsets: Any, entry_ids: Any, text_keys: Any, seed: int) -> Any:
     """`uniform_draws` for every (text, entry) pair of a CSR; `text_keys` has one key per text."""
     xp = array_module(offsets, entry_ids, text_keys)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     keys = xp.asarray(text_keys)
     if keys.shape != (len(offsets) - 1,):
         raise ValueError(f"text_keys has shape {keys.shape}, expected ({len(offsets) - 1},)")
-    owner = _pair_owner(xp, offsets, len(entry_ids))
+    owner = pair_owner(xp, offsets, len(entry_ids))
     return uniform_draws(seed, keys[owner], entry_ids)
 
 
@@ -154,12 +155,12 @@ def keep_masks(
     for t in ts:
         _check_t(t)
     xp = array_module(offsets, entry_ids, text_keys, counts)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     counts = xp.asarray(counts)
     # A text with an entry of count <= t keeps p = 1 there, and u < 1: it is kept whatever
     # its draws. Sure at the smallest t means sure at every t, so only the other matched
     # texts (few, past the smallest t) need draws.
-    sure = _segment_any(xp, offsets, counts[entry_ids] <= min(ts))
+    sure = segment_any(xp, offsets, counts[entry_ids] <= min(ts))
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     masks: dict[float, Any] = {}
     for t in ts:
@@ -178,9 +179,9 @@ def keep_mask_from_probs(
     ``j`` (entry ``e = entry_ids[j]``). The same draws as `keep_masks`.
     """
     xp = array_module(offsets, entry_ids, text_keys, pair_probs)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     pair_probs = xp.asarray(pair_probs)
-    sure = _segment_any(xp, offsets, pair_probs >= 1.0)  # kept whatever the draws
+    sure = segment_any(xp, offsets, pair_probs >= 1.0)  # kept whatever the draws
     undecided = _Undecided.draw(xp, offsets, entry_ids, sure, text_keys, seed)
     return undecided.mask(sure, pair_probs[undecided.positions])
 
@@ -202,7 +203,7 @@ class _Undecided:
     ) -> _Undecided:
         """`text_keys`: an array of every text's key, or a function of `rows` giving theirs."""
         rows = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
-        sub_offsets, positions = _csr_rows(xp, offsets, rows)
+        sub_offsets, positions = csr_rows(xp, offsets, rows)
         ids = entry_ids[positions]
         keys = text_keys(rows) if callable(text_keys) else xp.asarray(text_keys)[rows]
         return cls(
@@ -213,7 +214,7 @@ class _Undecided:
         """Kept texts: the sure ones, and the undecided ones with a draw below its `probs`."""
         xp = array_module(sure, probs)
         mask = sure.copy()
-        mask[self.rows] = _segment_any(xp, self.offsets, self.draws < probs)
+        mask[self.rows] = segment_any(xp, self.offsets, self.draws < probs)
         return mask
 
 
@@ -227,41 +228,7 @@ def keep_chances(offsets: Any, pair_probs: Any) -> Any:
     xp = array_module(offsets, pair_probs)
     offsets = xp.asarray(offsets).astype(xp.int64, copy=False)
     probs = xp.asarray(pair_probs, dtype=xp.float64)
-    return _chances(xp, offsets, _pair_owner(xp, offsets, len(probs)), probs)
-
-
-def t_to_p(counts: Any, t: float) -> float:
-    """The tail share of threshold `t`: the fraction of all matches held by entries whose
-    count is below `t` (MetaCLIP 2 ``t_to_p``: ``counts[counts < t].sum() / counts.sum()``).
-
-    Raises ValueError when `counts` sums to 0 (no matches: no share to keep).
-    """
-    c = _host_counts(counts)
-    total = c.sum()
-    if not total > 0:
-        raise ValueError("t_to_p: the counts are all 0 (no matches)")
-    return float(c[c < t].sum() / total)
-
-
-def p_to_t(counts: Any, p: float) -> float:
-    """The threshold whose tail share is closest to `p` (MetaCLIP 2 ``p_to_t``): the counts
-    sorted ascending, their running share of the total, and the count where that share is
-    nearest `p` (the first such on a tie). It can be 0 when zero counts are nearest, which
-    keeps nothing of that language, as in the reference.
-
-    Raises ValueError when `counts` is empty or sums to 0.
-    """
-    c = np.sort(_host_counts(counts))
-    total = c.sum()
-    if not total > 0:
-        raise ValueError("p_to_t: the counts are all 0 (no matches)")
-    share = np.cumsum(c) / total
-    return float(c[int(np.abs(share - float(p)).argmin())])
-
-
-def _host_counts(counts: Any) -> np.ndarray:
-    """Counts as a host uint64 array (exact sums, as the reference's uint64 arrays)."""
-    return np.asarray(to_host(counts)).astype(np.uint64, copy=False)
+    return _chances(xp, offsets, pair_owner(xp, offsets, len(probs)), probs)
 
 
 # --- expected size and solving for t ----------------------------------------------------------
@@ -275,7 +242,7 @@ def expected_kept(offsets: Any, entry_ids: Any, counts: Any, t: float) -> float:
     a text with no match 0.
     """
     xp = array_module(offsets, entry_ids, counts)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     pair_counts = xp.asarray(counts)[entry_ids]
     return float(_text_chances(xp, offsets, pair_counts, _check_t(t)).sum())
 
@@ -290,17 +257,17 @@ def _text_chances(xp: Any, offsets: Any, pair_counts: Any, t: float, sure: Any =
     when most texts are sure (a low-count entry in nearly every text, as in real pools).
     """
     if sure is None:
-        sure = _segment_any(xp, offsets, pair_counts <= t)
+        sure = segment_any(xp, offsets, pair_counts <= t)
     chances = sure.astype(xp.float64)
     rows = xp.flatnonzero((offsets[1:] > offsets[:-1]) & ~sure)
     if len(rows):
-        if len(rows) == len(offsets) - 1 and _covers(offsets, len(pair_counts)):
+        if len(rows) == len(offsets) - 1 and covers(offsets, len(pair_counts)):
             sub_offsets, rest = offsets, pair_counts.astype(xp.float64)  # every text: no gather
         else:
-            sub_offsets, positions = _csr_rows(xp, offsets, rows)
+            sub_offsets, positions = csr_rows(xp, offsets, rows)
             rest = pair_counts[positions].astype(xp.float64)
         log_miss = xp.log1p(-(t / xp.maximum(rest, t)))
-        owner = _pair_owner(xp, sub_offsets, len(rest))
+        owner = pair_owner(xp, sub_offsets, len(rest))
         chances[rows] = -xp.expm1(xp.bincount(owner, weights=log_miss, minlength=len(rows)))
     return chances
 
@@ -323,7 +290,7 @@ def solve_t(offsets: Any, entry_ids: Any, counts: Any, target_size: float) -> fl
     if not target_size > 0:
         raise ValueError(f"target_size must be > 0, got {target_size}")
     xp = array_module(offsets, entry_ids, counts)
-    offsets, entry_ids = _check_csr(xp, offsets, entry_ids)
+    offsets, entry_ids = check_csr(xp, offsets, entry_ids)
     pair_counts = xp.asarray(counts)[entry_ids].astype(xp.float64)
     n_matched = int((offsets[1:] > offsets[:-1]).sum())
     hi = max(float(pair_counts.max()) if len(pair_counts) else 0.0, 1.0)
@@ -368,15 +335,15 @@ class _PairSet:
     def build(cls, xp: Any, offsets: Any, pair_counts: Any, lo: float, sure: int = 0) -> _PairSet:
         """Drops the unmatched texts and those with an entry of ``count <= lo``."""
         sure_pairs = pair_counts <= lo
-        has_sure = _segment_any(xp, offsets, sure_pairs)
+        has_sure = segment_any(xp, offsets, sure_pairs)
         lengths = offsets[1:] - offsets[:-1]
         keep_text = (lengths > 0) & ~has_sure
-        owner = _pair_owner(xp, offsets, len(pair_counts))
+        owner = pair_owner(xp, offsets, len(pair_counts))
         keep_pair = keep_text[owner]
         new_offsets = xp.zeros(int(keep_text.sum()) + 1, dtype=xp.int64)
         xp.cumsum(lengths[keep_text], out=new_offsets[1:])
         new_pairs = pair_counts[keep_pair]
-        new_owner = _pair_owner(xp, new_offsets, len(new_pairs))
+        new_owner = pair_owner(xp, new_offsets, len(new_pairs))
         return cls(xp, new_offsets, new_owner, new_pairs, sure + int(has_sure.sum()))
 
     def drop_sure(self, lo: float) -> _PairSet:
@@ -408,66 +375,6 @@ def _as_u64(xp: Any, array: Any, name: str) -> Any:
     raise TypeError(f"{name} must be integers, got dtype {a.dtype}")
 
 
-def _check_csr(xp: Any, offsets: Any, entry_ids: Any) -> tuple[Any, Any]:
-    """The CSR as (int64 offsets, entry ids) of module `xp`, checked for shape and ends."""
-    offsets = xp.asarray(offsets)
-    entry_ids = xp.asarray(entry_ids)
-    if offsets.ndim != 1 or len(offsets) < 1:
-        raise ValueError("offsets must be 1-D with at least one element")
-    if entry_ids.ndim != 1:
-        raise ValueError(f"entry_ids must be 1-D, got shape {entry_ids.shape}")
-    offsets = offsets.astype(xp.int64, copy=False)
-    if int(offsets[0]) != 0 or int(offsets[-1]) != len(entry_ids):
-        raise ValueError(
-            f"offsets must run from 0 to len(entry_ids) = {len(entry_ids)}, "
-            f"got {int(offsets[0])}..{int(offsets[-1])}"
-        )
-    return offsets, entry_ids
-
-
-def _pair_owner(xp: Any, offsets: Any, n_pairs: int) -> Any:
-    """The text of each flat pair, int64 ``[n_pairs]``: a cumulative sum of segment starts.
-
-    (``repeat`` with array counts needs CuPy >= 14.1; this works in every version.)
-    """
-    if n_pairs == 0:
-        return xp.zeros(0, dtype=xp.int64)
-    starts = xp.bincount(offsets[1:-1], minlength=n_pairs + 1)[:n_pairs]
-    return xp.cumsum(starts, dtype=xp.int64)
-
-
-def _csr_rows(xp: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
-    """The sub-CSR of the texts `rows` (ascending): (int64 offsets, flat pair positions)."""
-    lengths = offsets[1:][rows] - offsets[:-1][rows]
-    sub_offsets = xp.zeros(len(rows) + 1, dtype=xp.int64)
-    xp.cumsum(lengths, out=sub_offsets[1:])
-    owner = _pair_owner(xp, sub_offsets, int(sub_offsets[-1]))
-    within = xp.arange(len(owner), dtype=xp.int64) - sub_offsets[:-1][owner]
-    return sub_offsets, offsets[:-1][rows][owner] + within
-
-
-def _covers(offsets: Any, n_pairs: int) -> bool:
-    """Whether the CSR `offsets` runs from pair 0 to pair `n_pairs`, every pair in one text."""
-    return int(offsets[0]) == 0 and int(offsets[-1]) == n_pairs
-
-
-def _segment_any(xp: Any, offsets: Any, flags: Any) -> Any:
-    """Per text, whether any of its pairs' bool `flags` is set: bool ``[n_texts]``.
-
-    NumPy: ``logical_or.reduceat`` over the non-empty texts' starts (each segment then runs to
-    the next start, the last to the end: the CSR covers `flags` whole), about 6x a cumulative
-    sum of the flags on 5M pairs; CuPy, or a CSR that does not cover `flags`: that sum."""
-    n_texts = len(offsets) - 1
-    if xp is np and len(flags) and _covers(offsets, len(flags)):
-        nonempty = offsets[1:] > offsets[:-1]
-        out = np.zeros(n_texts, dtype=bool)
-        out[nonempty] = np.logical_or.reduceat(flags, offsets[:-1][nonempty])
-        return out
-    csum = xp.zeros(len(flags) + 1, dtype=xp.int64)
-    xp.cumsum(flags, dtype=xp.int64, out=csum[1:])
-    return csum[offsets[1:]] - csum[offsets[:-1]] > 0
-
-
 def _expected_from_pairs(xp: Any, offsets: Any, owner: Any, pair_counts: Any, t: float) -> float:
     """`expected_kept` from the per-pair counts (float64) and owners, for one ``t``."""
     if len(pair_counts) == 0:
@@ -486,7 +393,7 @@ def _chances(xp: Any, offsets: Any, owner: Any, p: Any) -> Any:
     n_texts = len(offsets) - 1
     if len(p) == 0:
         return xp.zeros(n_texts, dtype=xp.float64)
-    any_sure = _segment_any(xp, offsets, p >= 1.0)  # those texts: exactly 1
+    any_sure = segment_any(xp, offsets, p >= 1.0)  # those texts: exactly 1
     rest = (~any_sure)[owner]  # the log-sum only over the other texts' pairs (all p < 1)
     sum_log_miss = xp.bincount(owner[rest], weights=xp.log1p(-p[rest]), minlength=n_texts)
     return xp.where(any_sure, 1.0, -xp.expm1(sum_log_miss))

@@ -17,14 +17,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from metaclip_gpu.pipeline.draws import (
-    keep_probability,
-    p_to_t,
-    t_to_p,
-)
+from metaclip_gpu.engine.arrays import to_host
+from metaclip_gpu.pipeline.draws import keep_probability
 from metaclip_gpu.pipeline.languages import ENGLISH
 from metaclip_gpu.pipeline.write import (
     t_label,
@@ -103,3 +101,37 @@ def _finite_value(value: float) -> float | None:
 
 def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: _finite_value(v) for k, v in values.items()}
+
+
+def t_to_p(counts: Any, t: float) -> float:
+    """The tail share of threshold `t`: the fraction of all matches held by entries whose
+    count is below `t` (MetaCLIP 2 ``t_to_p``: ``counts[counts < t].sum() / counts.sum()``).
+
+    Raises ValueError when `counts` sums to 0 (no matches: no share to keep).
+    """
+    c = _host_counts(counts)
+    total = c.sum()
+    if not total > 0:
+        raise ValueError("t_to_p: the counts are all 0 (no matches)")
+    return float(c[c < t].sum() / total)
+
+
+def p_to_t(counts: Any, p: float) -> float:
+    """The threshold whose tail share is closest to `p` (MetaCLIP 2 ``p_to_t``): the counts
+    sorted ascending, their running share of the total, and the count where that share is
+    nearest `p` (the first such on a tie). It can be 0 when zero counts are nearest, which
+    keeps nothing of that language, as in the reference.
+
+    Raises ValueError when `counts` is empty or sums to 0.
+    """
+    c = np.sort(_host_counts(counts))
+    total = c.sum()
+    if not total > 0:
+        raise ValueError("p_to_t: the counts are all 0 (no matches)")
+    share = np.cumsum(c) / total
+    return float(c[int(np.abs(share - float(p)).argmin())])
+
+
+def _host_counts(counts: Any) -> np.ndarray:
+    """Counts as a host uint64 array (exact sums, as the reference's uint64 arrays)."""
+    return np.asarray(to_host(counts)).astype(np.uint64, copy=False)
