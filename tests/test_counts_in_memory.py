@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
 from metaclip_gpu.pipeline.manifest import MANIFEST_NAME, Manifest
 from metaclip_gpu.pipeline.match import run_match
 from metaclip_gpu.pipeline.read import find_shards, read_shard
-from metaclip_gpu.pipeline.run import run_curate
+from metaclip_gpu.pipeline.run import run_curate, run_worldwide
 from metaclip_gpu.pipeline.shard_counts import (
     COUNTS_KEY,
     OLD_COUNTS_KEY,
@@ -255,3 +257,49 @@ def test_shard_counts_of_sliced_and_null_lists_count_only_the_listed_rows() -> N
         got = np.zeros(4, np.int64)
         got[: len(counts.parts[""])] = counts.parts[""]
         assert got.tolist() == want
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_what_a_count_killed_mid_write_left_is_deleted_by_the_next_count(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A count process killed (SIGKILL) while writing its files leaves them under their
+    temporary names; the next count (under the run lock) deletes them and writes its own."""
+    shards, metadata = inputs
+    out = tmp_path / "out"
+    run_match(shards, metadata, out, options=OPTIONS, progress=False)
+    pid = dead_pid()
+    left = [out / f"{name}.tmp-{pid}" for name in (COUNTS_NPY, COUNTS_PARQUET)]
+    for path in left:
+        path.write_bytes(b"half a file")
+    counts = run_count(out, metadata)
+    assert not [path for path in left if path.exists()]
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    np.testing.assert_array_equal(np.load(out / COUNTS_NPY), counts)
+
+
+def test_a_worldwide_count_deletes_what_a_killed_one_left(tmp_path: Path) -> None:
+    """The same for the per-language counts folder of a worldwide run."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    texts = [" ".join(ENTRIES[i % len(ENTRIES) : i % len(ENTRIES) + 2]) for i in range(60)]
+    table = pa.table(
+        {"caption": texts, "url": [f"http://x/{i}" for i in range(60)], "lang": ["en"] * 60}
+    )
+    pq.write_table(table, shards / "part-0.parquet")
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "en.json").write_text(json.dumps(ENTRIES))
+    out = tmp_path / "run"
+    run_worldwide(shards, world, out, t_en=[3.0], seed=0, progress=False)
+    stale = out / "entry_counts" / f"en.npy.tmp-{dead_pid()}"
+    stale.write_bytes(b"half a file")
+    run_worldwide(shards, world, out, t_en=[3.0], seed=0, progress=False)
+    assert not stale.exists()
+    assert (out / "entry_counts" / "en.npy").exists()

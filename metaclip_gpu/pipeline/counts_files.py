@@ -10,16 +10,15 @@ Crash safety: an earlier count's ``entry_counts.parquet`` is deleted before the 
 written, so it is never found beside counts it does not hold; the new one is written under a
 temporary name and renamed (in object storage: one PUT), and recorded only after that. A run
 killed meanwhile leaves no table, or a complete one that the record does not name; the next
-count writes it again.
+count writes it again. The temporary names are ``<name>.tmp-<pid>``, so the next count (which
+holds the run lock) deletes what a killed one left (`files.remove_stale_tmp`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ import xxhash
 
 from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.checksums import remember
-from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET
+from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET, remove_stale_tmp
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.storage import Location, RemotePath
 from metaclip_gpu.storage_write import remove, write_bytes
@@ -47,14 +46,14 @@ def put_bytes(path: Location, parts: list[Any]) -> str:
         write_bytes(path, b"".join(parts))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # `files.remove_stale_tmp`'s
         try:
-            with with_path(tmp), os.fdopen(fd, "wb") as f:
+            with with_path(tmp), open(tmp, "wb") as f:
                 for part in parts:
                     f.write(part)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     remember(path, checksum)
     return checksum
@@ -108,6 +107,7 @@ def save_counts(
     if isinstance(table_path, RemotePath):
         remove(table_path)
     else:
+        remove_stale_tmp(out_dir)  # what a count killed mid-write left (the lock is ours)
         table_path.unlink(missing_ok=True)
     files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_parts(counts))}
     if shards is not None:

@@ -41,7 +41,7 @@ from metaclip_gpu.pipeline.count import (
 )
 from metaclip_gpu.pipeline.counts_files import PendingTable
 from metaclip_gpu.pipeline.english_only import EnglishOnly
-from metaclip_gpu.pipeline.files import COUNTS_PARQUET
+from metaclip_gpu.pipeline.files import COUNTS_PARQUET, remove_stale_tmp
 from metaclip_gpu.pipeline.languages import LanguageIndexes, UnknownLanguage
 from metaclip_gpu.pipeline.lid import LidModel
 from metaclip_gpu.pipeline.match import run_match, shard_list
@@ -256,6 +256,7 @@ class OneTextPerImage(Mode):
         counts_dir = run.out_dir / COUNTS_DIR
         if isinstance(counts_dir, Path):
             counts_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(counts_dir)  # what a count killed mid-write left
         for lang, c in self.counts.items():
             save_entry_counts(c, counts_dir / f"{lang}.npy")
         tables = [
