@@ -299,6 +299,12 @@ def test_bad_shards_are_recorded_and_the_rest_completes(
     assert table.column("entry_ids").to_pylist()[1] == [] == table.column("entry_ids")[3].as_py()
     assert table.column_names == ["shard", "row", "entry_ids"]  # (shard, row) joins the input
     assert table.column("row").to_pylist() == [0, 1, 2, 3]
+    # ids and rows plain-encoded (a dictionary of them costs half the write, for nothing)
+    columns = pq.ParquetFile(out / manifest.get("c_nulls.jsonl").output).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" in encodings["shard"]
+    assert "RLE_DICTIONARY" not in encodings["row"]
+    assert "RLE_DICTIONARY" not in encodings["entry_ids.list.element"]
 
     counts = run_count(out, small_metadata)
     lists = oracle.match_many([r.get("caption") for r in rows])
