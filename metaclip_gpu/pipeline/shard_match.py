@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,12 @@ def _chunk_table(
     return pa.table(columns)
 
 
+def _reading(options: ReadOptions, index: MatchIndex) -> ReadOptions:
+    """What the match stage reads of a shard: its texts alone, unless a worldwide index needs
+    each row's language column (`LanguageIndexes.row_codes`)."""
+    return options if isinstance(index, LanguageIndexes) else replace(options, text_only=True)
+
+
 def read_ahead(chunks: Iterator[ShardChunk]) -> Iterator[ShardChunk]:
     """`chunks`, the next one read by a thread while the caller matches this one (pyarrow's
     reading and parsing release the GIL). One chunk ahead: memory grows by one chunk."""
@@ -236,7 +242,7 @@ def _write_matches(
     when the shard cannot be read (then the file is not to be kept)."""
     writer: pq.ParquetWriter | None = None
     try:
-        for chunk in read_ahead(iter_shard_checked(shard, options, report)):
+        for chunk in read_ahead(iter_shard_checked(shard, _reading(options, index), report)):
             if chunk.num_rows == 0:
                 continue
             try:
