@@ -181,10 +181,14 @@ def test_a_shard_with_no_rows_gets_the_columns_of_the_others(
         )
         folder = Path(next(iter(summary["outputs"]["curated"].values())))
     else:
-        run_curate(shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids)
+        summary = run_curate(
+            shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids
+        )
         folder = curated_dir(out, 3.0)
     files = sorted(folder.glob("*.parquet"))
     assert len(files) == 3 and files[0].name.startswith("a-empty")
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert summary["curated_entry_ids"] is on_disk["curated_entry_ids"] is entry_ids
     extra = ["entry_ids"] if entry_ids else []
     columns = ["url", "caption", "photo_id", "lang", *extra]
     assert [pq.read_schema(path).names for path in files] == [columns] * 3
