@@ -99,7 +99,6 @@ def launch(name: str, n_threads: int, args: tuple[Any, ...]) -> None:
     kernel(name)((grid,), (BLOCK,), args)
 
 
-
 def _check_signature(index: MetadataIndex) -> None:
     """Refuses an index built by host code that hashes differently from these kernels (e.g. an
     editable install whose CPU extension was not rebuilt after an edit of kernels/)."""
