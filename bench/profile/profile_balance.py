@@ -8,7 +8,7 @@ count once, then:
   * the balance stage (`run_balance`, t = 1,000) `--reps` times into a fresh ``curated/``:
     wall seconds and the process's CPU seconds (user + system, Arrow's threads included);
     on a machine shared with other work the CPU figure is the steadier one;
-  * one shard, on this thread, phase by phase (CPU seconds, median of `--reps`): reading the
+  * one shard, on this thread, phase by phase (CPU seconds, median and min of `--reps`): reading the
     input and the match file in step (`aligned.iter_keyed_matches`), the input alone, the
     draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included), the kept
     rows' table (`write.curated_table`) and writing it (`write.write_parquet`), and beside it
@@ -124,6 +124,7 @@ def shard_phases(out: Path, shards_dir: Path, scratch: Path, reps: int) -> dict[
             cpu[name].append(timed(fn)[1])
     for name, values in cpu.items():
         figures[name] = round(statistics.median(values), 4)
+        figures[f"{name}, min"] = round(min(values), 4)
     figures["rows"] = sum(c.chunk.num_rows for c in chunks)
     figures["kept"] = sum(int(d.masks[T].sum()) for d in decided)
     figures["pairs"] = sum(len(c.entry_ids) for c in chunks)
