@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_gpu.pipeline.chunk_draws import balance_chunk
+from metaclip_gpu.pipeline.chunk_draws import balance_chunk, reference_balance_chunk
 from metaclip_gpu.pipeline.csr_segments import csr_rows, segment_any
 from metaclip_gpu.pipeline.draw_kernels import DRAW_MAX_TS, draw_chunk
 from metaclip_gpu.pipeline.draws import _text_chances, expected_kept, keep_masks
@@ -86,6 +86,26 @@ def test_kernels_equal_the_reference_on_a_zipf_pool(seed: int) -> None:
     keys = rng.integers(-(2**63), 2**63, 20_000, dtype=np.int64)
     ts = [3.0, 40.0, 333.3, 2_500.0]
     assert_equals_reference(offsets, ids, counts, ts, keys, seed - 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_balance_chunk_equals_its_reference_path(seed: int) -> None:
+    """`balance_chunk` (the kernels) and `reference_balance_chunk` (NumPy only): the same
+    masks, expected sizes (bit for bit) and matched texts, over more thresholds than one
+    launch takes, with the keys asked lazily."""
+    rng = np.random.default_rng(seed)
+    offsets, ids = pool(rng.integers(0, 15, 5_000).tolist(), 700, seed)
+    counts = np.exp(rng.uniform(0, np.log(80_000), 700)).astype(np.uint64)
+    keys = rng.integers(-(2**63), 2**63, 5_000, dtype=np.int64)
+    ts = [float(t) for t in np.geomspace(2.0, 1e5, DRAW_MAX_TS + 3)]
+    fused = balance_chunk(offsets, ids, lambda rows: keys[rows], counts, ts, seed)
+    want = reference_balance_chunk(offsets, ids, lambda rows: keys[rows], counts, ts, seed)
+    assert fused.matched == want.matched
+    for t in ts:
+        np.testing.assert_array_equal(fused.masks[t], want.masks[t])
+        assert fused.expected[t] == want.expected[t]
+    kept = [int(fused.masks[t].sum()) for t in ts]
+    assert kept == sorted(kept) and kept[0] < kept[-1]
 
 
 def test_keys_are_asked_once_for_the_undecided_texts_only() -> None:
@@ -166,9 +186,13 @@ def test_emulated_device_equals_the_host(emulated_cupy) -> None:
         "mc_draw_undecided",
     }
     assert device.matched == host.matched
+    reference = reference_balance_chunk(
+        cp.asarray(offsets), cp.asarray(ids), cp.asarray(keys), cp.asarray(counts), ts, -9
+    )
     for t in ts:
         assert isinstance(device.masks[t], cp.ndarray)
         np.testing.assert_array_equal(device.masks[t].get(), host.masks[t])
+        np.testing.assert_array_equal(reference.masks[t].get(), host.masks[t])
         assert device.expected[t] == host.expected[t]
     fused = draw_chunk(cp, cp.asarray(offsets), cp.asarray(ids), cp.asarray(counts), ts, keys, 1)
     want = draw_chunk(np, offsets, ids, counts, ts, keys, 1)

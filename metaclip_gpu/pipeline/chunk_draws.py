@@ -50,6 +50,28 @@ def balance_chunk(
     Arguments as `draws.keep_masks` (`text_keys`: an array of every text's key, or a function
     of the undecided texts' indices giving theirs, called once).
     """
+    return _balance_chunk(offsets, entry_ids, text_keys, counts, ts, seed, fused=True)
+
+
+def reference_balance_chunk(
+    offsets: Any, entry_ids: Any, text_keys: Any, counts: Any, ts: Iterable[float], seed: int
+) -> ChunkBalance:
+    """`balance_chunk` through the NumPy / CuPy formulas of `draws` only, never the kernels:
+    the reference the kernels are tested and timed against (bench/profile/profile_balance.py),
+    and the path `balance_chunk` takes for inputs the kernels do not take."""
+    return _balance_chunk(offsets, entry_ids, text_keys, counts, ts, seed, fused=False)
+
+
+def _balance_chunk(
+    offsets: Any,
+    entry_ids: Any,
+    text_keys: Any,
+    counts: Any,
+    ts: Iterable[float],
+    seed: int,
+    *,
+    fused: bool,
+) -> ChunkBalance:
     ts = list(ts)
     for t in ts:
         _check_t(t)
@@ -59,9 +81,9 @@ def balance_chunk(
     matched = int((offsets[1:] > offsets[:-1]).sum())
     if not ts:
         return ChunkBalance({}, {}, matched)
-    fused = draw_chunk(xp, offsets, entry_ids, counts, ts, text_keys, seed)
-    if fused is not None:
-        return _from_fused(xp, fused, ts, matched)
+    drawn = draw_chunk(xp, offsets, entry_ids, counts, ts, text_keys, seed) if fused else None
+    if drawn is not None:
+        return _from_fused(xp, drawn, ts, matched)
     if 4 * len(entry_ids) >= len(counts):  # gather one byte a pair, not a count
         tail_pairs = (counts <= min(ts))[entry_ids]
     else:  # few pairs: no pass over every entry
