@@ -10,9 +10,10 @@ count once, then:
     on a machine shared with other work the CPU figure is the steadier one;
   * one shard, on this thread, phase by phase (CPU seconds, median and min of `--reps`):
     reading the input and the match file in step (`aligned.iter_keyed_matches`), the input
-    alone, the draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included; then the same
-    through its NumPy reference path, `reference_balance_chunk`, without the kernels), the kept
-    rows' table (`write.curated_table`) and writing it (`write.write_parquet`), and beside it
+    alone, the draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included;
+    then the same through its NumPy reference path, `reference_balance_chunk`, without the
+    kernels), the kept rows' table (`write.curated_table`) and writing it
+    (`write.write_parquet`), and beside it
     the MetaCLIP-reference-style balance task of `curate_reference` on the same shard (load
     its ids from ``.npz`` and the counts, `curate_reference.kept_mask`, read the shard, filter,
     write), the two timed in turn;
