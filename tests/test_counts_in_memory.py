@@ -270,12 +270,14 @@ def test_what_a_count_killed_mid_write_left_is_deleted_by_the_next_count(
     inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A count process killed (SIGKILL) while writing its files leaves them under their
-    temporary names; the next count (under the run lock) deletes them and writes its own."""
+    temporary names (``<name>.tmp-<pid>``, or ``.<name>.XXXXXXXX.tmp`` from versions that
+    used mkstemp); the next count (under the run lock) deletes them and writes its own."""
     shards, metadata = inputs
     out = tmp_path / "out"
     run_match(shards, metadata, out, options=OPTIONS, progress=False)
     pid = dead_pid()
     left = [out / f"{name}.tmp-{pid}" for name in (COUNTS_NPY, COUNTS_PARQUET)]
+    left += [out / f".{name}.k2x_9q0a.tmp" for name in (COUNTS_NPY, COUNTS_PARQUET)]  # mkstemp's
     for path in left:
         path.write_bytes(b"half a file")
     counts = run_count(out, metadata)

@@ -158,3 +158,43 @@ def test_worldwide_curated_files_follow_the_option(pool, tmp_path: Path, entry_i
                 table.column("url").to_pylist(), table.column("entry_ids").to_pylist(), strict=True
             ):
                 assert kept == ids[url]
+
+
+@pytest.mark.parametrize("entry_ids", [False, True])
+@pytest.mark.parametrize("worldwide", [False, True])
+def test_a_shard_with_no_rows_gets_the_columns_of_the_others(
+    pool, tmp_path: Path, entry_ids: bool, worldwide: bool
+) -> None:
+    """A Parquet shard with no rows gets a curated file with the input's columns (its schema),
+    not a file without columns: `pq.read_table(folder)` takes the first file's schema, and such
+    a file first in the folder dropped every column of every file (seen: 26 rows, no column)."""
+    shards, metadata = pool
+    empty = pq.read_table(shards / "part-0.parquet").slice(0, 0)
+    pq.write_table(empty, shards / "a-empty.parquet")  # sorts first
+    out = tmp_path / "run"
+    if worldwide:
+        world = tmp_path / "world"
+        world.mkdir()
+        (world / "en.json").write_text(metadata.read_text())
+        summary = run_worldwide(
+            shards, world, out, t_en=[3.0], seed=0, progress=False, curated_entry_ids=entry_ids
+        )
+        folder = Path(next(iter(summary["outputs"]["curated"].values())))
+    else:
+        summary = run_curate(
+            shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids
+        )
+        folder = curated_dir(out, 3.0)
+    files = sorted(folder.glob("*.parquet"))
+    assert len(files) == 3 and files[0].name.startswith("a-empty")
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert summary["curated_entry_ids"] is on_disk["curated_entry_ids"] is entry_ids
+    extra = ["entry_ids"] if entry_ids else []
+    columns = ["url", "caption", "photo_id", "lang", *extra]
+    assert [pq.read_schema(path).names for path in files] == [columns] * 3
+    assert pq.read_metadata(files[0]).num_rows == 0
+    whole = pq.ParquetFile(files[1]).schema_arrow
+    assert pq.read_schema(files[0]).equals(whole)
+    table = pq.read_table(folder)
+    assert table.num_rows == sum(pq.read_metadata(p).num_rows for p in files) > 0
+    assert table.column_names[: len(columns)] == columns

@@ -127,9 +127,9 @@ def test_cudf_xxhash64_equals_xxhash() -> None:
     )
 
 
-def test_xxh64_bytes_of_a_null_with_bytes_in_its_slot_and_across_blocks(monkeypatch) -> None:
+def test_xxh64_bytes_of_a_null_with_bytes_in_its_slot() -> None:
     """A null hashes as ``b""`` even when its slot of the data buffer holds bytes (Arrow allows
-    it), and blocks of `_HASH_BLOCK` rows join up."""
+    it), over every value and at chosen rows."""
     from metaclip_gpu.pipeline import keys
 
     data = pa.py_buffer(b"abcdef")
@@ -139,8 +139,54 @@ def test_xxh64_bytes_of_a_null_with_bytes_in_its_slot_and_across_blocks(monkeypa
     assert values.to_pylist() == ["ab", None, "ef"]
     want = [xxhash.xxh64_intdigest(b) for b in (b"ab", b"", b"ef")]
     assert keys.xxh64_bytes(values).tolist() == want
-    many = pa.array([f"u{i}" for i in range(10)])
-    monkeypatch.setattr(keys, "_HASH_BLOCK", 3)
-    assert keys.xxh64_bytes(many).tolist() == [
-        xxhash.xxh64_intdigest(f"u{i}".encode()) for i in range(10)
-    ]
+    assert keys.xxh64_bytes(values, np.array([2, 1])).tolist() == [want[2], want[1]]
+
+
+@pytest.mark.parametrize(
+    "kind", [pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.string_view()]
+)
+def test_xxh64_bytes_equals_the_xxhash_package_on_every_layout(kind: pa.DataType) -> None:
+    """The native hash (engine/_native/key_hash.cpp) gives `xxhash.xxh64_intdigest` of every
+    value's bytes: random lengths 0-300 (XXH64's 32-byte stripes and every tail), non-ASCII
+    text, sliced and chunked arrays (their buffers start past the first value), and at chosen
+    rows in any order, repeats included."""
+    from metaclip_gpu.pipeline import keys
+
+    rng = np.random.default_rng(7)
+    alphabet = "abcxyz0189 /:.?=é漢字🙂"
+    texts = ["".join(rng.choice(list(alphabet), int(rng.integers(0, 300)))) for _ in range(400)]
+    texts[5] = ""
+    raw = [t.encode() for t in texts]
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        array = pa.array(raw, kind)
+    else:
+        array = pa.array(texts, pa.string()).cast(kind)
+    want = [xxhash.xxh64_intdigest(b) for b in raw]
+    assert keys.xxh64_bytes(array).tolist() == want
+    assert keys.xxh64_bytes(array.slice(37, 200)).tolist() == want[37:237]
+    chunked = pa.chunked_array([array.slice(0, 100), array.slice(100)])
+    assert keys.xxh64_bytes(chunked).tolist() == want
+    rows = np.array([399, 0, 5, 5, 123, 250])
+    assert keys.xxh64_bytes(array, rows).tolist() == [want[r] for r in rows]
+    assert keys.xxh64_bytes(array.slice(100), rows[:1] - 100).tolist() == [want[399]]
+    assert keys.xxh64_bytes(array, np.array([], np.int64)).tolist() == []
+    with pytest.raises(IndexError):
+        keys.xxh64_bytes(array, np.array([400]))
+
+
+def test_text_keys_of_selected_rows_equal_those_of_the_whole_table() -> None:
+    """`text_keys(select=...)` (what the balance stage asks for its undecided texts) gives the
+    keys `text_keys` gives those rows of the whole table: key column, null keys (the position
+    fallback, with the row's position in its shard) and no key column."""
+    texts = [f"caption {i % 7}" for i in range(50)]
+    urls = [None if i % 4 == 0 else f"http://x/{i}.jpg" for i in range(50)]
+    table = pa.table({"text": texts, "key": urls})
+    select = np.array([0, 3, 4, 17, 48, 49])
+    whole = text_keys(table, 1000)
+    assert text_keys(table, 1000, select=select).tolist() == whole[select].tolist()
+    no_key = table.drop_columns(["key"])
+    assert (
+        text_keys(no_key, 1000, select=select).tolist() == text_keys(no_key, 1000)[select].tolist()
+    )
+    ints = pa.table({"text": texts, "key": pa.array([None if i % 3 else i for i in range(50)])})
+    assert text_keys(ints, 5, select=select).tolist() == text_keys(ints, 5)[select].tolist()

@@ -169,6 +169,23 @@ def test_every_format_round_trips_the_same_texts(tmp_path: Path, fmt: str) -> No
 
 
 @pytest.mark.parametrize("fmt", list(WRITERS))
+def test_text_only_reads_the_texts_alone_and_the_same_rows(tmp_path: Path, fmt: str) -> None:
+    """``text_only`` (what the match stage reads): chunks of ``text`` alone, with the same
+    texts, rows and counts as a full read; a named key column must still exist."""
+    path, expected = write_format(tmp_path, fmt)
+    [shard] = find_shards(path)
+    options = ReadOptions(batch_rows=300, text_only=True, columns=["url"])
+    table, chunks = read_all(shard, options)
+    assert table.column_names == ["text"]
+    assert table.column("text").to_pylist() == expected
+    full = list(read_shard(shard, ReadOptions(batch_rows=300)))
+    assert [(c.first_row, c.num_rows) for c in chunks] == [(c.first_row, c.num_rows) for c in full]
+    if fmt == "parquet":
+        with pytest.raises(ShardError, match="no key column 'nope'"):
+            list(read_shard(shard, ReadOptions(key_column="nope", text_only=True)))
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
 def test_small_batches_give_identical_tables_and_first_rows(tmp_path: Path, fmt: str) -> None:
     path, _ = write_format(tmp_path, fmt)
     [shard] = find_shards(path)

@@ -299,6 +299,12 @@ def test_bad_shards_are_recorded_and_the_rest_completes(
     assert table.column("entry_ids").to_pylist()[1] == [] == table.column("entry_ids")[3].as_py()
     assert table.column_names == ["shard", "row", "entry_ids"]  # (shard, row) joins the input
     assert table.column("row").to_pylist() == [0, 1, 2, 3]
+    # ids and rows plain-encoded (a dictionary of them costs half the write, for nothing)
+    columns = pq.ParquetFile(out / manifest.get("c_nulls.jsonl").output).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" in encodings["shard"]
+    assert "RLE_DICTIONARY" not in encodings["row"]
+    assert "RLE_DICTIONARY" not in encodings["entry_ids.list.element"]
 
     counts = run_count(out, small_metadata)
     lists = oracle.match_many([r.get("caption") for r in rows])
@@ -311,3 +317,35 @@ def test_bad_shards_are_recorded_and_the_rest_completes(
     retried = run_match(root, small_metadata, out, progress=False, retry_errors=True)
     assert [isinstance(r, MatchReport) and r.reused for r in retried] == [False, True, True]
     assert no_tmp_files(out)
+
+
+def test_the_match_stage_reads_only_the_text_column(
+    tmp_path: Path, small_metadata: Path, monkeypatch
+) -> None:
+    """Match needs the texts alone: a Parquet shard's urls and other columns (most of its
+    bytes) are not read (`ReadOptions.text_only`), and the match file is the same."""
+    from metaclip_gpu.pipeline import shard_match
+
+    root = tmp_path / "in"
+    root.mkdir()
+    texts = ["a red car", "the blue sky", None, "green trees"]
+    pq.write_table(
+        pa.table({"url": [f"http://x/{i}" for i in range(4)], "caption": texts, "n": range(4)}),
+        root / "s.parquet",
+    )
+    seen: list[list[str]] = []
+    real = shard_match.iter_shard_checked
+
+    def spy(shard, options, report):
+        for chunk in real(shard, options, report):
+            seen.append(chunk.table.column_names)
+            yield chunk
+
+    monkeypatch.setattr(shard_match, "iter_shard_checked", spy)
+    out = tmp_path / "out"
+    [report] = run_match(root, small_metadata, out, progress=False)
+    assert seen == [["text"]]
+    table = pq.read_table(out / report.output)
+    oracle = FastOracle(SMALL_ENTRIES)
+    assert table.column("entry_ids").to_pylist() == oracle.match_many(texts)
+    assert report.rows == 4 and report.null_texts == 1

@@ -56,7 +56,7 @@ from metaclip_gpu.pipeline.shard_counts import (  # noqa: E402
     add_footer_counts,
 )
 from metaclip_gpu.pipeline.shard_match import (  # noqa: E402
-    COMPRESSION,
+    WRITER_OPTIONS,
     match_shard_output,
     stage_config,
 )
@@ -138,7 +138,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     sink = scratch / "write.parquet"
 
     def write() -> None:
-        with pq.ParquetWriter(sink, match_table.schema, compression=COMPRESSION) as writer:
+        with pq.ParquetWriter(sink, match_table.schema, **WRITER_OPTIONS) as writer:
             writer.write_table(match_table)
             writer.add_key_value_metadata(footer())
 

@@ -51,8 +51,7 @@ class KeyedChunk:
     def keys_of(self, rows: Any) -> np.ndarray:
         """The text keys of the chunk rows `rows` (NumPy or CuPy indices) only."""
         rows = to_host(rows).astype(np.int64, copy=False)
-        table = self.chunk.table.take(pa.array(rows))
-        return text_keys(table, rows=self.chunk.first_row + rows)
+        return text_keys(self.chunk.table, self.chunk.first_row, select=rows)
 
 
 class _MatchRows:

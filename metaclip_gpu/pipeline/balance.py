@@ -252,6 +252,7 @@ def run_balance(
     result = {
         "seed": int(seed),
         "target_size": target_size,
+        "curated_entry_ids": bool(curated_entry_ids),
         "counts_path": str(counts_path),
         "distinct_entries_matched": distinct,
         "shards": [

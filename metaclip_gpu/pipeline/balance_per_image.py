@@ -51,6 +51,7 @@ from metaclip_gpu.pipeline.write import (
     CURATED_DIR,
     CURATED_MANIFEST,
     curated_table,
+    empty_curated_table,
     write_parquet,
 )
 from metaclip_gpu.storage import RemotePath
@@ -139,9 +140,12 @@ def balance_shard_worldwide(
     keyed = list(iter_keyed_matches(shard, match_file, options, extra=("lang",)))
     figures = WorldwideShardFigures(shard.name)
     languages = langs.languages
-    if not keyed:
+    if not keyed:  # no rows: the columns of a shard with rows, where its schema says them
+        empty = empty_curated_table(shard, options, entry_ids=entry_ids)
+        if empty.num_columns > int(entry_ids) and "lang" not in empty.column_names:
+            where = empty.num_columns - 1 if entry_ids else empty.num_columns
+            empty = empty.add_column(where, "lang", pa.array([], pa.string()))
         for t_en, path in outputs.items():
-            empty = pa.table({"entry_ids": pa.array([], pa.list_(pa.int32()))} if entry_ids else {})
             figures.checksums[t_en] = write_parquet(empty, path)
         return figures
     codes = np.concatenate([langs.codes_of_names(k.extra["lang"]) for k in keyed])

@@ -27,7 +27,6 @@ from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
 from metaclip_gpu.pipeline.draws import expected_kept
 from metaclip_gpu.pipeline.files import (
-    ENTRY_IDS_TYPE,
     delay_hook,
 )
 from metaclip_gpu.pipeline.read import (
@@ -36,6 +35,7 @@ from metaclip_gpu.pipeline.read import (
 )
 from metaclip_gpu.pipeline.write import (
     curated_table,
+    empty_curated_table,
     write_parquet,
 )
 
@@ -132,10 +132,8 @@ def balance_shard(
             table = pa.concat_tables(parts, promote_options="permissive")
         elif empty is not None:
             table = empty
-        elif entry_ids:  # a shard with no rows
-            table = pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)})
-        else:  # a shard with no rows: no input columns to write
-            table = pa.table({})
+        else:  # a shard with no rows
+            empty = table = empty_curated_table(shard, options, entry_ids=entry_ids)
         figures.kept[t] = table.num_rows
         delay_hook()
         figures.checksums[t] = write_parquet(table, outputs[t])

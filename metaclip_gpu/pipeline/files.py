@@ -28,6 +28,9 @@ COUNTS_PARQUET = "entry_counts.parquet"
 SHARDS_IN_FLIGHT = 2
 DELAY_ENV = "METACLIP_GPU_TEST_SHARD_DELAY"
 _TMP_RE = re.compile(r"\.tmp-(\d+)$")
+# What versions before the `.tmp-<pid>` names left: tempfile.mkstemp's ``.<name>.<8 chars>.tmp``
+# (the counts files). No pid says whose: stale whenever the run lock is ours.
+_OLD_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 ENTRY_IDS_TYPE = pa.list_(pa.int32())
 
 
@@ -57,13 +60,17 @@ def _fsync_dir(path: Path) -> None:
 
 def remove_stale_tmp(directory: Path) -> list[Path]:
     """Deletes the ``*.tmp-<pid>`` files in `directory` of processes that no longer run (on
-    this host): outputs a killed run left half-written."""
+    this host): outputs a killed run left half-written. Also the ``.<name>.XXXXXXXX.tmp``
+    files of older versions (the caller holds the run lock, so no writer of theirs lives)."""
     removed = []
     if not directory.is_dir():
         return removed
     for path in directory.iterdir():
         found = _TMP_RE.search(path.name)
         if found is None:
+            if _OLD_TMP_RE.match(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
             continue
         pid = int(found.group(1))
         if pid != os.getpid():

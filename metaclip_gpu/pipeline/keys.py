@@ -52,10 +52,9 @@ test ``tests/test_keys.py::test_cudf_xxhash64_equals_xxhash`` pins which one the
 cuDF gives; a GPU key path must then subtract that constant where needed. Null rows must be
 masked either way (they take the fallback here).
 
-Speed: hashing a string/binary column maps ``xxh64_intdigest`` over the column's values as
-``bytes`` (Arrow's NumPy conversion makes them, a block of 65,536 at a time; no UTF-8 decoding,
-no Python-level loop): 100,000 cc3m urls in 25 ms of CPU on the development machine (min of 5;
-the values through ``to_pylist``: 117 ms; a loop over slices of the data buffer: 43 ms).
+Speed: a string/binary column is hashed straight from its Arrow buffers by the CPU extension
+(``engine/_native/key_hash.cpp``: xxHash's own ``XXH64``, from the copy pyarrow ships), only
+at the rows the balance stage needs (``select``). See `xxh64_bytes` for the figures.
 """
 
 from __future__ import annotations
@@ -65,12 +64,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
+from metaclip_gpu.engine._native import ffi, lib
 from metaclip_gpu.pipeline.draws import splitmix64
 
 XXH64_SEED = 0
-_HASH_BLOCK = 1 << 16  # rows whose bytes objects `xxh64_bytes` holds at once
 
 
 def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -95,25 +93,38 @@ def _byte_column(values: pa.Array) -> pa.Array:
     return _byte_column(pc.cast(values, pa.string()))
 
 
-def xxh64_bytes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """``XXH64(bytes, 0)`` of each value of a string/binary column: uint64 ``[len(values)]``.
+def xxh64_bytes(values: pa.Array | pa.ChunkedArray, rows: Any = None) -> np.ndarray:
+    """``XXH64(bytes, 0)`` of each value of a string/binary column: uint64 ``[len(values)]``,
+    or of the values at the indices `rows` only (uint64 ``[len(rows)]``).
 
     Strings hash their UTF-8 bytes, binary values their bytes, other types the bytes of their
     Arrow string cast. A null hashes as ``b""`` (callers mask nulls themselves).
     """
     array = _byte_column(_as_array(values))
-    n = len(array)
     if array.null_count:  # a null's slot may be non-empty in principle: hash it as b""
         array = array.fill_null(pa.scalar(b"", array.type))
-    digest = xxhash.xxh64_intdigest
+    if rows is not None:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(array)):
+            raise IndexError(f"rows out of range for {len(array)} values")
+    n = len(array) if rows is None else len(rows)
     out = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, _HASH_BLOCK):  # bytes objects of one block at a time
-        # bytes objects made by Arrow's NumPy conversion in C++ (0.2 us a value; `to_pylist`,
-        # through a Scalar per value, took 0.8-1.2 us)
-        block = array.slice(start, _HASH_BLOCK).to_numpy(zero_copy_only=False)
-        out[start : start + len(block)] = np.fromiter(
-            map(digest, block), dtype=np.uint64, count=len(block)
-        )
+    if n == 0:
+        return out
+    wide = pa.types.is_large_binary(array.type)
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset : array.offset + len(array) + 1]  # this slice's own
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(1, np.uint8)
+    lib.mc_xxh64_binary(
+        ffi.from_buffer("uint8_t[]", data),
+        ffi.from_buffer(offsets),
+        int(wide),
+        ffi.NULL if rows is None else ffi.from_buffer("int64_t[]", rows),
+        n,
+        XXH64_SEED,
+        ffi.from_buffer("uint64_t[]", out, require_writable=True),
+    )
     return out
 
 
@@ -125,8 +136,11 @@ def _valid_mask(values: pa.Array) -> np.ndarray:
     return np.asarray(values.is_valid())
 
 
-def key_column_keys(key: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def key_column_keys(
+    key: pa.Array | pa.ChunkedArray, rows: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The keys given by a key column: (uint64 keys, bool valid); rule 1 of the module doc.
+    Of every value, or of the values at the indices `rows` only.
 
     Where ``valid`` is False (a null key) the key is 0 and the caller uses the fallback.
     """
@@ -134,18 +148,24 @@ def key_column_keys(key: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
     valid = _valid_mask(array)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        valid = valid[rows]
     if pa.types.is_integer(array.type):
         kind = np.uint64 if pa.types.is_unsigned_integer(array.type) else np.int64
         values = array.fill_null(0).to_numpy(zero_copy_only=False).astype(kind, copy=False)
+        if rows is not None:
+            values = values[rows]
         keys = values.view(np.uint64) if kind is np.int64 else values
         return np.where(valid, keys, np.uint64(0)).astype(np.uint64), valid
-    keys = xxh64_bytes(array)
+    keys = xxh64_bytes(array, rows)
     return np.where(valid, keys, np.uint64(0)).astype(np.uint64), valid
 
 
-def fallback_keys(text: pa.Array | pa.ChunkedArray, rows: Any) -> np.ndarray:
-    """``XXH64(text bytes, 0) ^ splitmix64(row)`` per row (rule 2 of the module doc)."""
-    hashes = xxh64_bytes(text)
+def fallback_keys(text: pa.Array | pa.ChunkedArray, rows: Any, select: Any = None) -> np.ndarray:
+    """``XXH64(text bytes, 0) ^ splitmix64(row)`` per row (rule 2 of the module doc): of every
+    text, or of the texts at the indices `select` only (`rows` then gives their positions)."""
+    hashes = xxh64_bytes(text, select)
     rows = np.asarray(rows)
     if rows.shape != hashes.shape:
         raise ValueError(f"{len(hashes)} texts but rows has shape {rows.shape}")
@@ -159,23 +179,28 @@ def text_keys(
     first_row: int = 0,
     *,
     rows: Any = None,
+    select: Any = None,
     text_column: str = "text",
     key_column: str | None = "key",
 ) -> np.ndarray:
-    """The uint64 text key of every row of `table` (module docstring).
+    """The uint64 text key of every row of `table` (module docstring), or of the rows at the
+    indices `select` only (no copy of the table: only those values are hashed).
 
     `table` has the text column `text_column` (default ``text``, as in a `read.ShardChunk`)
     and, when the shard has one, the key column `key_column` (default ``key``; ignored when
-    absent or None). `rows`: each row's position in its shard (e.g. a match file's ``row``
-    column); default ``first_row + arange(num_rows)``. Rows with a non-null key use it; the
-    others use the position fallback.
+    absent or None). `rows`: each (selected) row's position in its shard (e.g. a match file's
+    ``row`` column); default ``first_row`` plus its index in `table`. Rows with a non-null key
+    use it; the others use the position fallback.
     """
-    n = table.num_rows
+    if select is not None:
+        select = np.asarray(select, dtype=np.int64)
+    n = table.num_rows if select is None else len(select)
     if rows is None:
-        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+        index = np.arange(table.num_rows, dtype=np.int64) if select is None else select
+        rows = first_row + index
     has_key = key_column is not None and key_column in table.column_names
     if has_key:
-        keys, valid = key_column_keys(table.column(key_column))
+        keys, valid = key_column_keys(table.column(key_column), select)
         if valid.all():
             return keys
     else:
@@ -185,7 +210,8 @@ def text_keys(
     text = _as_array(table.column(text_column))
     rows = np.asarray(rows)
     if len(missing) == n:
-        return fallback_keys(text, rows)
+        return fallback_keys(text, rows, select)
     keys = keys.copy()
-    keys[missing] = fallback_keys(text.take(pa.array(missing)), rows[missing])
+    where = missing if select is None else select[missing]
+    keys[missing] = fallback_keys(text, rows[missing], where)
     return keys

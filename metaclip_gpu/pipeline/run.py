@@ -306,6 +306,7 @@ class OneTextPerImage(Mode):
             balanced,
             run.seed,
             run.backend,
+            run.curated_entry_ids,
         )
         summary["seconds"] = timer.finish()
         return summary

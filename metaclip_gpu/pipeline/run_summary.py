@@ -63,6 +63,7 @@ def curate_summary(
         "metadata_entries": metadata_entries,
         "distinct_entries_matched": balance["distinct_entries_matched"],
         "seed": int(seed),
+        "curated_entry_ids": bool(balance.get("curated_entry_ids", False)),
         "english_only": english_only,
         "language_identifier": language_identifier,
         "target_size": target_size,
@@ -166,6 +167,7 @@ def worldwide_summary(
     shard_figures: list[WorldwideShardFigures],
     seed: int,
     backend: str,
+    curated_entry_ids: bool = False,
 ) -> dict[str, Any]:
     languages: dict[str, Any] = {}
     for lang in langs.languages:
@@ -229,6 +231,7 @@ def worldwide_summary(
         "metadata_entries": len(langs),
         "distinct_entries_matched": distinct,
         "seed": int(seed),
+        "curated_entry_ids": bool(curated_entry_ids),
         "backend": backend,
         "ts": ts,
         "languages": languages,

@@ -19,19 +19,22 @@ import pyarrow.parquet as pq
 from metaclip_gpu import storage, storage_write
 from metaclip_gpu.pipeline.aligned import KeyedChunk
 from metaclip_gpu.pipeline.checksums import file_checksum, remember
-from metaclip_gpu.pipeline.files import remove_stale_tmp
+from metaclip_gpu.pipeline.files import ENTRY_IDS_TYPE, remove_stale_tmp
 from metaclip_gpu.pipeline.manifest import ShardRecord
 from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.pipeline.read import (
     ReadOptions,
+    Shard,
     ShardChunk,
+    columns_chunk,
 )
 from metaclip_gpu.storage import Location, RemotePath
 
 CURATED_DIR = "curated"
 BALANCE_CONFIG = "_balance.json"
 CURATED_MANIFEST = "_manifest.jsonl"  # per t folder: each curated file's checksum
-BALANCE_VERSION = 2  # bump when the curated files' content rules change (2: entry_ids optional)
+BALANCE_VERSION = 3  # bump when the curated files' content rules change (2: entry_ids optional;
+# 3: a Parquet shard with no rows gets its columns, not a file without any)
 
 
 def t_label(t: float) -> str:
@@ -77,6 +80,21 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray, *, entry_ids: bool = Fals
             table = table.drop_columns(["entry_ids"])
         table = table.append_column("entry_ids", keyed.entry_lists)
     return table.filter(pa.array(mask, pa.bool_()))
+
+
+def empty_curated_table(shard: Shard, options: ReadOptions, *, entry_ids: bool = False) -> pa.Table:
+    """The curated file of a shard with no rows: `curated_table`'s columns, from the shard's
+    schema where its format has one without rows (Parquet), so every curated file of a folder
+    has the same columns (a reader of the folder, ``pq.read_table(folder)``, takes one file's
+    schema for all: a file without columns lost every other file's columns). A JSONL, TSV or
+    tar shard with no rows names no columns: only ``entry_ids``, when asked for."""
+    chunk = columns_chunk(shard, options)
+    if chunk is None:
+        return pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)} if entry_ids else {})
+    no_rows = KeyedChunk(
+        chunk, np.zeros(1, np.int64), np.zeros(0, np.int32), pa.array([], ENTRY_IDS_TYPE)
+    )
+    return curated_table(no_rows, np.zeros(0, dtype=bool), entry_ids=entry_ids)
 
 
 def write_json(path: Location, payload: Any) -> None:

@@ -78,6 +78,13 @@ void mc_cpu_draw_undecided(const int64_t* offsets, const int32_t* entry_ids,
                            int64_t n_rows, uint64_t seed, const double* ts, int n_ts,
                            uint8_t* kept, double* chances, int n_threads);
 
+/* XXH64 (xxHash's, with `seed`) of the values of an Arrow binary column: value i of `rows`
+   (all n values when `rows` is NULL) is data[offsets[r] .. offsets[r + 1]), the offsets int32
+   or int64 as `offsets_are_64` says (already shifted by the array's offset). Host only
+   (key_hash.cpp), for the balance stage's text keys (pipeline/keys.py). */
+void mc_xxh64_binary(const uint8_t* data, const void* offsets, int offsets_are_64,
+                     const int64_t* rows, int64_t n, uint64_t seed, uint64_t* out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,6 +31,7 @@ pyarrow's block parser plus the per-line fallback here already provide.
 """
 
 from metaclip_gpu.pipeline.read.readers import (
+    columns_chunk,
     iter_shard_checked,
     read_shard,
     read_shard_checked,
@@ -61,6 +62,7 @@ __all__ = [
     "ShardChunk",
     "ShardError",
     "ShardReport",
+    "columns_chunk",
     "find_shards",
     "iter_shard_checked",
     "read_shard",

@@ -54,6 +54,8 @@ def resolve_columns(shard: Shard, names: Sequence[str], options: ReadOptions) ->
         key: str | None = options.key_column
     else:
         key = next((c for c in KEY_CANDIDATES if c in names and c != text), None)
+    if options.text_only:  # the key was checked above, but is not read
+        return Columns(text, None, frozenset())
     keep = None if options.columns is None else frozenset(options.columns)
     return Columns(text, key, keep)
 

@@ -18,7 +18,12 @@ from metaclip_gpu.pipeline.read.shards import (
     ShardReport,
     find_shards,
 )
-from metaclip_gpu.pipeline.read.text_formats import read_delimited, read_jsonl, read_parquet
+from metaclip_gpu.pipeline.read.text_formats import (
+    parquet_columns_chunk,
+    read_delimited,
+    read_jsonl,
+    read_parquet,
+)
 from metaclip_gpu.pipeline.read.webdataset import read_wds
 
 
@@ -59,6 +64,18 @@ def read_shard(shard: Shard, options: ReadOptions | None = None) -> Iterator[Sha
         raise ShardError(
             shard.path, f"cannot read as {shard.format}: {type(err).__name__}: {err}"
         ) from err
+
+
+def columns_chunk(shard: Shard, options: ReadOptions | None = None) -> ShardChunk | None:
+    """A 0-row chunk with the columns `read_shard` gives `shard`, where its format records them
+    without rows (Parquet's schema); None for the others (a JSONL, TSV or tar shard with no rows
+    names no columns). Raises `ShardError` when the shard cannot be read."""
+    if shard.format != "parquet":
+        return None
+    try:
+        return parquet_columns_chunk(shard, options or ReadOptions())
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(shard.path, f"not a readable Parquet file: {err}") from err
 
 
 def read_shard_checked(

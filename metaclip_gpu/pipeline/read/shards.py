@@ -88,7 +88,9 @@ class ReadOptions:
     has one); ``.csv`` files have a header row. ``header`` overrides that per-format default
     (True: the first row names the columns; False: headerless). ``columns``: the other
     columns to keep (None = all; absent names are ignored, since JSON and WebDataset shards
-    have no fixed schema).
+    have no fixed schema). ``text_only``: the chunks hold ``text`` alone (the match stage:
+    a Parquet shard then reads one column, not its urls and the rest; a named key column must
+    still exist), whatever ``columns`` says.
     """
 
     text_column: str | None = None
@@ -97,6 +99,7 @@ class ReadOptions:
     batch_rows: int = 1 << 20
     columns: list[str] | None = None
     header: bool | None = None
+    text_only: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:

@@ -51,6 +51,27 @@ def read_parquet(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterat
         pf.close()
 
 
+def parquet_columns_chunk(shard: Shard, options: ReadOptions) -> ShardChunk:
+    """A 0-row chunk with the columns `read_parquet` gives `shard` (from its schema alone)."""
+    import pyarrow.parquet as pq
+
+    source, filesystem = storage.parquet_source(shard.path)
+    pf = pq.ParquetFile(source, filesystem=filesystem)
+    try:
+        schema = pf.schema_arrow
+    finally:
+        pf.close()
+    columns = resolve_columns(shard, schema.names, options)
+    return ShardChunk(
+        shard,
+        0,
+        normalize(schema.empty_table(), columns, shard),
+        text_column=columns.text,
+        key_column=columns.key,
+        source_columns=tuple(schema.names),
+    )
+
+
 # JSON lines ------------------------------------------------------------
 def _line_blocks(shard: Shard, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     """(block of whole lines, 1-based number of its first line), from a possibly compressed file."""

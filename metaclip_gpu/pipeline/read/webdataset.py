@@ -72,6 +72,8 @@ def read_wds(shard: Shard, options: ReadOptions, chunker: Chunker) -> Iterator[S
             return None
         if state["text_source"] is None:
             state["text_source"] = source
+        if options.text_only:
+            return {"text": text}
         meta = meta or {}
         row_key: Any = key
         if options.key_column and options.key_column in meta:
