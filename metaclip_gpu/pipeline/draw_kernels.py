@@ -51,7 +51,7 @@ def draw_chunk(
     uint64, entry ids int32). `text_keys`: every text's key, or a function of the undecided
     texts' indices giving theirs (called once, only when there are some).
 
-    Raises ValueError naming the first text with an entry id outside ``[0, len(counts)]``.
+    Raises ValueError naming the first text with an entry id outside ``[0, len(counts))``.
     """
     if counts.dtype != np.uint64 or counts.ndim != 1 or entry_ids.dtype != np.int32:
         return None
