@@ -22,6 +22,8 @@
 //   mc_fill_raw_*     the same hits, written from the text's CSR offset.
 //   mc_gather_fixed_rows  moves mc_match_fixed's rows into CSR order.
 //   mc_index_signature_kernel  the hash/layout signature (tokens.cuh).
+//   mc_sure_texts, mc_draw_undecided  the balance stage's draws (draws.cuh), here so
+//                     the GPU keeps one module (one translation unit) for every kernel.
 //
 // Texts are Arrow/cuDF string columns: `chars` plus offsets, an optional
 // validity bitmap (LSB order, starting at bit `valid_bit_offset`; a null text
@@ -29,6 +31,7 @@
 // larger column are to be processed). Invalid UTF-8 is matched as bytes.
 #include "portable.cuh"
 #include "tokens.cuh"
+#include "draws.cuh"
 
 #ifndef MC_LOCAL_CAP
 #define MC_LOCAL_CAP 64

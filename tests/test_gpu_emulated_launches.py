@@ -25,6 +25,7 @@ from metaclip_gpu.engine.backends.gpu_build import (
     kernel_source,
     nvrtc_options,
 )
+from metaclip_gpu.pipeline.chunk_draws import balance_chunk
 
 pytestmark = pytest.mark.emulated_gpu
 
@@ -39,11 +40,16 @@ def case() -> tuple[MetadataIndex, list[str | None]]:
 
 @pytest.fixture
 def recorded(emulated_cupy, case) -> dict[str, Launch]:
-    """Every kernel's latest launch: int32 offsets (a list), then int64 (large_string)."""
+    """Every kernel's latest launch: int32 offsets (a list), then int64 (large_string), then
+    the balance stage's draws (`balance_chunk` on that match, at t = 1)."""
     index, texts = case
     match(texts, index, backend="gpu")
     int32_match_fixed = gpu_emulation.last_launch["mc_match_fixed_i32"]
-    match(pa.array(texts, type=pa.large_string()), index, backend="gpu")
+    result = match(pa.array(texts, type=pa.large_string()), index, backend="gpu")
+    cp = emulated_cupy
+    counts = cp.bincount(result.entry_ids, minlength=len(index)).astype(cp.uint64)
+    keys = cp.arange(len(texts), dtype=cp.int64)
+    balance_chunk(result.offsets, result.entry_ids, keys, counts, [1.0], seed=3)
     launches = dict(gpu_emulation.last_launch)
     assert set(launches) == set(KERNEL_NAMES)
     assert launches["mc_match_fixed_i32"] is int32_match_fixed
@@ -146,7 +152,8 @@ def test_every_thread_of_any_grid_runs(emulated_cupy, recorded, grid, block) -> 
     extra y/z threads redo x's rows). Kernels whose outputs are per row only: one with an
     atomic counter would count the redone rows twice, on a device too."""
     cp = emulated_cupy
-    for name in ("mc_gather_fixed_rows", "mc_count_raw_i64", "mc_fill_raw_i32"):
+    names = ("mc_gather_fixed_rows", "mc_count_raw_i64", "mc_fill_raw_i32", "mc_sure_texts")
+    for name in (*names, "mc_draw_undecided"):
         backend_grid, backend_block, args = recorded[name]
         runs = []
         for launch in ((backend_grid, backend_block), (grid, block)):

@@ -8,10 +8,12 @@ count once, then:
   * the balance stage (`run_balance`, t = 1,000) `--reps` times into a fresh ``curated/``:
     wall seconds and the process's CPU seconds (user + system, Arrow's threads included);
     on a machine shared with other work the CPU figure is the steadier one;
-  * one shard, on this thread, phase by phase (CPU seconds, median of `--reps`): reading the
-    input and the match file in step (`aligned.iter_keyed_matches`), the input alone, the
-    draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included), the kept
-    rows' table (`write.curated_table`) and writing it (`write.write_parquet`), and beside it
+  * one shard, on this thread, phase by phase (CPU seconds, median and min of `--reps`):
+    reading the input and the match file in step (`aligned.iter_keyed_matches`), the input
+    alone, the draws, masks and expected sizes (`chunk_draws.balance_chunk`, keys included;
+    then the same through its NumPy reference path, `reference_balance_chunk`, without the
+    kernels), the kept rows' table (`write.curated_table`) and writing it
+    (`write.write_parquet`), and beside it
     the MetaCLIP-reference-style balance task of `curate_reference` on the same shard (load
     its ids from ``.npz`` and the counts, `curate_reference.kept_mask`, read the shard, filter,
     write), the two timed in turn;
@@ -52,7 +54,10 @@ from curate_reference import kept_mask  # noqa: E402
 from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches  # noqa: E402
 from metaclip_gpu.pipeline.balance import run_balance  # noqa: E402
 from metaclip_gpu.pipeline.balance_shard import balance_shard  # noqa: E402
-from metaclip_gpu.pipeline.chunk_draws import balance_chunk  # noqa: E402
+from metaclip_gpu.pipeline.chunk_draws import (  # noqa: E402
+    balance_chunk,
+    reference_balance_chunk,
+)
 from metaclip_gpu.pipeline.count import load_entry_counts, run_count  # noqa: E402
 from metaclip_gpu.pipeline.match import match_records, run_match, shard_list  # noqa: E402
 from metaclip_gpu.pipeline.read import ReadOptions, read_shard  # noqa: E402
@@ -104,6 +109,10 @@ def shard_phases(out: Path, shards_dir: Path, scratch: Path, reps: int) -> dict[
         "keys, draws, masks, expected (balance_chunk)": lambda: [
             balance_chunk(c.offsets, c.entry_ids, c.keys_of, counts, [T], 0) for c in chunks
         ],
+        "the same, NumPy reference path (reference_balance_chunk)": lambda: [
+            reference_balance_chunk(c.offsets, c.entry_ids, c.keys_of, counts, [T], 0)
+            for c in chunks
+        ],
         "curated table (filter)": lambda: [
             curated_table(c, d.masks[T]) for c, d in zip(chunks, decided, strict=True)
         ],
@@ -124,6 +133,7 @@ def shard_phases(out: Path, shards_dir: Path, scratch: Path, reps: int) -> dict[
             cpu[name].append(timed(fn)[1])
     for name, values in cpu.items():
         figures[name] = round(statistics.median(values), 4)
+        figures[f"{name}, min"] = round(min(values), 4)
     figures["rows"] = sum(c.chunk.num_rows for c in chunks)
     figures["kept"] = sum(int(d.masks[T].sum()) for d in decided)
     figures["pairs"] = sum(len(c.entry_ids) for c in chunks)

@@ -10,6 +10,10 @@ once (from each pair's flag ``count <= t``, gathered from a per-entry flag array
 pair, not an 8-byte count; `csr_segments.segment_any`), and the counts, the draws, the keep
 probabilities and the logarithms touch only the pairs of the other texts
 (`draws._Undecided`): on 127k CC3M rows at t = 1,000 that is about one text in six.
+
+Both steps run as two fused kernels (`draw_kernels`, kernels/draws.cuh) where the inputs are
+the kernels' types (uint64 counts, int32 entry ids: what the pipeline holds); the NumPy / CuPy
+formulas of `draws` remain the reference they equal, and the path for other types.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from metaclip_gpu.engine.arrays import array_module
 from metaclip_gpu.pipeline.csr_segments import check_csr, segment_any
+from metaclip_gpu.pipeline.draw_kernels import ChunkDraws, draw_chunk
 from metaclip_gpu.pipeline.draws import (
     _check_t,
     _text_chances,
@@ -45,6 +50,28 @@ def balance_chunk(
     Arguments as `draws.keep_masks` (`text_keys`: an array of every text's key, or a function
     of the undecided texts' indices giving theirs, called once).
     """
+    return _balance_chunk(offsets, entry_ids, text_keys, counts, ts, seed, fused=True)
+
+
+def reference_balance_chunk(
+    offsets: Any, entry_ids: Any, text_keys: Any, counts: Any, ts: Iterable[float], seed: int
+) -> ChunkBalance:
+    """`balance_chunk` through the NumPy / CuPy formulas of `draws` only, never the kernels:
+    the reference the kernels are tested and timed against (bench/profile/profile_balance.py),
+    and the path `balance_chunk` takes for inputs the kernels do not take."""
+    return _balance_chunk(offsets, entry_ids, text_keys, counts, ts, seed, fused=False)
+
+
+def _balance_chunk(
+    offsets: Any,
+    entry_ids: Any,
+    text_keys: Any,
+    counts: Any,
+    ts: Iterable[float],
+    seed: int,
+    *,
+    fused: bool,
+) -> ChunkBalance:
     ts = list(ts)
     for t in ts:
         _check_t(t)
@@ -54,6 +81,9 @@ def balance_chunk(
     matched = int((offsets[1:] > offsets[:-1]).sum())
     if not ts:
         return ChunkBalance({}, {}, matched)
+    drawn = draw_chunk(xp, offsets, entry_ids, counts, ts, text_keys, seed) if fused else None
+    if drawn is not None:
+        return _from_fused(xp, drawn, ts, matched)
     if 4 * len(entry_ids) >= len(counts):  # gather one byte a pair, not a count
         tail_pairs = (counts <= min(ts))[entry_ids]
     else:  # few pairs: no pass over every entry
@@ -69,5 +99,20 @@ def balance_chunk(
         chances = sure.astype(xp.float64)  # the sure texts: 1.0; unmatched: 0.0
         if len(undecided.rows):
             chances[undecided.rows] = _text_chances(xp, undecided.offsets, undecided_counts, t)
+        expected[t] = float(chances.sum())
+    return ChunkBalance(masks, expected, matched)
+
+
+def _from_fused(xp: Any, fused: ChunkDraws, ts: list[float], matched: int) -> ChunkBalance:
+    """`ChunkBalance` from the kernels' draws: the sure texts plus each t's kept undecided
+    ones, and the chances summed over the chunk as the reference sums them."""
+    masks: dict[float, Any] = {}
+    expected: dict[float, float] = {}
+    for k, t in enumerate(ts):
+        mask = fused.sure.copy()
+        mask[fused.rows] = fused.kept[k]
+        masks[t] = mask
+        chances = fused.sure.astype(xp.float64)  # the sure texts: 1.0; unmatched: 0.0
+        chances[fused.rows] = fused.chances[k]
         expected[t] = float(chances.sum())
     return ChunkBalance(masks, expected, matched)

@@ -64,6 +64,20 @@ void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int32_t* counts,
                               const int64_t* out_offsets, int64_t n_rows, int32_t* out_ids,
                               int n_threads);
 
+/* The balance stage's kernels (kernels/draws.cuh), on `n_threads` host threads.
+   mc_cpu_sure_texts writes each text's MC_TEXT_* state (0 unmatched, 1 sure at t_min,
+   2 undecided, 3 an entry id outside [0, n_entries)); mc_cpu_draw_undecided writes the kept
+   flags and chances of the undecided texts `rows` for each of `n_ts` (<= mc_draw_max_ts())
+   thresholds, [n_ts, n_rows] each. */
+int mc_draw_max_ts(void);
+void mc_cpu_sure_texts(const int64_t* offsets, const int32_t* entry_ids, const uint64_t* counts,
+                       int64_t n_entries, double t_min, int64_t n_texts, uint8_t* states,
+                       int n_threads);
+void mc_cpu_draw_undecided(const int64_t* offsets, const int32_t* entry_ids,
+                           const uint64_t* counts, const int64_t* rows, const uint64_t* keys,
+                           int64_t n_rows, uint64_t seed, const double* ts, int n_ts,
+                           uint8_t* kept, double* chances, int n_threads);
+
 /* XXH64 (xxHash's, with `seed`) of the values of an Arrow binary column: value i of `rows`
    (all n values when `rows` is NULL) is data[offsets[r] .. offsets[r + 1]), the offsets int32
    or int64 as `offsets_are_64` says (already shifted by the array's offset). Host only

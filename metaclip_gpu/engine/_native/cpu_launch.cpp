@@ -1,4 +1,4 @@
-// CPU build of kernels/match.cu: the CUDA grid becomes an OpenMP loop over
+// CPU build of kernels/match.cu (draws.cuh included): the CUDA grid becomes an OpenMP loop over
 // blocks, each block a sequential loop over its threads (portable.cuh).
 #include <omp.h>
 
@@ -24,6 +24,21 @@ void launch(int64_t n_rows, int n_threads, const Kernel& kernel) {
       kernel();
     }
   }
+}
+
+// `launch` for kernels whose work per thread is small (the balance draws): on one host
+// thread the grid is one emulated thread whose grid-stride loop covers every row, so the
+// launch coordinates (thread-local variables, a call each to reach from a shared library)
+// are read once, not once a row.
+template <typename Kernel>
+void launch_light(int64_t n_rows, int n_threads, const Kernel& kernel) {
+  if (n_rows <= 0) return;
+  if (n_threads != 1) return launch(n_rows, n_threads, kernel);
+  gridDim = {1, 1, 1};
+  blockDim = {1, 1, 1};
+  blockIdx = {0, 0, 0};
+  threadIdx = {0, 0, 0};
+  kernel();
 }
 
 }  // namespace
@@ -83,6 +98,26 @@ void mc_cpu_gather_fixed_rows(const int32_t* fixed_ids, const int32_t* counts,
                               int n_threads) {
   launch(n_rows, n_threads,
          [&] { mc_gather_fixed_rows(fixed_ids, counts, out_offsets, n_rows, out_ids); });
+}
+
+int mc_draw_max_ts(void) { return MC_DRAW_MAX_TS; }
+
+void mc_cpu_sure_texts(const int64_t* offsets, const int32_t* entry_ids, const uint64_t* counts,
+                       int64_t n_entries, double t_min, int64_t n_texts, uint8_t* states,
+                       int n_threads) {
+  launch_light(n_texts, n_threads, [&] {
+    mc_sure_texts(offsets, entry_ids, counts, n_entries, t_min, n_texts, states);
+  });
+}
+
+void mc_cpu_draw_undecided(const int64_t* offsets, const int32_t* entry_ids,
+                           const uint64_t* counts, const int64_t* rows, const uint64_t* keys,
+                           int64_t n_rows, uint64_t seed, const double* ts, int n_ts,
+                           uint8_t* kept, double* chances, int n_threads) {
+  launch_light(n_rows, n_threads, [&] {
+    mc_draw_undecided(offsets, entry_ids, counts, rows, keys, n_rows, seed, ts, n_ts, kept,
+                      chances);
+  });
 }
 
 }  // extern "C"

@@ -90,7 +90,9 @@ def kernel(name: str) -> Any:
     return function
 
 
-def _launch(name: str, n_threads: int, args: tuple[Any, ...]) -> None:
+def launch(name: str, n_threads: int, args: tuple[Any, ...]) -> None:
+    """Runs kernel `name` for `n_threads` items (its grid-stride loop covers them all) on the
+    current stream; nothing when there are none."""
     if n_threads <= 0:
         return
     grid = min((n_threads + BLOCK - 1) // BLOCK, _MAX_GRID_X)
@@ -341,7 +343,7 @@ class GPUBackend:
         spill = cupy.empty(max(spill_capacity, 1), dtype=np.int64)
         used = cupy.zeros(1, dtype=np.uint64)
         text_args, n = self._text_args(batch, None)
-        _launch(
+        launch(
             f"mc_match_fixed_{self._suffix(batch)}",
             n,
             (*self._index_args(index), *text_args, ids, counts, spill, np.int64(spill_capacity),
@@ -357,14 +359,14 @@ class GPUBackend:
         total = int(starts[-1])
         n_rows = len(starts) - 1
         out = cupy.empty(max(total, 1), dtype=np.int32)
-        _launch("mc_gather_fixed_rows", n_rows, (fixed_ids, counts, starts, np.int64(n_rows), out))
+        launch("mc_gather_fixed_rows", n_rows, (fixed_ids, counts, starts, np.int64(n_rows), out))
         return out[:total]
 
     def count_raw(self, index: MetadataIndex, batch: DeviceTextBatch, rows: Any) -> Any:
         rows = cupy.ascontiguousarray(rows, dtype=np.int64)
         counts = cupy.empty(len(rows), dtype=np.int64)
         text_args, n = self._text_args(batch, rows)
-        _launch(
+        launch(
             f"mc_count_raw_{self._suffix(batch)}",
             n,
             (*self._index_args(index), *text_args, counts),
@@ -378,7 +380,7 @@ class GPUBackend:
         offsets = cupy.ascontiguousarray(offsets, dtype=np.int64)
         ids = cupy.empty(max(total, 1), dtype=np.int32)
         text_args, n = self._text_args(batch, rows)
-        _launch(
+        launch(
             f"mc_fill_raw_{self._suffix(batch)}",
             n,
             (*self._index_args(index), *text_args, offsets, ids),

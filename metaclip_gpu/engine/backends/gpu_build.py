@@ -1,4 +1,4 @@
-"""How the GPU backend builds kernels/match.cu: source, options, kernel names.
+"""How the GPU backend builds kernels/match.cu (with draws.cuh): source, options, kernel names.
 
 Importable without CuPy (the compile tests use it with NVRTC / nvcc on machines without a GPU).
 The GPU backend compiles `kernel_source()` with `cupy.RawModule(code=..., options=nvrtc_options())`;
@@ -29,7 +29,11 @@ KERNEL_NAMES: tuple[str, ...] = (
     "mc_fill_raw_i64",
     "mc_gather_fixed_rows",
     "mc_index_signature_kernel",
+    "mc_sure_texts",  # the balance stage's (draws.cuh, included by match.cu)
+    "mc_draw_undecided",
 )
+# The kernels `match()` launches (the others belong to the balance stage).
+MATCH_KERNEL_NAMES: tuple[str, ...] = KERNEL_NAMES[:-2]
 CXX_STD = "c++17"
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$')
