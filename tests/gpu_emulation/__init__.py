@@ -62,6 +62,10 @@ def install() -> ModuleType:
     }
     for name in _saved:
         del sys.modules[name]
+    for name in GPU_MODULES:  # so `from package import gpu` imports it afresh, too
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and hasattr(sys.modules[parent], child):
+            delattr(sys.modules[parent], child)
     spec = importlib.util.spec_from_file_location(
         "cupy", FAKE_ROOT / "__init__.py", submodule_search_locations=[str(FAKE_ROOT)]
     )
