@@ -198,3 +198,45 @@ def test_a_shard_with_no_rows_gets_the_columns_of_the_others(
     table = pq.read_table(folder)
     assert table.num_rows == sum(pq.read_metadata(p).num_rows for p in files) > 0
     assert table.column_names[: len(columns)] == columns
+
+
+@pytest.mark.parametrize("entry_ids", [False, True])
+@pytest.mark.parametrize("worldwide", [False, True])
+def test_a_jsonl_shard_with_no_rows_gets_the_columns_of_another(
+    tmp_path: Path, entry_ids: bool, worldwide: bool
+) -> None:
+    """A JSONL shard with no rows names no columns: its curated file gets those of the first
+    shard with rows (`write.curated_template`), not none, so `pq.read_table(folder)` keeps
+    every column."""
+    shards = tmp_path / "pool"
+    shards.mkdir()
+    (shards / "a-empty.jsonl").write_text("")
+    rows = [
+        {"url": f"https://img.example/{i}.jpg", "caption": f"the {RARE[i % 4]} {i}", "lang": "en"}
+        for i in range(40)
+    ]
+    for k in range(2):
+        lines = [json.dumps(row) for row in rows[20 * k : 20 * k + 20]]
+        (shards / f"part-{k}.jsonl").write_text("\n".join(lines) + "\n")
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(ENTRIES))
+    out = tmp_path / "run"
+    if worldwide:
+        world = tmp_path / "world"
+        world.mkdir()
+        (world / "en.json").write_text(metadata.read_text())
+        summary = run_worldwide(
+            shards, world, out, t_en=[3.0], seed=0, progress=False, curated_entry_ids=entry_ids
+        )
+        folder = Path(next(iter(summary["outputs"]["curated"].values())))
+    else:
+        run_curate(shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids)
+        folder = curated_dir(out, 3.0)
+    files = sorted(folder.glob("*.parquet"))
+    assert len(files) == 3 and files[0].name.startswith("a-empty")
+    columns = ["url", "caption", "lang", *(["entry_ids"] if entry_ids else [])]
+    assert [pq.read_schema(path).names for path in files] == [columns] * 3
+    assert pq.read_metadata(files[0]).num_rows == 0
+    table = pq.read_table(folder)
+    assert table.num_rows == sum(pq.read_metadata(p).num_rows for p in files) > 0
+    assert table.column_names[: len(columns)] == columns

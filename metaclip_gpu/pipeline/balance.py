@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from metaclip_gpu import storage
 from metaclip_gpu.pipeline import rundir
@@ -78,6 +79,7 @@ from metaclip_gpu.pipeline.write import (
     _balance_digest,
     _prepare_t_dir,
     curated_dir,
+    curated_template,
     t_label,
 )
 from metaclip_gpu.storage import Location, RemotePath
@@ -188,6 +190,12 @@ def run_balance(
             outputs = _curated_outputs(directories, curated, shard.name)
             todo.append((shard, out_dir / record.output, outputs))
         recorded = {s.name: _recorded_checksums(curated, s.name) for s, _, _ in todo}
+        template = curated_template(  # for shards with no rows and no schema
+            [s for s, _, _ in todo],
+            {name: r.rows for name, r in records.items()},
+            options,
+            entry_ids=curated_entry_ids,
+        )
         if client is not None:
             shard_figures = _balance_dask(
                 client,
@@ -201,6 +209,7 @@ def run_balance(
                 task,
                 recorded,
                 curated_entry_ids,
+                template,
             )
             for figures, (_, _, outputs) in zip(shard_figures, todo, strict=True):
                 _record_curated(curated, figures, outputs)
@@ -213,7 +222,7 @@ def run_balance(
                 return _shard_figures(
                     shard, match_file, device_counts, counts, t_list, seed, outputs,
                     options=options, xp=xp, recorded=recorded[shard.name],
-                    entry_ids=curated_entry_ids,
+                    entry_ids=curated_entry_ids, template=template,
                 )  # fmt: skip
 
             results = pool.map(one, todo)
@@ -328,6 +337,7 @@ def _balance_dask(
     task: Any,
     recorded: dict[str, dict[float, str]],
     entry_ids: bool = False,
+    template: pa.Table | None = None,
 ) -> list[ShardFigures]:
     """Runs `_balance_task` for each shard of `todo` on the cluster; figures in `todo` order."""
     from metaclip_gpu.pipeline.cluster import results_as_completed
@@ -346,6 +356,7 @@ def _balance_dask(
             backend=backend,
             recorded=recorded[shard.name],
             entry_ids=entry_ids,
+            template=template,
             pure=False,
             key=f"balance-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
         )

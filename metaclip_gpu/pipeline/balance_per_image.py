@@ -51,6 +51,7 @@ from metaclip_gpu.pipeline.write import (
     CURATED_DIR,
     CURATED_MANIFEST,
     curated_table,
+    curated_template,
     empty_curated_table,
     write_parquet,
 )
@@ -133,6 +134,7 @@ def balance_shard_worldwide(
     options: ReadOptions,
     image_column: str | None,
     entry_ids: bool = False,
+    template: pa.Table | None = None,
 ) -> WorldwideShardFigures:
     """One shard: choose one text per sample, keep it by its language's probabilities, write
     the kept rows per t_en (`outputs`; with `entry_ids`, each row's ids too). The shard's rows
@@ -141,7 +143,7 @@ def balance_shard_worldwide(
     figures = WorldwideShardFigures(shard.name)
     languages = langs.languages
     if not keyed:  # no rows: the columns of a shard with rows, where its schema says them
-        empty = empty_curated_table(shard, options, entry_ids=entry_ids)
+        empty = empty_curated_table(shard, options, entry_ids=entry_ids, template=template)
         if empty.num_columns > int(entry_ids) and "lang" not in empty.column_names:
             where = empty.num_columns - 1 if entry_ids else empty.num_columns
             empty = empty.add_column(where, "lang", pa.array([], pa.string()))
@@ -244,7 +246,18 @@ def balance_per_image(
             continue
         outputs = {t: dirs[t] / output_name(shard.name) for t in probs}
         todo.append((shard, out_dir / record.output, outputs))
-    kwargs = {"options": options, "image_column": image_column, "entry_ids": entry_ids}
+    template = curated_template(  # for shards with no rows and no schema
+        [s for s, _, _ in todo],
+        {name: r.rows for name, r in records.items()},
+        options,
+        entry_ids=entry_ids,
+    )
+    kwargs = {
+        "options": options,
+        "image_column": image_column,
+        "entry_ids": entry_ids,
+        "template": template,
+    }
     figures: list[WorldwideShardFigures] = []
     with _progress(progress) as bar:
         task = bar.add_task("balance", total=len(todo), rows=0)

@@ -100,9 +100,11 @@ def balance_shard(
     options: ReadOptions,
     xp: Any = np,
     entry_ids: bool = False,
+    template: pa.Table | None = None,
 ) -> ShardFigures:
     """Balances one shard for every t and writes its curated file per t (`outputs[t]`): the
-    kept rows' input columns, and with `entry_ids` their ids too."""
+    kept rows' input columns, and with `entry_ids` their ids too (a shard with no rows:
+    `write.empty_curated_table`, `template` the columns of another shard)."""
     figures = ShardFigures(shard.name, expected=dict.fromkeys(ts, 0.0))  # 0-row shards too
     kept_parts: dict[float, list[pa.Table]] = {t: [] for t in ts}
     empty: pa.Table | None = None
@@ -133,7 +135,9 @@ def balance_shard(
         elif empty is not None:
             table = empty
         else:  # a shard with no rows
-            empty = table = empty_curated_table(shard, options, entry_ids=entry_ids)
+            empty = table = empty_curated_table(
+                shard, options, entry_ids=entry_ids, template=template
+            )
         figures.kept[t] = table.num_rows
         delay_hook()
         figures.checksums[t] = write_parquet(table, outputs[t])
@@ -153,6 +157,7 @@ def _shard_figures(
     xp: Any,
     recorded: dict[float, str] | None = None,
     entry_ids: bool = False,
+    template: pa.Table | None = None,
 ) -> ShardFigures:
     """One shard of the balance stage: its figures from the curated files already there, or
     `balance_shard` when one is missing or does not have its `recorded` checksum."""
@@ -165,8 +170,9 @@ def _shard_figures(
             figures.kept[t] = storage.parquet_file(path).metadata.num_rows
         return figures
     return balance_shard(
-        shard, match_file, counts, ts, seed, outputs, options=options, xp=xp, entry_ids=entry_ids
-    )
+        shard, match_file, counts, ts, seed, outputs,
+        options=options, xp=xp, entry_ids=entry_ids, template=template,
+    )  # fmt: skip
 
 
 def _balance_task(
@@ -181,6 +187,7 @@ def _balance_task(
     backend: str,
     recorded: dict[float, str] | None = None,
     entry_ids: bool = False,
+    template: pa.Table | None = None,
 ) -> ShardFigures:
     """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
     xp = _xp(backend)
@@ -196,4 +203,5 @@ def _balance_task(
         xp=xp,
         recorded=recorded,
         entry_ids=entry_ids,
+        template=template,
     )

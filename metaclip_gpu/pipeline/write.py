@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,9 @@ from metaclip_gpu.pipeline.read import (
     ReadOptions,
     Shard,
     ShardChunk,
+    ShardError,
     columns_chunk,
+    read_shard,
 )
 from metaclip_gpu.storage import Location, RemotePath
 
@@ -82,19 +86,58 @@ def curated_table(keyed: KeyedChunk, mask: np.ndarray, *, entry_ids: bool = Fals
     return table.filter(pa.array(mask, pa.bool_()))
 
 
-def empty_curated_table(shard: Shard, options: ReadOptions, *, entry_ids: bool = False) -> pa.Table:
-    """The curated file of a shard with no rows: `curated_table`'s columns, from the shard's
-    schema where its format has one without rows (Parquet), so every curated file of a folder
-    has the same columns (a reader of the folder, ``pq.read_table(folder)``, takes one file's
-    schema for all: a file without columns lost every other file's columns). A JSONL, TSV or
-    tar shard with no rows names no columns: only ``entry_ids``, when asked for."""
+def empty_curated_table(
+    shard: Shard,
+    options: ReadOptions,
+    *,
+    entry_ids: bool = False,
+    template: pa.Table | None = None,
+) -> pa.Table:
+    """The curated file of a shard with no rows: `curated_table`'s columns, so every curated
+    file of a folder has the same ones (a reader of the folder, ``pq.read_table(folder)``,
+    takes one file's schema for all: a file without columns lost every other file's
+    columns). From the shard's schema where its format has one without rows (Parquet); else
+    those of `template` (`curated_template`: another shard's), else none (only
+    ``entry_ids``, when asked for)."""
     chunk = columns_chunk(shard, options)
     if chunk is None:
+        if template is not None:
+            return template.slice(0, 0)
         return pa.table({"entry_ids": pa.array([], ENTRY_IDS_TYPE)} if entry_ids else {})
-    no_rows = KeyedChunk(
-        chunk, np.zeros(1, np.int64), np.zeros(0, np.int32), pa.array([], ENTRY_IDS_TYPE)
-    )
-    return curated_table(no_rows, np.zeros(0, dtype=bool), entry_ids=entry_ids)
+    return _no_rows(chunk, entry_ids)
+
+
+def curated_template(
+    shards: Sequence[Shard], rows: dict[str, int], options: ReadOptions, *, entry_ids: bool
+) -> pa.Table | None:
+    """A 0-row table with the curated columns of the first shard that has rows (`rows`: each
+    shard's rows at match time), read from its first rows; only when a shard with no rows
+    has a format that names no columns without rows (JSONL, TSV, tar): None otherwise, or
+    when no shard has rows."""
+    if not any(rows.get(s.name) == 0 and columns_chunk_free(s) for s in shards):
+        return None
+    for shard in shards:
+        if not rows.get(shard.name):
+            continue
+        try:
+            for chunk in read_shard(shard, replace(options, batch_rows=1024)):
+                if chunk.num_rows:
+                    return _no_rows(replace(chunk, table=chunk.table.slice(0, 0)), entry_ids)
+        except ShardError:
+            continue  # changed since matching: the next shard with rows
+    return None
+
+
+def _no_rows(chunk: ShardChunk, entry_ids: bool) -> pa.Table:
+    """`curated_table` of a 0-row chunk."""
+    no_ids = pa.array([], ENTRY_IDS_TYPE)
+    keyed = KeyedChunk(chunk, np.zeros(1, np.int64), np.zeros(0, np.int32), no_ids)
+    return curated_table(keyed, np.zeros(0, dtype=bool), entry_ids=entry_ids)
+
+
+def columns_chunk_free(shard: Shard) -> bool:
+    """Whether a shard's format names no columns when it has no rows (all but Parquet)."""
+    return shard.format != "parquet"
 
 
 def write_json(path: Location, payload: Any) -> None:
