@@ -54,7 +54,9 @@ masked either way (they take the fallback here).
 
 Speed: a string/binary column is hashed straight from its Arrow buffers by the CPU extension
 (``engine/_native/key_hash.cpp``: xxHash's own ``XXH64``, from the copy pyarrow ships), only
-at the rows the balance stage needs (``select``). See `xxh64_bytes` for the figures.
+at the rows the balance stage needs (``select``): 100,000 cc3m urls (110 bytes on average) in
+4.9 ms of CPU on the development machine (min of 5), against 37 ms for a ``bytes`` object per
+value (Arrow's NumPy conversion) through the ``xxhash`` package's ``xxh64_intdigest``.
 """
 
 from __future__ import annotations
