@@ -30,6 +30,7 @@ from metaclip_gpu.pipeline.read import (
     ShardChunk,
     ShardError,
     columns_chunk,
+    has_schema,
     read_shard,
 )
 from metaclip_gpu.storage import Location, RemotePath
@@ -114,7 +115,7 @@ def curated_template(
     shard's rows at match time), read from its first rows; only when a shard with no rows
     has a format that names no columns without rows (JSONL, TSV, tar): None otherwise, or
     when no shard has rows."""
-    if not any(rows.get(s.name) == 0 and columns_chunk_free(s) for s in shards):
+    if not any(rows.get(s.name) == 0 and not has_schema(s) for s in shards):
         return None
     for shard in shards:
         if not rows.get(shard.name):
@@ -133,11 +134,6 @@ def _no_rows(chunk: ShardChunk, entry_ids: bool) -> pa.Table:
     no_ids = pa.array([], ENTRY_IDS_TYPE)
     keyed = KeyedChunk(chunk, np.zeros(1, np.int64), np.zeros(0, np.int32), no_ids)
     return curated_table(keyed, np.zeros(0, dtype=bool), entry_ids=entry_ids)
-
-
-def columns_chunk_free(shard: Shard) -> bool:
-    """Whether a shard's format names no columns when it has no rows (all but Parquet)."""
-    return shard.format != "parquet"
 
 
 def write_json(path: Location, payload: Any) -> None:

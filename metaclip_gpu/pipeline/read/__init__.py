@@ -32,6 +32,7 @@ pyarrow's block parser plus the per-line fallback here already provide.
 
 from metaclip_gpu.pipeline.read.readers import (
     columns_chunk,
+    has_schema,
     iter_shard_checked,
     read_shard,
     read_shard_checked,
@@ -64,6 +65,7 @@ __all__ = [
     "ShardReport",
     "columns_chunk",
     "find_shards",
+    "has_schema",
     "iter_shard_checked",
     "read_shard",
     "read_shard_checked",

@@ -66,11 +66,17 @@ def read_shard(shard: Shard, options: ReadOptions | None = None) -> Iterator[Sha
         ) from err
 
 
+def has_schema(shard: Shard) -> bool:
+    """Whether the shard's format names its columns without rows (Parquet's schema; a JSONL,
+    TSV or tar shard with no rows names none)."""
+    return shard.format == "parquet"
+
+
 def columns_chunk(shard: Shard, options: ReadOptions | None = None) -> ShardChunk | None:
     """A 0-row chunk with the columns `read_shard` gives `shard`, where its format records them
-    without rows (Parquet's schema); None for the others (a JSONL, TSV or tar shard with no rows
-    names no columns). Raises `ShardError` when the shard cannot be read."""
-    if shard.format != "parquet":
+    without rows (`has_schema`); else None. Raises `ShardError` when the shard cannot be
+    read."""
+    if not has_schema(shard):
         return None
     try:
         return parquet_columns_chunk(shard, options or ReadOptions())
