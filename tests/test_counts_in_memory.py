@@ -9,10 +9,12 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from test_shard_counts import ENTRIES, OPTIONS, recount, write_shards
@@ -305,3 +307,50 @@ def test_a_worldwide_count_deletes_what_a_killed_one_left(tmp_path: Path) -> Non
     run_worldwide(shards, world, out, t_en=[3.0], seed=0, progress=False)
     assert not stale.exists()
     assert (out / "entry_counts" / "en.npy").exists()
+
+
+def test_a_worldwide_counts_table_is_written_while_balancing_and_killed_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worldwide runs write ``entry_counts.parquet`` (every language's counts, a ``lang``
+    column first) on a thread during balance, as MetaCLIP 1 runs do; a run killed while
+    writing it leaves no table (the earlier one deleted first), and the next run writes it."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    texts = [" ".join(ENTRIES[i % len(ENTRIES) : i % len(ENTRIES) + 2]) for i in range(60)]
+    langs = ["en", "de"] * 30
+    table = pa.table({"caption": texts, "url": [f"http://x/{i}" for i in range(60)], "lang": langs})
+    pq.write_table(table, shards / "part-0.parquet")
+    world = tmp_path / "world"
+    world.mkdir()
+    for lang in ("en", "de"):
+        (world / f"{lang}.json").write_text(json.dumps(ENTRIES))
+    out = tmp_path / "run"
+    threads: list[str] = []
+    real = counts_files.parquet_bytes
+
+    def spy(table):
+        threads.append(threading.current_thread().name)
+        return real(table)
+
+    monkeypatch.setattr(counts_files, "parquet_bytes", spy)
+    run_worldwide(shards, world, out, t_en=[3.0], seed=0, progress=False)
+    assert threads and all(name.startswith("entry-counts-parquet") for name in threads)
+    written = pq.ParquetFile(out / COUNTS_PARQUET).read()
+    assert written.column_names[0] == "lang"
+    for lang in ("de", "en"):
+        rows = written.filter(pc.equal(written["lang"].cast(pa.string()), lang))
+        np.testing.assert_array_equal(
+            rows["count"].to_numpy(), np.load(out / "entry_counts" / f"{lang}.npy")
+        )
+
+    def killed(table):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(counts_files, "parquet_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_worldwide(shards, world, out, t_en=[5.0], seed=0, progress=False)
+    assert not (out / COUNTS_PARQUET).exists()
+    monkeypatch.setattr(counts_files, "parquet_bytes", real)
+    run_worldwide(shards, world, out, t_en=[5.0], seed=0, progress=False)
+    assert pq.ParquetFile(out / COUNTS_PARQUET).read().equals(written)

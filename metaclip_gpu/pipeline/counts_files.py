@@ -103,16 +103,30 @@ def save_counts(
     a directory without a run record), then starts writing ``entry_counts.parquet`` (the table
     `make_table()` gives) on a thread; the caller calls `PendingTable.finish` before it lets go
     of the run lock."""
+    drop_counts_table(out_dir)
+    files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_parts(counts))}
+    if shards is not None:
+        rundir.record_counts(out_dir, shards, files, seconds)
+    return write_counts_table(out_dir, make_table, recorded=shards is not None)
+
+
+def drop_counts_table(out_dir: Location) -> None:
+    """Deletes ``entry_counts.parquet`` (before counts it would no longer match are written, so
+    a run killed meanwhile never leaves a stale one) and what a count killed mid-write left
+    (the caller holds the run lock)."""
     table_path = out_dir / COUNTS_PARQUET
     if isinstance(table_path, RemotePath):
         remove(table_path)
     else:
-        remove_stale_tmp(out_dir)  # what a count killed mid-write left (the lock is ours)
+        remove_stale_tmp(out_dir)
         table_path.unlink(missing_ok=True)
-    files = {COUNTS_NPY: put_bytes(out_dir / COUNTS_NPY, npy_parts(counts))}
-    if shards is not None:
-        rundir.record_counts(out_dir, shards, files, seconds)
+
+
+def write_counts_table(out_dir: Location, make_table: Any, *, recorded: bool) -> PendingTable:
+    """Starts writing ``entry_counts.parquet`` (the table `make_table()` gives) on a thread,
+    to overlap the balance stage; `recorded`: its checksum goes to the run record."""
+    table_path = out_dir / COUNTS_PARQUET
     pool = ThreadPoolExecutor(1, thread_name_prefix="entry-counts-parquet")
     future = pool.submit(lambda: put_bytes(table_path, [parquet_bytes(make_table())]))
     pool.shutdown(wait=False)  # the thread ends with its one task
-    return PendingTable(out_dir, future, shards is not None)
+    return PendingTable(out_dir, future, recorded)

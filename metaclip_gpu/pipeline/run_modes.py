@@ -31,9 +31,13 @@ from metaclip_gpu.pipeline.count import (
     counts_table,
     save_entry_counts,
 )
-from metaclip_gpu.pipeline.counts_files import PendingTable
+from metaclip_gpu.pipeline.counts_files import (
+    PendingTable,
+    drop_counts_table,
+    write_counts_table,
+)
 from metaclip_gpu.pipeline.english_only import EnglishOnly
-from metaclip_gpu.pipeline.files import COUNTS_PARQUET, remove_stale_tmp
+from metaclip_gpu.pipeline.files import remove_stale_tmp
 from metaclip_gpu.pipeline.languages import LanguageIndexes, UnknownLanguage
 from metaclip_gpu.pipeline.lid import LidModel
 from metaclip_gpu.pipeline.outcome import EXIT_NOTHING_READ, NothingRead
@@ -51,7 +55,7 @@ from metaclip_gpu.pipeline.thresholds import (
     save_probabilities,
     t_en_label,
 )
-from metaclip_gpu.pipeline.write import t_label, write_json, write_parquet
+from metaclip_gpu.pipeline.write import t_label, write_json
 from metaclip_gpu.storage import Location
 
 
@@ -216,6 +220,7 @@ class OneTextPerImage(Mode):
         self.counts: dict[str, Any] = {}  # per language (`count`)
         self.thresholds: list[Any] = []  # per t_en (`balance`)
         self.matcher: Any = None
+        self.table: PendingTable | None = None  # entry_counts.parquet, written while balancing
 
     def load(self, metadata: Any, run: Run) -> Any:
         if self.lid_model is not None:
@@ -242,18 +247,28 @@ class OneTextPerImage(Mode):
         sizes = {lang: len(index) for lang, index in self.langs.indexes.items()}
         self.counts = count_languages(run.out_dir, run.shards, sizes, run.client, run.matched)
         counts_dir = run.out_dir / COUNTS_DIR
+        drop_counts_table(run.out_dir)
         if isinstance(counts_dir, Path):
             counts_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_tmp(counts_dir)  # what a count killed mid-write left
         for lang, c in self.counts.items():
             save_entry_counts(c, counts_dir / f"{lang}.npy")
-        tables = [
-            counts_table(c, self.langs.indexes[lang].entries).add_column(
-                0, "lang", pa.array([lang] * len(c), pa.string()).dictionary_encode()
+        langs, counts = self.langs, dict(self.counts)
+
+        def table() -> pa.Table:  # every language's, one after the other
+            return pa.concat_tables(
+                counts_table(c, langs.indexes[lang].entries).add_column(
+                    0, "lang", pa.array([lang] * len(c), pa.string()).dictionary_encode()
+                )
+                for lang, c in counts.items()
             )
-            for lang, c in self.counts.items()
-        ]
-        write_parquet(pa.concat_tables(tables), run.out_dir / COUNTS_PARQUET)
+
+        self.table = write_counts_table(run.out_dir, table, recorded=False)  # while balancing
+
+    def counts_saved(self) -> None:
+        if self.table is not None:
+            self.table.finish()
+            self.table = None
 
     def balance(self, run: Run) -> Any:
         assert self.langs is not None
