@@ -187,27 +187,32 @@ def test_output_under_a_file_is_one_line(pool, tmp_path: Path) -> None:
 def test_disk_full_injected_in_the_balance_stage_is_one_line(
     pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ENOSPC raised, as pyarrow raises it (an errno, no file name), by the third curated file
-    written: one line naming that file; the rerun resumes to the uninterrupted result."""
-    import pyarrow.parquet as pq_module
+    """ENOSPC raised, as the OS raises it (an errno, no file name), while the third curated
+    file is written to disk (its Parquet bytes are made in memory, then written by
+    `checksums.put_bytes`): one line naming that file; the rerun resumes to the uninterrupted
+    result."""
+    from metaclip_gpu.pipeline import checksums
 
-    real = pq_module.write_table
+    real = open
     calls = {"n": 0}
 
-    def failing(table, where, *args, **kwargs):
-        calls["n"] += "curated" in str(where)
-        if calls["n"] == 3 and "curated" in str(where):
+    def failing(path, *args, **kwargs):
+        handle = real(path, *args, **kwargs)
+        calls["n"] += "curated" in str(path)
+        if calls["n"] == 3 and "curated" in str(path):
+            handle.close()
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(table, where, *args, **kwargs)
+        return handle
 
     out = tmp_path / "out"
-    monkeypatch.setattr(pq_module, "write_table", failing)
+    monkeypatch.setattr(checksums, "open", failing, raising=False)
     result = invoke(curate_args(pool, out))
-    monkeypatch.setattr(pq_module, "write_table", real)
+    monkeypatch.delattr(checksums, "open")
     if calls["n"] < 3:
         pytest.fail("the balance stage wrote fewer curated files than expected")
     assert result.exit_code == 1, result.output
     assert_one_clear_line(result, str(curated_dir(out, T)), "errno 28", "rerun the same command")
+    assert not list(curated_dir(out, T).glob("*.tmp-*"))  # the half-written file is gone
     assert invoke(curate_args(pool, out)).exit_code == 0
     assert invoke(curate_args(pool, tmp_path / "clean")).exit_code == 0
     assert curated(out) == curated(tmp_path / "clean")

@@ -22,7 +22,9 @@ from typing import Any
 import xxhash
 
 from metaclip_gpu import storage
-from metaclip_gpu.storage import RemotePath
+from metaclip_gpu.pipeline.oserrors import with_path
+from metaclip_gpu.storage import Location, RemotePath
+from metaclip_gpu.storage_write import write_bytes
 
 BLOCK_BYTES = 4 << 20
 
@@ -141,3 +143,28 @@ def checksum_matches(
         stacklevel=2,
     )
     return False
+
+
+def put_bytes(path: Location, parts: list[Any]) -> str:
+    """The bytes of `parts` (bytes or buffers, one after the other) at `path`, atomically (a
+    temporary name in the same folder, then renamed; in object storage one PUT); returns their
+    XXH64, noted for later checks."""
+    digest = xxhash.xxh64()
+    for part in parts:
+        digest.update(part)
+    checksum = digest.hexdigest()
+    if isinstance(path, RemotePath):
+        write_bytes(path, b"".join(parts))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # `files.remove_stale_tmp`'s
+        try:
+            with with_path(tmp), open(tmp, "wb") as f:
+                for part in parts:
+                    f.write(part)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    remember(path, checksum)
+    return checksum

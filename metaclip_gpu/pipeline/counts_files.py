@@ -17,46 +17,18 @@ holds the run lock) deletes what a killed one left (`files.remove_stale_tmp`).
 from __future__ import annotations
 
 import io
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xxhash
 
 from metaclip_gpu.pipeline import rundir
-from metaclip_gpu.pipeline.checksums import remember
+from metaclip_gpu.pipeline.checksums import put_bytes
 from metaclip_gpu.pipeline.files import COUNTS_NPY, COUNTS_PARQUET, remove_stale_tmp
-from metaclip_gpu.pipeline.oserrors import with_path
 from metaclip_gpu.storage import Location, RemotePath
-from metaclip_gpu.storage_write import remove, write_bytes
-
-
-def put_bytes(path: Location, parts: list[Any]) -> str:
-    """The bytes of `parts` (bytes or buffers, one after the other) at `path`, atomically (a
-    temporary name in the same folder, then renamed; in object storage one PUT); returns their
-    XXH64, noted for later checks."""
-    digest = xxhash.xxh64()
-    for part in parts:
-        digest.update(part)
-    checksum = digest.hexdigest()
-    if isinstance(path, RemotePath):
-        write_bytes(path, b"".join(parts))
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # `files.remove_stale_tmp`'s
-        try:
-            with with_path(tmp), open(tmp, "wb") as f:
-                for part in parts:
-                    f.write(part)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    remember(path, checksum)
-    return checksum
+from metaclip_gpu.storage_write import remove
 
 
 def npy_parts(counts: np.ndarray) -> list[Any]:
