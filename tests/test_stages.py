@@ -19,6 +19,7 @@ from tsv_shards import split_lines
 
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.reference import FastOracle
+from metaclip_gpu.pipeline.checksums import file_checksum
 from metaclip_gpu.pipeline.count import count_matches, load_entry_counts, run_count
 from metaclip_gpu.pipeline.files import (
     COUNTS_NPY,
@@ -345,6 +346,8 @@ def test_the_match_stage_reads_only_the_text_column(
     out = tmp_path / "out"
     [report] = run_match(root, small_metadata, out, progress=False)
     assert seen == [["text"]]
+    record = Manifest.load(out).get("s.parquet")
+    assert record.checksum == file_checksum(out / report.output)  # hashed as it was written
     table = pq.read_table(out / report.output)
     oracle = FastOracle(SMALL_ENTRIES)
     assert table.column("entry_ids").to_pylist() == oracle.match_many(texts)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from metaclip_gpu import storage
 from metaclip_gpu.engine.index import MetadataIndex
 from metaclip_gpu.engine.match import match
-from metaclip_gpu.pipeline.checksums import file_checksum, known_checksum, remember
+from metaclip_gpu.pipeline.checksums import known_checksum, remember
 from metaclip_gpu.pipeline.english_only import NOT_ENGLISH, EnglishOnly
 from metaclip_gpu.pipeline.files import (
     ENTRY_IDS_TYPE,
@@ -60,7 +60,7 @@ from metaclip_gpu.pipeline.read import (
 )
 from metaclip_gpu.pipeline.shard_counts import ShardCounts
 from metaclip_gpu.storage import Location, RemotePath
-from metaclip_gpu.storage_write import attempt_name, open_output, remove
+from metaclip_gpu.storage_write import HashingWriter, attempt_name, open_output, remove
 
 LOADED = (MetadataIndex, LanguageIndexes, EnglishOnly)  # a loaded index, not a metadata path
 MatchIndex = MetadataIndex | LanguageIndexes | EnglishOnly
@@ -274,13 +274,14 @@ def _write_local(final: Path, write: Callable[[Any], None], report: MatchReport)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     renamed = False
     checksum = ""
-    with with_path(tmp), open(tmp, "wb") as sink:
+    with with_path(tmp), open(tmp, "wb") as raw:
         try:
+            sink = HashingWriter(raw)  # hashed as written: not read back for its checksum
             write(sink)
             if report.error is None:
-                sink.flush()
-                os.fsync(sink.fileno())
-                checksum = file_checksum(tmp)  # just written: read from the page cache
+                raw.flush()
+                os.fsync(raw.fileno())
+                checksum = sink.checksum()
                 delay_hook()
                 os.replace(tmp, final)
                 renamed = True
