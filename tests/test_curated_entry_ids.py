@@ -160,6 +160,25 @@ def test_worldwide_curated_files_follow_the_option(pool, tmp_path: Path, entry_i
                 assert kept == ids[url]
 
 
+def curate_at_t3(
+    shards: Path, metadata: Path, out: Path, worldwide: bool, entry_ids: bool
+) -> tuple[dict, Path]:
+    """(summary, curated folder) of a curate (or worldwide, with `metadata` as English's) run
+    at t = 3."""
+    if worldwide:
+        world = out.parent / "world"
+        world.mkdir()
+        (world / "en.json").write_text(metadata.read_text())
+        summary = run_worldwide(
+            shards, world, out, t_en=[3.0], seed=0, progress=False, curated_entry_ids=entry_ids
+        )
+        return summary, Path(next(iter(summary["outputs"]["curated"].values())))
+    summary = run_curate(
+        shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids
+    )
+    return summary, curated_dir(out, 3.0)
+
+
 @pytest.mark.parametrize("entry_ids", [False, True])
 @pytest.mark.parametrize("worldwide", [False, True])
 def test_a_shard_with_no_rows_gets_the_columns_of_the_others(
@@ -172,19 +191,7 @@ def test_a_shard_with_no_rows_gets_the_columns_of_the_others(
     empty = pq.read_table(shards / "part-0.parquet").slice(0, 0)
     pq.write_table(empty, shards / "a-empty.parquet")  # sorts first
     out = tmp_path / "run"
-    if worldwide:
-        world = tmp_path / "world"
-        world.mkdir()
-        (world / "en.json").write_text(metadata.read_text())
-        summary = run_worldwide(
-            shards, world, out, t_en=[3.0], seed=0, progress=False, curated_entry_ids=entry_ids
-        )
-        folder = Path(next(iter(summary["outputs"]["curated"].values())))
-    else:
-        summary = run_curate(
-            shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids
-        )
-        folder = curated_dir(out, 3.0)
+    summary, folder = curate_at_t3(shards, metadata, out, worldwide, entry_ids)
     files = sorted(folder.glob("*.parquet"))
     assert len(files) == 3 and files[0].name.startswith("a-empty")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -221,17 +228,7 @@ def test_a_jsonl_shard_with_no_rows_gets_the_columns_of_another(
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(ENTRIES))
     out = tmp_path / "run"
-    if worldwide:
-        world = tmp_path / "world"
-        world.mkdir()
-        (world / "en.json").write_text(metadata.read_text())
-        summary = run_worldwide(
-            shards, world, out, t_en=[3.0], seed=0, progress=False, curated_entry_ids=entry_ids
-        )
-        folder = Path(next(iter(summary["outputs"]["curated"].values())))
-    else:
-        run_curate(shards, metadata, out, ts=[3.0], progress=False, curated_entry_ids=entry_ids)
-        folder = curated_dir(out, 3.0)
+    _, folder = curate_at_t3(shards, metadata, out, worldwide, entry_ids)
     files = sorted(folder.glob("*.parquet"))
     assert len(files) == 3 and files[0].name.startswith("a-empty")
     columns = ["url", "caption", "lang", *(["entry_ids"] if entry_ids else [])]
