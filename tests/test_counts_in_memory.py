@@ -58,15 +58,22 @@ def footer_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-def test_counts_handed_over_in_memory_read_no_footer(
-    inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def matched_in_memory(inputs: tuple[Path, Path], out: Path) -> tuple[RunCounts, np.ndarray]:
+    """The match stage run into `out` with its counts handed over in memory (every shard's),
+    and the counts recounted from the match files."""
     shards, metadata = inputs
-    out = tmp_path / "out"
     matched = RunCounts()
     run_match(shards, metadata, out, options=OPTIONS, progress=False, matched=matched)
     assert sorted(matched.files) == ["s0.tsv", "s1.tsv", "s2.tsv"]
-    expected = recount(out)
+    return matched, recount(out)
+
+
+def test_counts_handed_over_in_memory_read_no_footer(
+    inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metadata = inputs[1]
+    out = tmp_path / "out"
+    matched, expected = matched_in_memory(inputs, out)
     seen = footer_reads(monkeypatch)
     np.testing.assert_array_equal(run_count(out, metadata, matched=matched), expected)
     assert seen == []
@@ -79,11 +86,8 @@ def test_counts_of_another_file_than_recorded_are_not_used(
     inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shard rematched after the counts were handed over (another record): the footers."""
-    shards, metadata = inputs
     out = tmp_path / "out"
-    matched = RunCounts()
-    run_match(shards, metadata, out, options=OPTIONS, progress=False, matched=matched)
-    expected = recount(out)
+    matched, expected = matched_in_memory(inputs, out)
     output, _ = matched.files["s1.tsv"]
     matched.files["s1.tsv"] = (output, "0" * 16)  # what a rematch of s1 would record
     matched.totals.parts[""][0] += 7  # and counts that are not the file's
@@ -98,14 +102,19 @@ def test_counts_of_another_file_than_recorded_are_not_used(
     assert again.broken and not again.covered_by(Manifest.load(out).records)
 
 
+def matched_and_counted(inputs: tuple[Path, Path], out: Path) -> np.ndarray:
+    """The match and count stages run into `out`; the counts."""
+    shards, metadata = inputs
+    run_match(shards, metadata, out, options=OPTIONS, progress=False)
+    return run_count(out, metadata)
+
+
 def test_curate_counts_without_reading_a_file_again(
     inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """curate: no footer read and no file hashed again (match files, the counts files)."""
     shards, metadata = inputs
-    fresh = tmp_path / "fresh"
-    run_match(shards, metadata, fresh, options=OPTIONS, progress=False)
-    expected = run_count(fresh, metadata)
+    expected = matched_and_counted(inputs, tmp_path / "fresh")
     seen = footer_reads(monkeypatch)
     hashed: list[str] = []
     real = checksums.file_checksum
@@ -132,10 +141,9 @@ def test_curate_counts_without_reading_a_file_again(
 def test_a_killed_table_write_leaves_no_table_recorded_and_a_rerun_redoes_it(
     inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shards, metadata = inputs
+    metadata = inputs[1]
     out = tmp_path / "out"
-    run_match(shards, metadata, out, options=OPTIONS, progress=False)
-    expected = run_count(out, metadata)
+    expected = matched_and_counted(inputs, out)
     old_table = (out / COUNTS_PARQUET).read_bytes()
     real = counts_files.parquet_bytes
 
@@ -206,8 +214,7 @@ def test_an_old_run_dir_with_key_columns_and_old_footers_counts_and_balances(
     count and balance give what a fresh run gives."""
     shards, metadata = inputs
     fresh = tmp_path / "fresh"
-    run_match(shards, metadata, fresh, options=OPTIONS, progress=False)
-    expected = run_count(fresh, metadata)
+    expected = matched_and_counted(inputs, fresh)
     run_balance(fresh, shards, ts=[3.0], options=OPTIONS, progress=False)
 
     old = tmp_path / "old"
