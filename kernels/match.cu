@@ -45,7 +45,34 @@ struct McIndex {
   mc_u64 byte_mask;
   const mc_i32* MC_RESTRICT byte_blob;
   mc_i32 max_bytes;  // byte_blob[0]: 0 when there are no byte-level entries
+  // The multi-token filter (tokens.cuh), located once per launch rather than per probe.
+  const mc_u64* MC_RESTRICT filter;
+  int filter_shift;
 };
+
+// An McIndex over a launch's index arguments.
+MC_FN McIndex mc_make_index(const mc_u64* slots, mc_u64 mask, const mc_i32* blob,
+                            const mc_u64* byte_slots, mc_u64 byte_mask,
+                            const mc_i32* byte_blob) {
+  McIndex ix;
+  ix.slots = slots;
+  ix.mask = mask;
+  ix.blob = blob;
+  ix.byte_slots = byte_slots;
+  ix.byte_mask = byte_mask;
+  ix.byte_blob = byte_blob;
+  ix.max_bytes = byte_blob[0];
+  ix.filter = mc_filter_words(slots, mask);
+  ix.filter_shift = mc_filter_shift(mask);
+  return ix;
+}
+
+// Whether the multi-token filter (tokens.cuh) may hold `hash`, from the McIndex's copy of
+// where the filter is.
+MC_FN int mc_index_may_contain(const McIndex& ix, mc_u64 hash) {
+  const mc_u64 bits = mc_filter_bits(hash);
+  return (ix.filter[mc_filter_word_at(hash, ix.filter_shift)] & bits) == bits;
+}
 
 // ------------------------------------------------------------ text scans ---
 // Both scans call sink.emit(id) for every verified (start token, entry) hit of
@@ -66,11 +93,35 @@ struct McIndex {
 #endif
 #endif
 
+// The text bytes an n-gram spans, from its first token's start to its last
+// token's end, and whether they are its tokens joined by single ' ' bytes
+// (always so for one token). When they are, the n-gram equals an entry exactly
+// when those bytes do: one comparison instead of one a token. Punctuation
+// tokens ("dog," -> "dog" ","), tabs and line breaks between tokens leave the
+// span not joined, and the token-by-token comparison decides.
+struct McSpan {
+  mc_i64 start;
+  mc_i64 end;
+  int joined;
+  MC_METHOD void begin(const McToken& t) {
+    start = t.start;
+    end = t.start + t.len;
+    joined = 1;
+  }
+  // Adds the n-gram's next token (`text` is the whole text; the byte at `end` exists,
+  // since a token follows it).
+  MC_METHOD void extend(const McToken& t, const mc_u8* text) {
+    joined &= (int)(t.start == end + 1) & (int)(text[end] == ' ');  // no branches
+    end = t.start + t.len;
+  }
+};
+
 // Emits the verified candidates of an MC_SLOT_ENTRY slot. `Tokens` yields the
-// n-gram's k-th token through at(k).
+// n-gram's k-th token through at(k); `span` says where they are in the text.
 template <typename Tokens, typename Sink>
 MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, mc_i64 text_len,
-                            const Tokens& tokens, int n_tokens, Sink& sink) {
+                            const Tokens& tokens, int n_tokens, const McSpan& span,
+                            Sink& sink) {
   const mc_i32* record = ix.blob + mc_slot_payload(slot);
   const mc_i32 count = *record++;
   for (mc_i32 c = 0; c < count; ++c) {
@@ -78,9 +129,9 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
     const mc_i64 e_len = record[1];
     const mc_u8* e = (const mc_u8*)(record + 2);
     record += mc_record_words(e_len);
-    if (n_tokens == 1) {  // the common case: one token, no separators to check
-      const McToken tok = tokens.at(0);
-      if (e_len == tok.len && mc_bytes_equal(e, text + tok.start, e_len, text_len - tok.start))
+    if (span.joined) {  // the common case: one token, or tokens one ' ' apart
+      if (e_len == span.end - span.start &&
+          mc_bytes_equal(e, text + span.start, e_len, text_len - span.start))
         sink.emit(id);
       continue;
     }
@@ -105,10 +156,11 @@ MC_FN void mc_emit_verified(const McIndex& ix, mc_u64 slot, const mc_u8* text, m
 // joined by single spaces.
 template <typename Tokens>
 MC_FN int mc_inline_matches(mc_u64 bytes, const mc_u8* text, mc_i64 text_len,
-                            const Tokens& tokens, int n_tokens) {
+                            const Tokens& tokens, int n_tokens, const McSpan& span) {
+  if (span.joined)  // the common case: one token, or tokens one ' ' apart
+    return mc_inline_equal(bytes, text + span.start, span.end - span.start,
+                           text_len - span.start);
   McToken tok = tokens.at(0);
-  if (n_tokens == 1)  // the common case: one token, no separators to check
-    return mc_inline_equal(bytes, text + tok.start, tok.len, text_len - tok.start);
   const mc_i64 e_len = mc_inline_len(bytes);
   mc_i64 at = 0;
   for (int k = 0;;) {
@@ -127,12 +179,20 @@ MC_FN int mc_inline_matches(mc_u64 bytes, const mc_u8* text, mc_i64 text_len,
 // The fast scan: each token is read once into a small ring; the ring reads
 // MC_READ_AHEAD tokens ahead and prefetches their 1-gram slots. Exact when no
 // entry has more than MC_TOKEN_RING - MC_READ_AHEAD - 1 tokens.
+//
+// On the host the ring also keys, when it reads token p, the 2-gram that ends
+// at p, asks the filter about it and, when the filter lets it through,
+// prefetches its slot too: in dense metadata nearly every word begins some
+// entry, so a probe run goes on to its 2-gram at almost every token, and that
+// slot would otherwise miss the cache right when the run needs it.
 struct McTokenRing {
   McToken tok[MC_TOKEN_RING];
 #if MC_READ_AHEAD > 0
   // Each token's 1-gram key, computed once for the prefetch and kept for the probe (the
   // device reads nothing ahead, so it recomputes the key rather than hold 128 more bytes).
   mc_u64 first_hash[MC_TOKEN_RING];
+  mc_u64 second_hash[MC_TOKEN_RING];       // the key of the 2-gram starting at each token
+  mc_u8 second_may[MC_TOKEN_RING];         // the filter may hold the 2-gram
 #endif
   mc_i64 produced;  // tokens read so far
   McTokenStream stream;
@@ -141,11 +201,19 @@ struct McTokenRing {
     while (produced <= k + MC_READ_AHEAD) {
       McToken t;
       if (!mc_stream_next(&stream, &t)) break;
-      tok[produced & (MC_TOKEN_RING - 1)] = t;
+      const int at = (int)(produced & (MC_TOKEN_RING - 1));
+      tok[at] = t;
 #if MC_READ_AHEAD > 0
       const mc_u64 h = mc_ngram_extend(MC_NGRAM_SEED, t.hash);
-      first_hash[produced & (MC_TOKEN_RING - 1)] = h;
+      first_hash[at] = h;
       mc_prefetch(mc_home_slot(ix.slots, ix.mask, h));
+      if (produced > 0) {
+        const int before = (int)((produced - 1) & (MC_TOKEN_RING - 1));
+        const mc_u64 h2 = mc_ngram_extend(first_hash[before], t.hash);
+        second_hash[before] = h2;
+        second_may[before] = (mc_u8)mc_index_may_contain(ix, h2);
+        if (second_may[before]) mc_prefetch(mc_home_slot(ix.slots, ix.mask, h2));
+      }
 #endif
       ++produced;
     }
@@ -157,24 +225,28 @@ struct McTokenRing {
 
 // One probe run: the n-grams that start at the window's first token, extended
 // while the table says an entry may continue. Returns 0 once the sink is full.
-// A Window gives the run's k-th token (at) and reads its next one (extend).
+// A Window gives the run's k-th token (at), reads its next one (extend) and
+// finds the slots of its 1-gram (first_slot) and longer n-grams (next_slot:
+// null when the filter or the table has no such key).
 template <typename Window, typename Sink>
 MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_i64 n,
                        Window& window, Sink& sink) {
   mc_u64 h = window.first_key();
+  const mc_u64* at = window.first_slot(ix, h);
   int n_tokens = 1;
+  McSpan span;
+  span.begin(window.at(0));
   for (;;) {
-    const mc_u64* at = mc_probe(ix.slots, ix.mask, h);
     if (at == 0) return 1;
     const mc_u64 slot = at[0];
     const mc_u32 flags = mc_slot_flags(slot);
     if (flags & MC_SLOT_INLINE) {  // one entry of up to 8 bytes, held in the slot
-      if (mc_inline_matches(at[1], text, n, window, n_tokens)) {
+      if (mc_inline_matches(at[1], text, n, window, n_tokens, span)) {
         sink.emit((mc_i32)mc_slot_payload(slot));
         if (sink.full()) return 0;
       }
     } else if (flags & MC_SLOT_ENTRY) {
-      mc_emit_verified(ix, slot, text, n, window, n_tokens, sink);
+      mc_emit_verified(ix, slot, text, n, window, n_tokens, span, sink);
       if (sink.full()) return 0;
     }
     if (!(flags & MC_SLOT_PREFIX) || n_tokens >= max_tokens) return 1;
@@ -182,8 +254,14 @@ MC_FN int mc_probe_run(const McIndex& ix, int max_tokens, const mc_u8* text, mc_
     if (!window.extend(ix, n_tokens, &next)) return 1;
     h = mc_ngram_extend(h, next.hash);
     ++n_tokens;
-    if (!mc_filter_may_contain(ix.slots, ix.mask, h)) return 1;
+    span.extend(next, text);
+    at = window.next_slot(ix, n_tokens, h);
   }
+}
+
+// The slot of an n-gram of two or more tokens, or null: the filter first.
+MC_FN const mc_u64* mc_probe_filtered(const McIndex& ix, mc_u64 h) {
+  return mc_index_may_contain(ix, h) ? mc_probe(ix.slots, ix.mask, h) : 0;
 }
 
 struct McRingWindow {  // the n-gram starting at token j of the ring
@@ -197,6 +275,18 @@ struct McRingWindow {  // the n-gram starting at token j of the ring
     return mc_ngram_extend(MC_NGRAM_SEED, at(0).hash);
 #endif
   }
+  MC_METHOD const mc_u64* first_slot(const McIndex& ix, mc_u64 h) const {
+    return mc_probe(ix.slots, ix.mask, h);
+  }
+  MC_METHOD const mc_u64* next_slot(const McIndex& ix, int n_tokens, mc_u64 h) const {
+#if MC_READ_AHEAD > 0
+    if (n_tokens == 2) {  // keyed and filtered when its second token was read
+      const int at = (int)(j & (MC_TOKEN_RING - 1));
+      return ring->second_may[at] ? mc_probe(ix.slots, ix.mask, ring->second_hash[at]) : 0;
+    }
+#endif
+    return mc_probe_filtered(ix, h);
+  }
   MC_METHOD int extend(const McIndex& ix, int k, McToken* out) {
     return ring->get(ix, j + k, out);
   }
@@ -207,6 +297,7 @@ MC_FN void mc_scan_ring(const McIndex& ix, int max_tokens, const mc_u8* text, mc
                         Sink& sink) {
   McTokenRing ring;
   ring.produced = 0;
+
   ring.stream = mc_stream_begin(text, n);
   McToken first;
   for (mc_i64 j = 0; ring.get(ix, j, &first); ++j) {
@@ -229,6 +320,12 @@ struct McStreamWindow {  // the n-gram whose first token is `first`
     return t;
   }
   MC_METHOD int extend(const McIndex&, int, McToken* out) { return mc_stream_next(&ahead, out); }
+  MC_METHOD const mc_u64* first_slot(const McIndex& ix, mc_u64 h) const {
+    return mc_probe(ix.slots, ix.mask, h);
+  }
+  MC_METHOD const mc_u64* next_slot(const McIndex& ix, int, mc_u64 h) const {
+    return mc_probe_filtered(ix, h);
+  }
 };
 
 template <typename Sink>
@@ -337,28 +434,66 @@ MC_FN void mc_scan_text(const McIndex& ix, const mc_u8* text, mc_i64 n, Sink& si
   if (ix.max_bytes > 0 && !sink.full()) mc_scan_bytes(ix, text, n, sink);
 }
 
-// The distinct ids of one text. The first MC_LOCAL_CAP distinct ids stay in a
-// per-thread list kept sorted as they come (one pass from the top moves the
-// larger ids up while looking for the place; a duplicate moves them back).
+// The distinct ids of one text, kept in a per-thread list: ascending, at most
+// MC_LOCAL_CAP of them. Emitted ids are appended unsorted to a short tail
+// (MC_SINK_TAIL); when the tail is full, and when the text ends (finish), it is
+// sorted by a sorting network and merged with the list into the other buffer,
+// dropping duplicates, in one branch-free pass. A dense text's 50 ids cost
+// three small sorts and three merges instead of a search and a shift per id
+// (callgrind: about half the sink's instructions and mispredicted branches).
 //
-// A text with more distinct ids than that does not stop and is not scanned
-// again: each further id that is not in the list (binary search) is appended
-// to a global spill as a (row << 32 | id) key, at a position taken with one
-// atomicAdd; the caller sorts and deduplicates the spilled keys with the list
-// (match.py). So a text's cost keeps growing by about the same step per id on
-// both sides of MC_LOCAL_CAP. Only when the spill's capacity runs out does the
-// text stop (count MC_COUNT_REDO) and the caller re-run it through count and
-// fill; spill_used still counts every key asked for, so the caller can size
-// the next spill from it.
-#ifndef MC_SINK_SCAN  // below this many ids a linear pass beats a binary search (callgrind)
-#define MC_SINK_SCAN 16
-#endif
+// A text with more distinct ids than MC_LOCAL_CAP does not stop and is not
+// scanned again: the merge keeps the MC_LOCAL_CAP smallest ids in the list and
+// appends the larger ones to a global spill as (row << 32 | id) keys, at
+// positions taken with one atomicAdd each; the caller sorts and deduplicates
+// the spilled keys with the list (match.py; an id may be both spilled and,
+// later, in the list, or spilled twice). So a text's cost keeps growing by
+// about the same step per id on both sides of MC_LOCAL_CAP. Only when the
+// spill's capacity runs out does the text stop (count MC_COUNT_REDO) and the
+// caller re-run it through count and fill; spill_used still counts every key
+// asked for, so the caller can size the next spill from it.
+#define MC_SINK_TAIL 16  // mc_sort16's size
 #define MC_COUNT_SPILLED (-1)  // the row holds MC_LOCAL_CAP ids, the rest are spilled
 #define MC_COUNT_REDO (-2)     // the spill ran out: the caller re-runs the text
+#define MC_ID_SENTINEL 0x7fffffff  // above every entry id (ids are int32 positions)
+
+// Sorts v[0..8) and v[0..16) ascending: Batcher's odd-even merge sort, 19 and
+// 63 compare-exchanges with no data-dependent branch (an insertion sort of 16
+// random ids mispredicts about one branch an id).
+#define MC_CSWAP(a, b)                        \
+  do {                                        \
+    const mc_i32 lo_ = v[a] < v[b] ? v[a] : v[b]; \
+    const mc_i32 hi_ = v[a] < v[b] ? v[b] : v[a]; \
+    v[a] = lo_;                               \
+    v[b] = hi_;                               \
+  } while (0)
+MC_FN void mc_sort8(mc_i32* v) {
+  MC_CSWAP(0, 1); MC_CSWAP(2, 3); MC_CSWAP(0, 2); MC_CSWAP(1, 3); MC_CSWAP(1, 2);
+  MC_CSWAP(4, 5); MC_CSWAP(6, 7); MC_CSWAP(4, 6); MC_CSWAP(5, 7); MC_CSWAP(5, 6);
+  MC_CSWAP(0, 4); MC_CSWAP(2, 6); MC_CSWAP(2, 4); MC_CSWAP(1, 5); MC_CSWAP(3, 7);
+  MC_CSWAP(3, 5); MC_CSWAP(1, 2); MC_CSWAP(3, 4); MC_CSWAP(5, 6);
+}
+MC_FN void mc_sort16(mc_i32* v) {
+  mc_sort8(v);
+  mc_sort8(v + 8);
+  // the two halves merged
+  MC_CSWAP(0, 8); MC_CSWAP(4, 12); MC_CSWAP(4, 8); MC_CSWAP(2, 10); MC_CSWAP(6, 14);
+  MC_CSWAP(6, 10); MC_CSWAP(2, 4); MC_CSWAP(6, 8); MC_CSWAP(10, 12); MC_CSWAP(1, 9);
+  MC_CSWAP(5, 13); MC_CSWAP(5, 9); MC_CSWAP(3, 11); MC_CSWAP(7, 15); MC_CSWAP(7, 11);
+  MC_CSWAP(3, 5); MC_CSWAP(7, 9); MC_CSWAP(11, 13); MC_CSWAP(1, 2); MC_CSWAP(3, 4);
+  MC_CSWAP(5, 6); MC_CSWAP(7, 8); MC_CSWAP(9, 10); MC_CSWAP(11, 12); MC_CSWAP(13, 14);
+}
+#undef MC_CSWAP
 
 struct McIdSink {
-  mc_i32 ids[MC_LOCAL_CAP];  // distinct ids, ascending
+  // Two buffers: the list (ids[0..n) of buffer `cur`) and the one the next merge
+  // writes; one more place each for a sentinel.
+  mc_i32 buffers[2][MC_LOCAL_CAP + MC_SINK_TAIL + 1];
+  mc_i32 tail[MC_SINK_TAIL + 1];  // one more place for a sentinel
+  mc_i32* ids;  // the list
   int n;
+  int n_tail;
+  int cur;
   int spilled;  // some id went to the spill
   int lost;     // the spill ran out
   mc_i64 row;
@@ -367,50 +502,51 @@ struct McIdSink {
   mc_u64* spill_used;
 
   MC_METHOD void begin(mc_i64 r) {
+    cur = 0;
+    ids = buffers[0];
     n = 0;
+    n_tail = 0;
     spilled = 0;
     lost = 0;
     row = r;
   }
   MC_METHOD void emit(mc_i32 id) {
-    // few ids: one pass from the top, moving the larger ones up. Bounded by MC_LOCAL_CAP too:
-    // a build with a cap below MC_SINK_SCAN must spill at the cap, not write past `ids`.
-    if (n < MC_SINK_SCAN && n < MC_LOCAL_CAP) {
-      int k = n;
-      while (k > 0 && ids[k - 1] > id) {
-        ids[k] = ids[k - 1];
-        --k;
-      }
-      if (k > 0 && ids[k - 1] == id) {  // a duplicate (rarer): move them back
-        for (; k < n; ++k) ids[k] = ids[k + 1];
-        return;
-      }
-      ids[k] = id;
-      ++n;
-      return;
-    }
-    const int k = lower_bound(id);  // more: find the place first, so a duplicate moves none
-    if (k < n && ids[k] == id) return;
-    if (n == MC_LOCAL_CAP) {
-      to_spill(id);
-      return;
-    }
-    for (int j = n; j > k; --j) ids[j] = ids[j - 1];
-    ids[k] = id;
-    ++n;
+    tail[n_tail++] = id;
+    if (n_tail == MC_SINK_TAIL) merge_tail();
   }
-  // The first position whose id is not below `id` (branch-free halving).
-  MC_METHOD int lower_bound(mc_i32 id) const {
-    int base = 0;
-    for (int len = n; len > 1;) {
-      const int half = len / 2;
-      base = ids[base + half - 1] < id ? base + half : base;
-      len -= half;
-    }
-    return n > 0 && ids[base] < id ? base + 1 : base;
+  // Ends the text: its ids are ids[0..n).
+  MC_METHOD void finish() {
+    if (n_tail > 0) merge_tail();
   }
-  // The list is full and lacks `id`: spill it. An id already spilled may come again; the
-  // caller's sort removes those duplicates.
+  MC_METHOD void merge_tail() {
+    for (int k = n_tail; k <= MC_SINK_TAIL; ++k) tail[k] = MC_ID_SENTINEL;
+    if (n_tail <= 8)  // most texts' last (or only) tail
+      mc_sort8(tail);
+    else
+      mc_sort16(tail);
+    ids[n] = MC_ID_SENTINEL;
+    mc_i32* out = buffers[cur ^ 1];
+    int i = 0, j = 0, m = 0;
+    mc_i32 last = -1;  // below every id
+    for (int step = n + n_tail; step > 0; --step) {
+      const mc_i32 a = ids[i], b = tail[j];
+      const int take_list = a <= b;
+      const mc_i32 v = take_list ? a : b;
+      i += take_list;
+      j += 1 - take_list;
+      out[m] = v;
+      m += v != last;
+      last = v;
+    }
+    cur ^= 1;
+    ids = out;
+    n_tail = 0;
+    n = m;
+    if (n > MC_LOCAL_CAP) {  // keep the smallest; spill the rest
+      for (int k = MC_LOCAL_CAP; k < n; ++k) to_spill(ids[k]);
+      n = MC_LOCAL_CAP;
+    }
+  }
   MC_METHOD void to_spill(mc_i32 id) {
     spilled = 1;
     const mc_u64 at = atomicAdd(spill_used, (mc_u64)1);
@@ -459,7 +595,7 @@ MC_FN const mc_u8* mc_text_of(const mc_u8* chars, const Off* offsets,
 #define MC_TEXT_PARAMS(Off)                                                  \
   const mc_u8 *chars, const Off *offsets, const mc_u8 *valid,              \
       mc_i64 valid_bit_offset, const mc_i64 *rows, mc_i64 n_rows
-#define MC_MAKE_INDEX() {slots, mask, blob, byte_slots, byte_mask, byte_blob, byte_blob[0]}
+#define MC_MAKE_INDEX() mc_make_index(slots, mask, blob, byte_slots, byte_mask, byte_blob)
 // Below, valid == 0 means "no validity bitmap" and rows == 0 "rows 0..n_rows-1".
 
 // Output layout, slot-major: slot k of launch row i is out_ids[k * n_rows + i]
@@ -486,6 +622,7 @@ MC_FN void mc_match_fixed(MC_INDEX_PARAMS, MC_TEXT_PARAMS(Off), mc_i32* out_ids,
     const mc_u8* text = mc_text_of(chars, offsets, valid, valid_bit_offset, row, &n);
     sink.begin(i);
     if (n >= 0) mc_scan_text(ix, text, n, sink);
+    sink.finish();
     if (sink.lost) {
       out_count[i] = MC_COUNT_REDO;
       continue;

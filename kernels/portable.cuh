@@ -74,8 +74,9 @@ MC_FN void mc_prefetch(const void* p) {
 
 // Byte equality of a[0..n) and b[0..n). When both sides may be read 8 bytes
 // past a (the verification blob carries 8 bytes of tail padding; the caller
-// says b_readable), the host compares one masked 64-bit word; otherwise it
-// uses the C library's memcmp. The device compares bytes.
+// says b_readable), the host compares one masked 64-bit word; from 9 to 16
+// bytes it compares the first 8 and the last 8 (two words that overlap, inside
+// both ranges); longer, the C library's memcmp. The device compares bytes.
 MC_FN int mc_bytes_equal(const mc_u8* a, const mc_u8* b, mc_i64 n, mc_i64 b_readable) {
 #if MC_ON_DEVICE
   (void)b_readable;
@@ -89,6 +90,14 @@ MC_FN int mc_bytes_equal(const mc_u8* a, const mc_u8* b, mc_i64 n, mc_i64 b_read
     memcpy(&y, b, 8);
     // Little-endian: byte i is bits 8i..8i+7; shift out the bytes past n.
     return n == 0 || ((x ^ y) << (64 - 8 * n)) == 0;
+  }
+  if (n > 8 && n <= 16) {  // two words that overlap: the first 8 bytes and the last 8
+    mc_u64 x0, y0, x1, y1;
+    memcpy(&x0, a, 8);
+    memcpy(&y0, b, 8);
+    memcpy(&x1, a + n - 8, 8);
+    memcpy(&y1, b + n - 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
   }
   return memcmp(a, b, (size_t)n) == 0;
 #endif

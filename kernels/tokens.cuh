@@ -230,17 +230,23 @@ MC_FN int mc_inline_equal(mc_u64 bytes, const mc_u8* text, mc_i64 len, mc_i64 re
 // array instead of a miss in the large table. No false negatives.
 #define MC_FILTER_SLOTS_PER_WORD 32
 
+// The filter word of `hash` is the top log2(words) bits of a multiply: a right
+// shift by 64 - log2(words), done as two shifts (63 - log2, then 1) so that a
+// one-word filter (a shift by 64, undefined in C) gets word 0.
+MC_FN int mc_filter_shift(mc_u64 mask) {
+  return 63 - mc_log2_pow2((mask + 1) / MC_FILTER_SLOTS_PER_WORD);
+}
+MC_FN mc_u64 mc_filter_word_at(mc_u64 hash, int shift) {
+  return ((hash * 0x9e3779b97f4a7c15ull) >> shift) >> 1;
+}
 MC_FN mc_u64 mc_filter_word(mc_u64 hash, mc_u64 mask) {
-  const mc_u64 n_words = (mask + 1) / MC_FILTER_SLOTS_PER_WORD;
-  const int log2_words = mc_log2_pow2(n_words);
-  return log2_words == 0 ? 0 : (hash * 0x9e3779b97f4a7c15ull) >> (64 - log2_words);
+  return mc_filter_word_at(hash, mc_filter_shift(mask));
+}
+MC_FN const mc_u64* mc_filter_words(const mc_u64* slots, mc_u64 mask) {
+  return slots + MC_SLOT_WORDS * (mask + 1);
 }
 MC_FN mc_u64 mc_filter_bits(mc_u64 hash) {
   return (1ull << ((hash >> 26) & 63)) | (1ull << ((hash >> 36) & 63));
-}
-MC_FN int mc_filter_may_contain(const mc_u64* MC_RESTRICT slots, mc_u64 mask, mc_u64 hash) {
-  const mc_u64 bits = mc_filter_bits(hash);
-  return (slots[MC_SLOT_WORDS * (mask + 1) + mc_filter_word(hash, mask)] & bits) == bits;
 }
 
 // The first word of the slot where a probe for `hash` starts (for prefetching).
