@@ -211,8 +211,12 @@ struct McTokenRing {
         const int before = (int)((produced - 1) & (MC_TOKEN_RING - 1));
         const mc_u64 h2 = mc_ngram_extend(first_hash[before], t.hash);
         second_hash[before] = h2;
-        second_may[before] = (mc_u8)mc_index_may_contain(ix, h2);
-        if (second_may[before]) mc_prefetch(mc_home_slot(ix.slots, ix.mask, h2));
+        const int may = mc_index_may_contain(ix, h2);
+        second_may[before] = (mc_u8)may;
+        // Without a branch (whether the filter lets a 2-gram through is a coin toss in
+        // dense text): otherwise it prefetches the 1-gram's line again, already on its way.
+        const mc_u64 pick = (mc_u64)0 - (mc_u64)may;  // all ones when `may`
+        mc_prefetch(mc_home_slot(ix.slots, ix.mask, h ^ ((h ^ h2) & pick)));
       }
 #endif
       ++produced;
@@ -288,7 +292,12 @@ struct McRingWindow {  // the n-gram starting at token j of the ring
     return mc_probe_filtered(ix, h);
   }
   MC_METHOD int extend(const McIndex& ix, int k, McToken* out) {
-    return ring->get(ix, j + k, out);
+    const mc_i64 at = j + k;
+    if (at < ring->produced) {  // almost always: read ahead already (a predictable branch)
+      *out = ring->tok[at & (MC_TOKEN_RING - 1)];
+      return 1;
+    }
+    return ring->get(ix, at, out);
   }
 };
 
