@@ -191,6 +191,28 @@ def test_multiword_entries() -> None:
     check(entries, texts, expected)
 
 
+def test_ngram_separators_short_and_long_entries() -> None:
+    """An n-gram whose tokens are one ' ' apart is compared with an entry as one byte range
+    (kernels/match.cu, McSpan); tabs, line breaks, punctuation and double spaces between
+    its tokens take the token-by-token comparison. Both for entries held in a table slot
+    (up to 8 bytes) and for longer ones (verification records), at the text's ends too."""
+    entries = ["a b", "ab cd", "hot dog", "hot dogs stand", "sea , shore", "x  y", "big, red"]
+    texts = [
+        "a b",  # joined, a whole text
+        "a\tb ab\ncd",  # tab and newline between the tokens: not joined, still a match
+        "hot dog",
+        "hot\tdogs\r\nstand hot dogs stand",  # a long entry, both ways in one text
+        "sea,shore",  # the ',' token sits right after "sea": not joined, a match
+        "sea, shore",  # " sea ,  shore ": the space after ',' makes an empty token
+        "x  y x y",  # an empty token between x and y
+        "big, red",  # an entry with a wrapped punctuation inside a word never matches
+        "hot  dog ab  cd",  # double spaces: no "hot dog", no "ab cd"
+        "a b.",
+    ]
+    expected = [[0], [0, 1], [2], [3], [4], [], [5], [], [], [0]]
+    check(entries, texts, expected)
+
+
 def test_prefix_chains() -> None:
     entries = [
         "new",
