@@ -117,29 +117,41 @@ MC_FN mc_u64 mc_load8(const mc_u8* p) {
 }
 #endif
 
-// The hash of the token text[start..start + len), reading only text[0..n): on the
-// host, whole words, the last one as the 8 bytes that end the token shifted down (or,
-// for a token inside the first 8 bytes, the text's first 8 bytes shifted and masked),
-// so only a text of under 8 bytes takes the byte loop.
-MC_FN mc_u64 mc_token_hash_at(const mc_u8* text, mc_i64 start, mc_i64 len, mc_i64 n) {
+// The hash of the token text[start..start + len), reading only text[0..n). The host
+// loads whole words: the last one as the 8 bytes that end the token, shifted down (or, for
+// a token inside the first 8 bytes, the text's first 8 bytes shifted and masked), so only a
+// text of under 8 bytes takes the byte loop. This part takes the rarer tokens: longer than
+// 8 bytes, or ending within the text's first 8; out of line on the host, to keep the scan
+// loop that inlines mc_token_hash_at small.
+MC_OUTLINED_FN mc_u64 mc_token_hash_rest(const mc_u8* text, mc_i64 start, mc_i64 len,
+                                         mc_i64 n) {
 #if MC_HOST_SIMD
   const mc_i64 end = start + len;
-  if (end >= 8) {
+  const mc_u64 with_len = (mc_u64)len * MC_TOKEN_LEN_MUL;
+  if (end >= 8 && len > 0) {
     mc_u64 h = 0;
     mc_i64 p = start;
     for (; end - p > 8; p += 8) h = mc_word_fold(h, mc_load8(text + p));
-    // end - p is 1..8, or 0 for an empty token (a shift by 64 is undefined).
-    const mc_u64 last = p < end ? mc_load8(text + end - 8) >> (8 * (8 - (end - p))) : 0;
-    return h ^ last ^ (mc_u64)len * MC_TOKEN_LEN_MUL;
+    return h ^ (mc_load8(text + end - 8) >> (8 * (8 - (end - p)))) ^ with_len;  // end - p: 1..8
   }
-  if (n >= 8) {  // len <= 7
-    const mc_u64 last = (mc_load8(text) >> (8 * start)) & ((1ull << (8 * len)) - 1);
-    return last ^ (mc_u64)len * MC_TOKEN_LEN_MUL;
+  if (end < 8 && n >= 8) {  // len <= 7
+    return ((mc_load8(text) >> (8 * start)) & ((1ull << (8 * len)) - 1)) ^ with_len;
   }
 #else
   (void)n;
 #endif
   return mc_token_hash_bytes(text + start, len);
+}
+
+MC_HOT_FN mc_u64 mc_token_hash_at(const mc_u8* text, mc_i64 start, mc_i64 len, mc_i64 n) {
+#if MC_HOST_SIMD
+  const mc_i64 end = start + len;
+  if (len <= 8 && end >= 8) {  // one word (most tokens); a shift by 64 is undefined
+    const mc_u64 ending = mc_load8(text + end - 8);
+    return (len > 0 ? ending >> (64 - 8 * len) : 0) ^ (mc_u64)len * MC_TOKEN_LEN_MUL;
+  }
+#endif
+  return mc_token_hash_rest(text, start, len, n);
 }
 
 // The hash of a metadata entry's token (bytes between ' ' separators).

@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from token_hashing import M64, TOKEN_LEN_MUL, token_hash, word_fold
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = ROOT / "tests" / "native" / "token_scan_check.cpp"
@@ -28,9 +29,6 @@ KERNELS = ROOT / "kernels"
 SPACE_LIKE = b" \t\n\r"
 PUNCT = b",.;:?!`"
 SEPARATORS = SPACE_LIKE + PUNCT
-M64 = (1 << 64) - 1
-TOKEN_LEN_MUL = 0x9FB21C651E98DF25  # tokens.cuh MC_TOKEN_LEN_MUL
-WORD_MUL = 0xFF51AFD7ED558CCD  # tokens.cuh MC_WORD_MUL
 
 
 # ------------------------------------------------------------ the reference ---
@@ -42,21 +40,6 @@ def inner_tokens(text: bytes) -> list[bytes]:
     for c in b"\t\n\r":
         spaced = spaced.replace(bytes([c]), b" ")
     return spaced.split(b" ")[1:-1]
-
-
-def word_fold(h: int, word: int) -> int:
-    h = ((h ^ word) * WORD_MUL) & M64
-    return h ^ (h >> 32)
-
-
-def token_hash(token: bytes) -> int:
-    """tokens.cuh's token hash: little-endian 8-byte words, the last zero-padded; all but the
-    last folded by a multiply, the last xored in, the length mixed in."""
-    words = [int.from_bytes(token[i : i + 8], "little") for i in range(0, len(token), 8)] or [0]
-    h = 0
-    for word in words[:-1]:
-        h = word_fold(h, word)
-    return h ^ words[-1] ^ ((len(token) * TOKEN_LEN_MUL) & M64)
 
 
 # ------------------------------------------------------------------ the driver ---
