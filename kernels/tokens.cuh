@@ -21,6 +21,25 @@
 #pragma once
 #include "portable.cuh"
 
+// The host build finds separators 16 bytes at a time with SSE2 (baseline x86-64) and hashes
+// tokens from unaligned 8-byte loads; the device (and a host without SSE2) reads bytes.
+// Defining MC_HOST_SIMD=0 gives the host the device's byte path (the tests compare both).
+#ifndef MC_HOST_SIMD
+#if !MC_ON_DEVICE && defined(__SSE2__)
+#define MC_HOST_SIMD 1
+#else
+#define MC_HOST_SIMD 0
+#endif
+#endif
+#if MC_HOST_SIMD
+#include <emmintrin.h>
+#endif
+#if MC_ON_DEVICE
+#define MC_HOT_FN MC_FN
+#else
+#define MC_HOT_FN static inline __attribute__((always_inline))
+#endif
+
 // Byte classes.
 #define MC_ORDINARY 0
 #define MC_SPACE 1  // ' ', '\t', '\n', '\r'
@@ -60,7 +79,87 @@ MC_FN mc_u64 mc_fmix64(mc_u64 k) {
   return k;
 }
 
-// Hash of a token sequence: fold each token's FNV-1a hash into the running
+// Token hash: the token's bytes as little-endian 8-byte words, the last one
+// zero-padded; every word but the last is folded by one multiply, the last is
+// xored in, and the length is mixed in so that trailing zero bytes count:
+//   h = 0; for each word w but the last: h = mc_word_fold(h, w);
+//   hash = h ^ last ^ len * MC_TOKEN_LEN_MUL            ("" hashes to 0)
+// A token of up to 8 bytes (most words) costs no multiply at all, and distinct
+// tokens of up to 7 bytes get distinct hashes; the n-gram fold below (a
+// bijection of the token hash) does the mixing. Replaces FNV-1a, one serial
+// multiply a byte. Texts and entries get it from the same code (mc_token_hash).
+#define MC_TOKEN_LEN_MUL 0x9fb21c651e98df25ull
+#define MC_WORD_MUL 0xff51afd7ed558ccdull
+
+MC_FN mc_u64 mc_word_fold(mc_u64 h, mc_u64 word) {
+  h = (h ^ word) * MC_WORD_MUL;
+  return h ^ (h >> 32);
+}
+
+// The token hash from its bytes, read one at a time (the device's way).
+MC_FN mc_u64 mc_token_hash_bytes(const mc_u8* bytes, mc_i64 len) {
+  mc_u64 h = 0, word = 0;
+  for (mc_i64 i = 0; i < len; ++i) {
+    if (i > 0 && (i & 7) == 0) {
+      h = mc_word_fold(h, word);
+      word = 0;
+    }
+    word |= (mc_u64)bytes[i] << (8 * (i & 7));
+  }
+  return h ^ word ^ (mc_u64)len * MC_TOKEN_LEN_MUL;
+}
+
+#if MC_HOST_SIMD
+MC_FN mc_u64 mc_load8(const mc_u8* p) {
+  mc_u64 word;
+  memcpy(&word, p, 8);
+  return word;
+}
+#endif
+
+// The hash of the token text[start..start + len), reading only text[0..n). The host
+// loads whole words: the last one as the 8 bytes that end the token, shifted down (or, for
+// a token inside the first 8 bytes, the text's first 8 bytes shifted and masked), so only a
+// text of under 8 bytes takes the byte loop. This part takes the rarer tokens: longer than
+// 8 bytes, or ending within the text's first 8; out of line on the host, to keep the scan
+// loop that inlines mc_token_hash_at small.
+MC_OUTLINED_FN mc_u64 mc_token_hash_rest(const mc_u8* text, mc_i64 start, mc_i64 len,
+                                         mc_i64 n) {
+#if MC_HOST_SIMD
+  const mc_i64 end = start + len;
+  const mc_u64 with_len = (mc_u64)len * MC_TOKEN_LEN_MUL;
+  if (end >= 8 && len > 0) {
+    mc_u64 h = 0;
+    mc_i64 p = start;
+    for (; end - p > 8; p += 8) h = mc_word_fold(h, mc_load8(text + p));
+    return h ^ (mc_load8(text + end - 8) >> (8 * (8 - (end - p)))) ^ with_len;  // end - p: 1..8
+  }
+  if (end < 8 && n >= 8) {  // len <= 7
+    return ((mc_load8(text) >> (8 * start)) & ((1ull << (8 * len)) - 1)) ^ with_len;
+  }
+#else
+  (void)n;
+#endif
+  return mc_token_hash_bytes(text + start, len);
+}
+
+MC_HOT_FN mc_u64 mc_token_hash_at(const mc_u8* text, mc_i64 start, mc_i64 len, mc_i64 n) {
+#if MC_HOST_SIMD
+  const mc_i64 end = start + len;
+  if (len <= 8 && end >= 8) {  // one word (most tokens); a shift by 64 is undefined
+    const mc_u64 ending = mc_load8(text + end - 8);
+    return (len > 0 ? ending >> (64 - 8 * len) : 0) ^ (mc_u64)len * MC_TOKEN_LEN_MUL;
+  }
+#endif
+  return mc_token_hash_rest(text, start, len, n);
+}
+
+// The hash of a metadata entry's token (bytes between ' ' separators).
+MC_FN mc_u64 mc_token_hash(const mc_u8* bytes, mc_i64 len) {
+  return mc_token_hash_at(bytes, 0, len, len);
+}
+
+// Hash of a token sequence: fold each token's hash into the running
 // n-gram hash. Order-sensitive; used identically for texts and entries.
 MC_FN mc_u64 mc_ngram_extend(mc_u64 ngram_hash, mc_u64 token_hash) {
   return mc_fmix64(ngram_hash * 0x2545f4914f6cdd1dull + token_hash);
@@ -70,7 +169,7 @@ MC_FN mc_u64 mc_ngram_extend(mc_u64 ngram_hash, mc_u64 token_hash) {
 struct McToken {
   mc_i64 start;  // byte offset of the token in the original text
   mc_i64 len;    // 0 for an empty token
-  mc_u64 hash;   // FNV-1a 64 of the token bytes
+  mc_u64 hash;   // mc_token_hash of the token bytes
 };
 
 // Iterator over the inner tokens t_1..t_{m-1}. A plain value: copying it
@@ -81,6 +180,10 @@ struct McTokenStream {
   mc_i64 pos;        // where the next token starts
   int punct_next;    // the byte at pos is a wrapped punctuation token
   int done;          // the last token has been produced
+#if MC_HOST_SIMD
+  mc_i64 sep_base;   // the text offset of sep_bits' bit 0
+  mc_u64 sep_bits;   // bit k: text[sep_base + k] is a separator (only bytes inside the text)
+#endif
 };
 
 MC_FN McTokenStream mc_stream_begin(const mc_u8* text, mc_i64 n) {
@@ -90,31 +193,109 @@ MC_FN McTokenStream mc_stream_begin(const mc_u8* text, mc_i64 n) {
   s.pos = 0;
   s.punct_next = 0;
   s.done = 0;
+#if MC_HOST_SIMD
+  s.sep_base = -64;  // nothing classified yet
+  s.sep_bits = 0;
+#endif
   return s;
 }
 
+#if MC_HOST_SIMD
+// Bit k set when byte k of the 16 in v is a separator (mc_is_separator).
+MC_FN mc_u32 mc_separator_mask16(__m128i v) {
+  // Pairs one bit apart: ' ' '!' and ':' ';' (mask 0xFE), ',' '.' (0xFD), '\t' '\r' (0xFB).
+  const __m128i fe = _mm_and_si128(v, _mm_set1_epi8((char)0xFE));
+  __m128i m = _mm_or_si128(_mm_cmpeq_epi8(fe, _mm_set1_epi8(' ')),
+                           _mm_cmpeq_epi8(fe, _mm_set1_epi8(':')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_and_si128(v, _mm_set1_epi8((char)0xFD)),
+                                     _mm_set1_epi8(',')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_and_si128(v, _mm_set1_epi8((char)0xFB)),
+                                     _mm_set1_epi8('\t')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8('?')));
+  m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8('`')));
+  return (mc_u32)_mm_movemask_epi8(m);
+}
+
+// Separator bits of text[base..min(base + 64, n)), bit k for byte base + k. Never reads
+// outside text[0..n): a last chunk of under 16 bytes is the 16 bytes that end the text
+// (shifted down), or, in a text of under 16 bytes, read byte by byte. Out of line: it
+// runs about once per 64 bytes, and inlined it would crowd the scan loop's inlining.
+MC_OUTLINED_FN mc_u64 mc_separator_bits64(const mc_u8* text, mc_i64 n, mc_i64 base) {
+  mc_u64 bits = 0;
+  for (int k = 0; k < 64; k += 16) {
+    const mc_i64 at = base + k;
+    const mc_i64 left = n - at;
+    if (left <= 0) break;
+    mc_u64 chunk;
+    if (left >= 16) {
+      chunk = mc_separator_mask16(_mm_loadu_si128((const __m128i*)(text + at)));
+    } else if (n >= 16) {
+      chunk = mc_separator_mask16(_mm_loadu_si128((const __m128i*)(text + n - 16))) >>
+              (16 - left);
+    } else {
+      chunk = 0;
+      for (mc_i64 i = 0; i < left; ++i) chunk |= (mc_u64)mc_is_separator(text[at + i]) << i;
+    }
+    bits |= chunk << k;
+  }
+  return bits;
+}
+
+// The first separator at or after `from`, or n.
+MC_FN mc_i64 mc_next_separator(McTokenStream* s, mc_i64 from) {
+  for (;;) {
+    const mc_i64 offset = from - s->sep_base;
+    if (offset < 64) {
+      const mc_u64 bits = s->sep_bits >> offset;
+      if (bits) return from + __builtin_ctzll(bits);
+    }
+    // Every byte from `from` up to the classified window's end is ordinary.
+    const mc_i64 next = s->sep_base + 64 > from ? s->sep_base + 64 : from;
+    if (next >= s->n) return s->n;
+    s->sep_base = next;
+    s->sep_bits = mc_separator_bits64(s->text, s->n, next);
+    from = next;
+  }
+}
+#endif
+
 // Produces the next inner token; returns 0 when the stream is exhausted.
-MC_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
+MC_HOT_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
   if (s->done) return 0;
-  mc_u64 h = MC_FNV_BASIS;
   if (s->punct_next) {
-    mc_u8 c = s->text[s->pos];
+    const mc_u8 c = s->text[s->pos];
     tok->start = s->pos;
     tok->len = 1;
-    tok->hash = (h ^ (mc_u64)c) * MC_FNV_PRIME;
+    tok->hash = (mc_u64)c ^ MC_TOKEN_LEN_MUL;  // mc_token_hash of the one byte
     s->pos += 1;
     s->punct_next = 0;
     return 1;
   }
   const mc_i64 start = s->pos;
+#if MC_HOST_SIMD
+  const mc_i64 i = mc_next_separator(s, start);
+  tok->hash = mc_token_hash_at(s->text, start, i - start, s->n);
+#else
+  // mc_token_hash_bytes, fused with the separator search.
+  mc_u64 h = 0, word = 0;
+  int shift = 0;
   mc_i64 i = start;
-  while (i < s->n && !mc_is_separator(s->text[i])) {
-    h = (h ^ (mc_u64)s->text[i]) * MC_FNV_PRIME;
-    ++i;
+  for (; i < s->n; ++i) {
+    const mc_u8 c = s->text[i];
+    if (mc_is_separator(c)) break;
+    if (shift == 64) {
+      h = mc_word_fold(h, word);
+      word = 0;
+      shift = 0;
+    }
+    word |= (mc_u64)c << shift;
+    shift += 8;
   }
+  tok->hash = h ^ word ^ (mc_u64)(i - start) * MC_TOKEN_LEN_MUL;
+#endif
   tok->start = start;
   tok->len = i - start;
-  tok->hash = h;
   if (i >= s->n) {
     s->done = 1;  // the closing space of spacing() ends this last token
   } else if (mc_byte_class(s->text[i]) == MC_SPACE) {
@@ -124,13 +305,6 @@ MC_FN int mc_stream_next(McTokenStream* s, McToken* tok) {
     s->punct_next = 1;
   }
   return 1;
-}
-
-// Token-hash of a metadata entry's token (bytes between ' ' separators).
-MC_FN mc_u64 mc_token_hash(const mc_u8* bytes, mc_i64 len) {
-  mc_u64 h = MC_FNV_BASIS;
-  for (mc_i64 i = 0; i < len; ++i) h = (h ^ (mc_u64)bytes[i]) * MC_FNV_PRIME;
-  return h;
 }
 
 // A metadata token can equal some text token only if it is empty, a single
@@ -391,7 +565,8 @@ MC_FN int mc_spaced_equal(McSpacedCursor c, const mc_u8* e, mc_i64 len) {
 // ------------------------------------------------------------- signature ---
 // Bump when the table, filter or record layout changes in a way the values
 // below do not show.
-#define MC_INDEX_LAYOUT 3  // 3: two-word slots, inline entries of up to 8 bytes
+// 3: two-word slots, inline entries of up to 8 bytes; 4: the word-wise token hash
+#define MC_INDEX_LAYOUT 4
 
 // A value that changes with every byte class, hash function and layout
 // constant a built index depends on. The index builder stores it; the CPU

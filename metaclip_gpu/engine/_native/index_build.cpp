@@ -28,10 +28,15 @@ struct Table {
   int64_t n_merged = 0;
 };
 
+// The id of a prefix record, and of a hot-token record (build_token_table).
+constexpr int32_t kPrefix = -1;
+constexpr int32_t kHotToken = -2;
+
 struct KeyRecord {
   uint64_t hash;
-  int32_t id;  // -1 for a prefix record
+  int32_t id;  // an entry id, kPrefix or kHotToken
   int32_t n_parts;  // tokens (token table) or characters (byte table) of the key
+  int32_t n_bytes;  // bytes of the key (its tokens joined by single spaces, or its characters)
   bool operator<(const KeyRecord& o) const {
     return hash != o.hash ? hash < o.hash : id < o.id;
   }
@@ -41,6 +46,7 @@ struct KeyGroup {
   uint64_t hash;
   uint32_t flags;
   size_t first, last;  // range of entry-id records in the sorted records
+  int32_t n_parts, n_bytes;  // the key's size (the smallest of its records'), see fill_table
 };
 
 struct Entries {
@@ -56,6 +62,7 @@ struct Entries {
 int64_t add_token_entry(const uint8_t* e, int64_t len, int32_t id,
                         std::vector<KeyRecord>& out) {
   std::vector<uint64_t> chain;
+  std::vector<int32_t> ends;  // the byte length of each prefix
   uint64_t h = MC_NGRAM_SEED;
   int64_t start = 0;
   for (int64_t i = 0; i <= len; ++i) {
@@ -63,10 +70,12 @@ int64_t add_token_entry(const uint8_t* e, int64_t len, int32_t id,
     if (!mc_token_matchable(e + start, i - start)) return 0;
     h = mc_ngram_extend(h, mc_token_hash(e + start, i - start));
     chain.push_back(h);
+    ends.push_back((int32_t)i);
     start = i + 1;
   }
-  for (size_t k = 0; k + 1 < chain.size(); ++k) out.push_back({chain[k], -1, (int32_t)k + 1});
-  out.push_back({chain.back(), id, (int32_t)chain.size()});
+  for (size_t k = 0; k + 1 < chain.size(); ++k)
+    out.push_back({chain[k], -1, (int32_t)k + 1, ends[k]});
+  out.push_back({chain.back(), id, (int32_t)chain.size(), ends.back()});
   return (int64_t)chain.size();
 }
 
@@ -89,15 +98,18 @@ bool bytes_matchable(const uint8_t* e, int64_t len) {
 bool add_byte_entry(const uint8_t* e, int64_t len, int32_t id, std::vector<KeyRecord>& out) {
   if (len == 0 || !bytes_matchable(e, len)) return false;
   std::vector<uint64_t> chain;
+  std::vector<int32_t> ends;  // the byte length of each prefix
   uint64_t h = MC_FNV_BASIS;
   for (int64_t i = 0; i < len;) {
     const int64_t end = i + 1 + mc_utf8_tail(e[i]);
     if (end > len) return false;
     for (; i < end; ++i) h = mc_fnv_byte(h, e[i]);
     chain.push_back(mc_byte_key(h));
+    ends.push_back((int32_t)end);
   }
-  for (size_t k = 0; k + 1 < chain.size(); ++k) out.push_back({chain[k], -1, (int32_t)k + 1});
-  out.push_back({chain.back(), id, (int32_t)chain.size()});
+  for (size_t k = 0; k + 1 < chain.size(); ++k)
+    out.push_back({chain[k], -1, (int32_t)k + 1, ends[k]});
+  out.push_back({chain.back(), id, (int32_t)chain.size(), ends.back()});
   return true;
 }
 
@@ -106,11 +118,15 @@ std::vector<KeyGroup> group_records(std::vector<KeyRecord>& records) {
   std::sort(records.begin(), records.end());
   std::vector<KeyGroup> groups;
   for (size_t i = 0; i < records.size();) {
-    KeyGroup g{records[i].hash, 0, i, i};
+    KeyGroup g{records[i].hash, 0, i, i, records[i].n_parts, records[i].n_bytes};
     size_t j = i;
-    for (; j < records.size() && records[j].hash == g.hash; ++j)
-      g.flags |= records[j].id < 0 ? MC_SLOT_PREFIX : MC_SLOT_ENTRY;
-    // Prefix records (id -1) sort first: the entry ids are the tail.
+    for (; j < records.size() && records[j].hash == g.hash; ++j) {
+      if (records[j].id != kHotToken)
+        g.flags |= records[j].id == kPrefix ? MC_SLOT_PREFIX : MC_SLOT_ENTRY;
+      g.n_parts = std::min(g.n_parts, records[j].n_parts);
+      g.n_bytes = std::min(g.n_bytes, records[j].n_bytes);
+    }
+    // Prefix and hot-token records (negative ids) sort first: the entry ids are the tail.
     g.first = i;
     while (g.first < j && records[g.first].id < 0) ++g.first;
     g.last = j;
@@ -159,16 +175,28 @@ uint64_t inline_bytes(const Entries& entries, int32_t id) {
 // (which holds the table's header words). `inline_ok`: a slot whose only
 // candidate is a short entry holds it inline (token table).
 // Returns false when too large.
+//
+// Keys are placed fewest tokens (characters) first, then fewest bytes: a key
+// placed earlier is never moved from its home by a later one, and short keys
+// are the ones texts probe most ("a", "of", "the": frequent words are short),
+// so they are found at their home slot. Which slots are taken, and so the
+// cost of a probe that finds nothing, does not depend on the order.
 bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool with_pad,
                 bool inline_ok, uint64_t min_capacity, double max_load, Table& t) {
   const std::vector<KeyGroup> groups = group_records(records);
-  t.n_keys = (int64_t)groups.size();
+  for (const KeyGroup& g : groups) t.n_keys += g.flags != 0;
   uint64_t capacity = min_capacity;
   while ((double)capacity * max_load < (double)groups.size()) capacity <<= 1;
   const uint64_t mask = capacity - 1;
   std::vector<int64_t> owner(capacity, -1);                   // group at each slot
   std::unordered_map<uint64_t, std::vector<size_t>> merged;  // extra groups per slot
-  for (size_t gi = 0; gi < groups.size(); ++gi) {
+  std::vector<size_t> order(groups.size());
+  for (size_t gi = 0; gi < groups.size(); ++gi) order[gi] = gi;
+  std::stable_sort(order.begin(), order.end(), [&groups](size_t a, size_t b) {
+    return groups[a].n_parts != groups[b].n_parts ? groups[a].n_parts < groups[b].n_parts
+                                                  : groups[a].n_bytes < groups[b].n_bytes;
+  });
+  for (size_t gi : order) {
     const uint64_t fp = groups[gi].hash >> 32;
     uint64_t pos = groups[gi].hash & mask;
     while (owner[pos] >= 0 && (groups[owner[pos]].hash >> 32) != fp) pos = (pos + 1) & mask;
@@ -213,8 +241,21 @@ bool fill_table(std::vector<KeyRecord>& records, const Entries& entries, bool wi
 }
 
 // The token table plus its multi-token filter (tokens.cuh).
+//
+// Texts are made of a few tokens more than any other: the empty token (every
+// ", " or ". " makes one: "a, b" is " a ,  b ") and the wrapped punctuation
+// bytes. Most metadata has no entry beginning with them, so each probe for
+// them would walk its home slot's cluster to an empty slot; instead each gets
+// a slot of its own with no flags, placed first (at its home), where the probe
+// stops at once. Such slots are not counted in n_keys.
 bool build_token_table(std::vector<KeyRecord>& records, const Entries& entries,
                        int64_t max_tokens, double max_load, Table& t) {
+  const uint8_t hot[] = {',', '.', ';', ':', '?', '!', '`'};
+  for (int64_t len = 0; len <= (int64_t)sizeof hot; ++len) {
+    const uint8_t* token = len == 0 ? hot : hot + len - 1;  // "" then each byte
+    const uint64_t hash = mc_ngram_extend(MC_NGRAM_SEED, mc_token_hash(token, len == 0 ? 0 : 1));
+    if ((hash >> 32) != 0) records.push_back({hash, kHotToken, 0, 0});  // (a 0 key is empty)
+  }
   t.blob.push_back((int32_t)max_tokens);  // blob[0], see tokens.cuh
   if (!fill_table(records, entries, false, true, 2 * MC_FILTER_SLOTS_PER_WORD, max_load, t))
     return false;
