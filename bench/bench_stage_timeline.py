@@ -1,0 +1,211 @@
+"""Where the match and balance stages' wall time goes, shard by shard, on this machine's cores.
+
+    .venv/bin/python bench/bench_stage_timeline.py [--copies 64] [--shards 8] [--t 1000]
+        [--in-flight 2] [--no-fsync] [--json bench/results/bench_stage_timeline.json]
+
+CC3M x `--copies` (64: 1,013,312 rows; ``bench_curate.cc3m_table``) as `--shards` Parquet
+shards, then ONE ``run_curate`` in a fresh process, with `match.match_shard_output` and
+`balance._shard_figures` wrapped to take, per shard: its wall time and its thread's CPU time
+(``time.thread_time``), and ``os.fsync`` wrapped to add up, per thread, the seconds spent
+waiting in it (the compute threads', the durability thread's, the main thread's). Per stage:
+the wall time, the process's CPU time (all threads, pyarrow's own included) and their ratio
+(2.0 = both cores busy all along). A shard's wall minus its thread CPU minus its fsync waits is
+time its thread was runnable but not running, or waiting on something else: the GIL, a core
+(other processes share them), reads. `--no-fsync` replaces ``os.fsync`` with a no-op (what the
+stages would cost without durability waits; the run directory is then not crash safe).
+No GPU figure is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import CC3M_FILE, METADATA_FILE, find_data_dir, missing_data_message
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_stage_timeline.json"
+
+
+class Timeline:
+    """Per-shard (stage, shard, thread, start, wall, thread CPU, fsync wait) rows and the
+    fsync waits of every thread, filled by the wrappers `install` puts in place."""
+
+    def __init__(self, no_fsync: bool) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.fsync_by_thread: dict[str, float] = defaultdict(float)
+        self.fsyncs_by_thread: dict[str, int] = defaultdict(int)
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.origin = time.perf_counter()
+        self.no_fsync = no_fsync
+
+    def install(self) -> None:
+        from metaclip_gpu.pipeline import balance, match
+
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            started = time.perf_counter()
+            if not self.no_fsync:
+                real_fsync(fd)
+            waited = time.perf_counter() - started
+            name = threading.current_thread().name
+            with self.lock:
+                self.fsync_by_thread[name] += waited
+                self.fsyncs_by_thread[name] += 1
+            self.local.fsync = getattr(self.local, "fsync", 0.0) + waited
+
+        os.fsync = fsync
+        match.match_shard_output = self.wrap("match", match.match_shard_output)
+        balance._shard_figures = self.wrap("balance", balance._shard_figures)
+
+    def wrap(self, stage: str, fn: Any) -> Any:
+        def timed(shard: Any, *args: Any, **kwargs: Any) -> Any:
+            self.local.fsync = 0.0
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(shard, *args, **kwargs)
+            finally:
+                wall = time.perf_counter() - wall0
+                row = {
+                    "stage": stage,
+                    "shard": shard.name,
+                    "thread": threading.current_thread().name,
+                    "start": round(wall0 - self.origin, 4),
+                    "wall": round(wall, 4),
+                    "cpu": round(time.thread_time() - cpu0, 4),
+                    "fsync": round(self.local.fsync, 4),
+                }
+                with self.lock:
+                    self.rows.append(row)
+
+        return timed
+
+
+def child(shards: str, metadata: str, out: str, t: float, no_fsync: bool) -> dict[str, Any]:
+    """One ``run_curate`` with the wrappers in place; the figures (run in a fresh process)."""
+    from metaclip_gpu.pipeline import run as run_module
+    from metaclip_gpu.pipeline import run_modes
+
+    timeline = Timeline(no_fsync)
+    timeline.install()
+    stages: dict[str, dict[str, float]] = {}
+    real_stage = run_modes.StageTimer.stage
+
+    @contextlib.contextmanager
+    def stage(timer: Any, name: str) -> Iterator[None]:  # each stage's wall and process CPU
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        with real_stage(timer, name):
+            yield
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        stages[name] = {
+            "wall": round(wall, 3),
+            "process_cpu": round(cpu, 3),
+            "cores_busy": round(cpu / wall, 2) if wall else 0.0,
+        }
+
+    run_modes.StageTimer.stage = stage  # type: ignore[method-assign]
+    summary = run_module.run_curate(shards, metadata, out, ts=[t], progress=False)
+    return {
+        "stages": stages,
+        "summary_seconds": summary["seconds"],
+        "shards": timeline.rows,
+        "fsync_by_thread": {k: round(v, 4) for k, v in timeline.fsync_by_thread.items()},
+        "fsyncs_by_thread": dict(timeline.fsyncs_by_thread),
+    }
+
+
+def report(figures: dict[str, Any]) -> None:
+    print(f"load average {os.getloadavg()[0]:.2f}; fsync {'off' if figures['no_fsync'] else 'on'}")
+    for stage, f in figures["stages"].items():
+        print(
+            f"{stage:8s} wall {f['wall']:.3f} s, process CPU {f['process_cpu']:.3f} s "
+            f"({f['cores_busy']:.2f} cores busy)"
+        )
+    print(f"{'stage':8s} {'shard':22s} {'thread':26s} start  wall   cpu    fsync  other")
+    for row in sorted(figures["shards"], key=lambda r: (r["stage"] != "match", r["start"])):
+        other = row["wall"] - row["cpu"] - row["fsync"]
+        print(
+            f"{row['stage']:8s} {row['shard']:22s} {row['thread']:26s} {row['start']:5.2f} "
+            f"{row['wall']:.3f}  {row['cpu']:.3f}  {row['fsync']:.3f}  {other:.3f}"
+        )
+    for stage in ("match", "balance"):
+        rows = [r for r in figures["shards"] if r["stage"] == stage]
+        if rows:
+            print(
+                f"{stage}: median shard wall {statistics.median(r['wall'] for r in rows):.3f} s, "
+                f"thread CPU {statistics.median(r['cpu'] for r in rows):.3f} s, fsync "
+                f"{statistics.median(r['fsync'] for r in rows):.3f} s"
+            )
+    waits = figures["fsync_by_thread"]
+    calls = figures["fsyncs_by_thread"]
+    listed = ", ".join(f"{k} {v:.3f} s/{calls[k]}" for k, v in waits.items())
+    print(f"fsync waits by thread (seconds/calls): {listed}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=64, help="CC3M copies [64: ~1M rows]")
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--t", type=float, default=1000.0)
+    parser.add_argument("--no-fsync", action="store_true", help="os.fsync a no-op (not safe)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        shards, metadata, out, t = args.child
+        print(json.dumps(child(shards, metadata, out, float(t), args.no_fsync)))
+        return 0
+    import subprocess
+
+    from bench_curate import cc3m_table, write_table_shards
+
+    from metaclip_gpu import MetadataIndex
+
+    data_dir = find_data_dir(args.data_dir)
+    missing = [p for p in (data_dir / CC3M_FILE, data_dir / METADATA_FILE) if not p.is_file()]
+    if missing:
+        print(missing_data_message("bench_stage_timeline.py", missing), file=sys.stderr)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="bench-timeline-", dir=args.scratch))
+    try:
+        write_table_shards(cc3m_table(data_dir, args.copies), scratch / "shards", args.shards)
+        metadata = data_dir / METADATA_FILE
+        MetadataIndex.load(metadata)  # fills the on-disk cache the run reads
+        command = [sys.executable, __file__, "--child", str(scratch / "shards"), str(metadata)]
+        command += [str(scratch / "out"), str(args.t)] + (["--no-fsync"] if args.no_fsync else [])
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    figures.update(
+        copies=args.copies,
+        n_shards=args.shards,
+        no_fsync=args.no_fsync,
+        loadavg=os.getloadavg(),
+        gpu="not measured (no GPU backend here)",
+    )
+    report(figures)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
