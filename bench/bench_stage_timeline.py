@@ -1,18 +1,19 @@
 """Where the match and balance stages' wall time goes, shard by shard, on this machine's cores.
 
     .venv/bin/python bench/bench_stage_timeline.py [--copies 64] [--shards 8] [--t 1000]
-        [--in-flight 2] [--no-fsync] [--json bench/results/bench_stage_timeline.json]
+        [--runs 1] [--no-fsync] [--json bench/results/bench_stage_timeline.json]
 
 CC3M x `--copies` (64: 1,013,312 rows; ``bench_curate.cc3m_table``) as `--shards` Parquet
-shards, then ONE ``run_curate`` in a fresh process, with `match.match_shard_output` and
-`balance._shard_figures` wrapped to take, per shard: its wall time and its thread's CPU time
-(``time.thread_time``), and ``os.fsync`` wrapped to add up, per thread, the seconds spent
-waiting in it (the compute threads', the durability thread's, the main thread's). Per stage:
-the wall time, the process's CPU time (all threads, pyarrow's own included) and their ratio
-(2.0 = both cores busy all along). A shard's wall minus its thread CPU minus its fsync waits is
-time its thread was runnable but not running, or waiting on something else: the GIL, a core
-(other processes share them), reads. `--no-fsync` replaces ``os.fsync`` with a no-op (what the
-stages would cost without durability waits; the run directory is then not crash safe).
+shards, then `--runs` ``run_curate`` runs, each in a fresh process, with
+`match.match_shard_output` and `balance._shard_figures` wrapped to take, per shard, its wall
+time and its thread's CPU time (``time.thread_time``), and ``os.fsync`` wrapped to add up the
+seconds each thread waited in it (the compute threads', the main thread's). Per stage: the wall
+time, the process's CPU time (all threads, pyarrow's own included) and their ratio (2.0 = both
+cores busy all along), and how long the stage went on after its last shard's compute thread
+was done (records, fsyncs). A shard's wall minus its thread CPU minus its fsync waits is time
+its thread was runnable but not running, or waiting on something else: the GIL, a core (other
+processes share them), pyarrow's own threads, reads. `--no-fsync` makes ``os.fsync`` a no-op
+(what the stages cost without durability waits; the run directory is then not crash safe).
 No GPU figure is measured.
 """
 
@@ -112,8 +113,14 @@ def child(shards: str, metadata: str, out: str, t: float, no_fsync: bool) -> dic
         with real_stage(timer, name):
             yield
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        shards_end = max(
+            (r["start"] + r["wall"] for r in timeline.rows if r["stage"] == name), default=None
+        )
+        end = time.perf_counter() - timeline.origin
         stages[name] = {
             "wall": round(wall, 3),
+            # after the stage's last shard left its compute thread: records, fsyncs, clean-up
+            "tail": round(end - shards_end, 4) if shards_end is not None else None,
             "process_cpu": round(cpu, 3),
             "cores_busy": round(cpu / wall, 2) if wall else 0.0,
         }
@@ -132,9 +139,10 @@ def child(shards: str, metadata: str, out: str, t: float, no_fsync: bool) -> dic
 def report(figures: dict[str, Any]) -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; fsync {'off' if figures['no_fsync'] else 'on'}")
     for stage, f in figures["stages"].items():
+        tail = "" if f.get("tail") is None else f", {f['tail']:.3f} s after its last shard"
         print(
             f"{stage:8s} wall {f['wall']:.3f} s, process CPU {f['process_cpu']:.3f} s "
-            f"({f['cores_busy']:.2f} cores busy)"
+            f"({f['cores_busy']:.2f} cores busy){tail}"
         )
     print(f"{'stage':8s} {'shard':22s} {'thread':26s} start  wall   cpu    fsync  other")
     for row in sorted(figures["shards"], key=lambda r: (r["stage"] != "match", r["start"])):
@@ -166,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--scratch", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--runs", type=int, default=1, help="curate runs (fresh processes)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -190,20 +199,25 @@ def main(argv: list[str] | None = None) -> int:
         MetadataIndex.load(metadata)  # fills the on-disk cache the run reads
         command = [sys.executable, __file__, "--child", str(scratch / "shards"), str(metadata)]
         command += [str(scratch / "out"), str(args.t)] + (["--no-fsync"] if args.no_fsync else [])
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        runs = []
+        for _ in range(args.runs):
+            shutil.rmtree(scratch / "out", ignore_errors=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            figures.update(no_fsync=args.no_fsync, loadavg=os.getloadavg())
+            report(figures)
+            runs.append(figures)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    figures.update(
-        copies=args.copies,
-        n_shards=args.shards,
-        no_fsync=args.no_fsync,
-        loadavg=os.getloadavg(),
-        gpu="not measured (no GPU backend here)",
-    )
-    report(figures)
+    summary = {
+        "copies": args.copies,
+        "n_shards": args.shards,
+        "no_fsync": args.no_fsync,
+        "gpu": "not measured (no GPU backend here)",
+        "runs": runs,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    args.json.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 

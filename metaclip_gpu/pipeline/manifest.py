@@ -1,10 +1,11 @@
 """The manifest of a stage's output directory: which shards are finished, and with what result.
 
 ``<out_dir>/manifest.jsonl`` holds one JSON record per finished shard, appended (one
-``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``) only after the shard's output file
-was renamed into place. So a run killed at any moment leaves, for each shard, either no
-record (the shard is redone) or a record whose output exists. A later record for the same
-shard supersedes an earlier one.
+``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``; the records of several shards
+finished together in one write and one fsync, `append_many`) only after the shard's output
+file was renamed into place and made durable (`durable`). So a run killed at any moment
+leaves, for each shard, either no record (the shard is redone) or a record whose output
+exists. A later record for the same shard supersedes an earlier one.
 
 A shard counts as done (`Manifest.is_done`) only when its latest record exists, the input's
 fingerprint (size and mtime_ns) and the run's ``config`` (metadata digest and read options)
@@ -197,26 +198,37 @@ class Manifest:
     def append(self, record: ShardRecord) -> None:
         """Appends `record` durably (fsync), on a fresh line even after a truncated one (in
         object storage: puts it as the next record object)."""
+        self.append_many([record])
+
+    def append_many(self, records: list[ShardRecord]) -> None:
+        """Appends `records` in order, durably: one ``os.write`` and one fsync for all (in
+        object storage: one record object each, in order)."""
+        if not records:
+            return
         if isinstance(self.folder, RemotePath):
             from metaclip_gpu.storage_write import write_bytes
 
-            name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
-            write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
-            self.next_seq += 1
-            self.objects[record.shard] = f"{self.folder.name}/{name}"
-            self.records[record.shard] = record
+            for record in records:
+                name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
+                write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
+                self.next_seq += 1
+                self.objects[record.shard] = f"{self.folder.name}/{name}"
+                self.records[record.shard] = record
             return
         assert isinstance(self.out_dir, Path)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        line = record.to_json().encode("utf-8") + b"\n"
+        lines = b"".join(record.to_json().encode("utf-8") + b"\n" for record in records)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             with with_path(self.path):  # os.write's errors name no file
                 size = os.fstat(fd).st_size
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-                os.write(fd, line)
+                    lines = b"\n" + lines
+                view = memoryview(lines)
+                while view:  # a full disk can write part of it, then raises
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
         finally:
             os.close(fd)
-        self.records[record.shard] = record
+        for record in records:
+            self.records[record.shard] = record
