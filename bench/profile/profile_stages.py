@@ -1,7 +1,7 @@
 """Where the match and balance stages' wall time goes, shard by shard, on this machine's cores.
 
-    .venv/bin/python bench/bench_stage_timeline.py [--copies 64] [--shards 8] [--t 1000]
-        [--runs 1] [--no-fsync] [--json bench/results/bench_stage_timeline.json]
+    .venv/bin/python bench/profile/profile_stages.py [--copies 64] [--shards 8] [--t 1000]
+        [--runs 1] [--no-fsync] [--json bench/results/profile_stages.json]
 
 CC3M x `--copies` (64: 1,013,312 rows; ``bench_curate.cc3m_table``) as `--shards` Parquet
 shards, then `--runs` ``run_curate`` runs, each in a fresh process, with
@@ -14,6 +14,9 @@ was done (records, fsyncs). A shard's wall minus its thread CPU minus its fsync 
 its thread was runnable but not running, or waiting on something else: the GIL, a core (other
 processes share them), pyarrow's own threads, reads. `--no-fsync` makes ``os.fsync`` a no-op
 (what the stages cost without durability waits; the run directory is then not crash safe).
+`--pandas-first` imports pandas before the run: pyarrow imports it on its first ``pa.array``
+call (to tell a pandas Series from an array), in the match stage's first shard, holding the
+GIL for about 0.3-0.5 s (py-spy ``--gil``) while the other compute thread waits for it.
 No GPU figure is measured.
 """
 
@@ -34,11 +37,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import CC3M_FILE, METADATA_FILE, find_data_dir, missing_data_message
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent))
+from _common import CC3M_FILE, METADATA_FILE, find_data_dir, missing_data_message  # noqa: E402
 
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_stage_timeline.json"
+DEFAULT_JSON = HERE.parent / "results" / "profile_stages.json"
 
 
 class Timeline:
@@ -97,8 +101,12 @@ class Timeline:
         return timed
 
 
-def child(shards: str, metadata: str, out: str, t: float, no_fsync: bool) -> dict[str, Any]:
+def child(
+    shards: str, metadata: str, out: str, t: float, no_fsync: bool, pandas_first: bool
+) -> dict[str, Any]:
     """One ``run_curate`` with the wrappers in place; the figures (run in a fresh process)."""
+    if pandas_first:  # what pyarrow's first pa.array() call otherwise imports mid-stage
+        import pandas  # noqa: F401
     from metaclip_gpu.pipeline import run as run_module
     from metaclip_gpu.pipeline import run_modes
 
@@ -137,7 +145,9 @@ def child(shards: str, metadata: str, out: str, t: float, no_fsync: bool) -> dic
 
 
 def report(figures: dict[str, Any]) -> None:
-    print(f"load average {os.getloadavg()[0]:.2f}; fsync {'off' if figures['no_fsync'] else 'on'}")
+    fsync = "off" if figures["no_fsync"] else "on"
+    pandas = "; pandas imported first" if figures.get("pandas_first") else ""
+    print(f"load average {os.getloadavg()[0]:.2f}; fsync {fsync}{pandas}")
     for stage, f in figures["stages"].items():
         tail = "" if f.get("tail") is None else f", {f['tail']:.3f} s after its last shard"
         print(
@@ -171,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--t", type=float, default=1000.0)
     parser.add_argument("--no-fsync", action="store_true", help="os.fsync a no-op (not safe)")
+    parser.add_argument(
+        "--pandas-first", action="store_true", help="import pandas before the run starts"
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--scratch", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
@@ -179,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         shards, metadata, out, t = args.child
-        print(json.dumps(child(shards, metadata, out, float(t), args.no_fsync)))
+        figures = child(shards, metadata, out, float(t), args.no_fsync, args.pandas_first)
+        print(json.dumps(figures))
         return 0
     import subprocess
 
@@ -190,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = find_data_dir(args.data_dir)
     missing = [p for p in (data_dir / CC3M_FILE, data_dir / METADATA_FILE) if not p.is_file()]
     if missing:
-        print(missing_data_message("bench_stage_timeline.py", missing), file=sys.stderr)
+        print(missing_data_message("profile_stages.py", missing), file=sys.stderr)
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="bench-timeline-", dir=args.scratch))
     try:
@@ -199,12 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         MetadataIndex.load(metadata)  # fills the on-disk cache the run reads
         command = [sys.executable, __file__, "--child", str(scratch / "shards"), str(metadata)]
         command += [str(scratch / "out"), str(args.t)] + (["--no-fsync"] if args.no_fsync else [])
+        command += ["--pandas-first"] if args.pandas_first else []
         runs = []
         for _ in range(args.runs):
             shutil.rmtree(scratch / "out", ignore_errors=True)
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             figures = json.loads(done.stdout.strip().splitlines()[-1])
-            figures.update(no_fsync=args.no_fsync, loadavg=os.getloadavg())
+            figures.update(
+                no_fsync=args.no_fsync, pandas_first=args.pandas_first, loadavg=os.getloadavg()
+            )
             report(figures)
             runs.append(figures)
     finally:
@@ -213,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "copies": args.copies,
         "n_shards": args.shards,
         "no_fsync": args.no_fsync,
+        "pandas_first": args.pandas_first,
         "gpu": "not measured (no GPU backend here)",
         "runs": runs,
     }
