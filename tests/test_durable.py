@@ -78,7 +78,7 @@ class Events:
         self.log: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
         real_fsync, real_replace = os.fsync, os.replace
-        real_append_many = Manifest.append_many
+        real_append = Manifest.append
 
         def fsync(fd: int) -> None:
             real_fsync(fd)
@@ -88,16 +88,15 @@ class Events:
             real_replace(src, dst, *args, **kwargs)
             self.add("replace", str(src), str(dst))
 
-        def append_many(manifest: Manifest, records: list[ShardRecord]) -> None:
-            for record in records:
-                assert isinstance(manifest.out_dir, Path)
-                if record.output is not None:
-                    self.add("append", str(manifest.out_dir / record.output))
-            real_append_many(manifest, records)
+        def append(manifest: Manifest, record: ShardRecord) -> None:
+            assert isinstance(manifest.out_dir, Path)
+            if record.output is not None:
+                self.add("append", str(manifest.out_dir / record.output))
+            real_append(manifest, record)
 
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "replace", replace)
-        monkeypatch.setattr(Manifest, "append_many", append_many)
+        monkeypatch.setattr(Manifest, "append", append)
 
     def add(self, kind: str, a: str, b: str = "") -> None:
         with self.lock:
@@ -195,16 +194,16 @@ import os, sys
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.run import run_curate
 
-real, seen = Manifest.append_many, []
+real, seen = Manifest.append, []
 
-def dying(self, records):
+def dying(self, record):
     if self.path.name == sys.argv[4]:
-        seen.append(records)
-        if len(seen) == 2:  # its files are durable already (durable.commit)
+        seen.append(record)
+        if len(seen) == 2:  # its file is durable already (durable.commit)
             os._exit(9)
-    real(self, records)
+    real(self, record)
 
-Manifest.append_many = dying
+Manifest.append = dying
 run_curate(sys.argv[1], sys.argv[2], sys.argv[3], ts=[50.0], progress=False)
 """
 
@@ -236,20 +235,26 @@ def test_killed_between_the_fsync_and_the_append_resumes(
         assert summary["shards_matched_this_run"] == N_SHARDS - len(recorded)
 
 
-def test_append_many_writes_every_record_with_one_fsync(
+def test_a_batch_of_appends_is_fsynced_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Several records: one fsync, each on its own line, after a truncated last line too."""
+    """Several records appended in a `Manifest.batch`: one fsync, at its end, each on its own
+    line, after a truncated last line too; outside a batch, one fsync an append."""
     first = json.dumps({"shard": "a", "output": None, "rows": 0})
     (tmp_path / "manifest.jsonl").write_text(first + '\n{"tr')  # a truncated last line
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
     manifest = Manifest.load(tmp_path)
-    manifest.append_many([ShardRecord(f"s{i}", f"f{i}", rows=i) for i in range(3)])
+    with manifest.batch():
+        for i in range(3):
+            manifest.append(ShardRecord(f"s{i}", f"f{i}", rows=i))
+        assert not calls
     assert len(calls) == 1
+    manifest.append(ShardRecord("s3", "f3", rows=3))
+    assert len(calls) == 2
     again = Manifest.load(tmp_path)
-    assert sorted(again.records) == ["a", "s0", "s1", "s2"] and again.ignored_lines == 1
+    assert sorted(again.records) == ["a", "s0", "s1", "s2", "s3"] and again.ignored_lines == 1
     assert again.records["s2"].rows == 2
 
 

@@ -4,7 +4,7 @@ In process, a stage's compute threads write each output file under a temporary n
 it into place, and go on with the next shard; the stage's main thread, the one that appends
 the manifest records, is its durability thread: `commit` fsyncs the files of every shard
 finished meanwhile, then their folders (once each: the renames that named them), and only
-then appends their records (`Manifest.append_many`: one write and one fsync a manifest). So a
+then appends their records (one fsync a manifest for them all: `Manifest.batch`). So a
 record is never on disk before the file it names is durable under its final name, and the
 compute threads never wait on the disk. A failure there (the file named) fails the stage as
 before: the shards of that batch get no record and are redone by the next run, which finds
@@ -27,6 +27,7 @@ this machine's noise: durability waits are not where their time goes.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -60,13 +61,14 @@ def make_durable(paths: Iterable[Path]) -> None:
 
 def commit(entries: Sequence[tuple[Manifest, ShardRecord, Sequence[Path]]]) -> None:
     """Makes every local file of `entries` durable (`make_durable`), then appends each record
-    to its manifest, in order (one write and fsync a manifest)."""
+    to its manifest, in order (one fsync a manifest: `Manifest.batch`)."""
     make_durable(path for _, _, paths in entries for path in paths)
-    by_manifest: dict[int, tuple[Manifest, list[ShardRecord]]] = {}
-    for manifest, record, _ in entries:
-        by_manifest.setdefault(id(manifest), (manifest, []))[1].append(record)
-    for manifest, records in by_manifest.values():
-        manifest.append_many(records)
+    manifests = {id(manifest): manifest for manifest, _, _ in entries}
+    with contextlib.ExitStack() as stack:
+        for manifest in manifests.values():
+            stack.enter_context(manifest.batch())
+        for manifest, record, _ in entries:
+            manifest.append(record)
 
 
 def finished_batches(futures: Sequence[Future[Any]]) -> Iterator[list[Future[Any]]]:

@@ -2,7 +2,7 @@
 
 ``<out_dir>/manifest.jsonl`` holds one JSON record per finished shard, appended (one
 ``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``; the records of several shards
-finished together in one write and one fsync, `append_many`) only after the shard's output
+finished together share one fsync, `Manifest.batch`) only after the shard's output
 file was renamed into place and made durable (`durable`). So a run killed at any moment
 leaves, for each shard, either no record (the shard is redone) or a record whose output
 exists. A later record for the same shard supersedes an earlier one.
@@ -29,9 +29,11 @@ latest record names (`files.remove_orphans`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,8 @@ class Manifest:
         self.folder = self.out_dir / name.removesuffix(".jsonl")
         self.objects: dict[str, str] = {}
         self.next_seq = 0
+        self._batched = False  # inside `batch`: appends are fsynced when it ends
+        self._unsynced = False
 
     @classmethod
     def load(
@@ -196,39 +200,49 @@ class Manifest:
         return checksum_matches(out, record.checksum, f"shard {name} is redone")
 
     def append(self, record: ShardRecord) -> None:
-        """Appends `record` durably (fsync), on a fresh line even after a truncated one (in
-        object storage: puts it as the next record object)."""
-        self.append_many([record])
-
-    def append_many(self, records: list[ShardRecord]) -> None:
-        """Appends `records` in order, durably: one ``os.write`` and one fsync for all (in
-        object storage: one record object each, in order)."""
-        if not records:
-            return
+        """Appends `record` durably (fsync; inside `batch`, at its end), on a fresh line even
+        after a truncated one (in object storage: puts it as the next record object)."""
         if isinstance(self.folder, RemotePath):
             from metaclip_gpu.storage_write import write_bytes
 
-            for record in records:
-                name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
-                write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
-                self.next_seq += 1
-                self.objects[record.shard] = f"{self.folder.name}/{name}"
-                self.records[record.shard] = record
+            name = f"{self.next_seq:010d}-{uuid.uuid4().hex[:8]}.json"
+            write_bytes(self.folder / name, record.to_json().encode("utf-8") + b"\n")
+            self.next_seq += 1
+            self.objects[record.shard] = f"{self.folder.name}/{name}"
+            self.records[record.shard] = record
             return
         assert isinstance(self.out_dir, Path)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        lines = b"".join(record.to_json().encode("utf-8") + b"\n" for record in records)
+        line = record.to_json().encode("utf-8") + b"\n"
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             with with_path(self.path):  # os.write's errors name no file
                 size = os.fstat(fd).st_size
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-                    lines = b"\n" + lines
-                view = memoryview(lines)
-                while view:  # a full disk can write part of it, then raises
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                    line = b"\n" + line
+                os.write(fd, line)
+                if self._batched:
+                    self._unsynced = True
+                else:
+                    os.fsync(fd)
         finally:
             os.close(fd)
-        for record in records:
-            self.records[record.shard] = record
+        self.records[record.shard] = record
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The records appended inside are fsynced once, when it ends (also when it ends with
+        an error: the records written are complete): one fsync for several records."""
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            if self._unsynced:
+                self._unsynced = False
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    with with_path(self.path):
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
