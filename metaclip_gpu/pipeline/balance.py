@@ -18,13 +18,15 @@ How a shard is balanced: `balance_shard` (each shard in process, or as a task on
 worker); its rows are read aligned with its match file (`aligned`).
 
 Idempotence: each curated file is written under a temporary name and renamed into place, and
-its checksum (`checksums`) appended to the folder's ``_manifest.jsonl``. A ``t`` folder holds
-``_balance.json`` with the digest of everything its files depend on (seed, ``t``, the counts,
-every shard's match record, ``curated_entry_ids``); a rerun with the same digest skips the
-shards whose curated files still have their recorded checksums (a damaged one is named in a
-warning and redone), and a changed digest deletes the folder's Parquet files and manifest
-first. (Names starting with ``_`` are ignored by `read.find_shards`, so a curated folder can
-be used as input.) What the stage checks in the run record before it starts: `rundir`.
+its checksum (`checksums`) appended to the folder's ``_manifest.jsonl`` (in process: only
+after the file and its folder were fsynced, by the stage's main thread while the compute
+threads go on, `durable`). A ``t`` folder holds ``_balance.json`` with the digest of
+everything its files depend on (seed, ``t``, the counts, every shard's match record,
+``curated_entry_ids``); a rerun with the same digest skips the shards whose curated files
+still have their recorded checksums (a damaged one is named in a warning and redone), and a
+changed digest deletes the folder's Parquet files and manifest first. (Names starting with
+``_`` are ignored by `read.find_shards`, so a curated folder can be used as input.) What the
+stage checks in the run record before it starts: `rundir`.
 
 Memory: one shard's kept rows at a time (`balance_shard`). `--target-size` solves ``t`` from
 each match file's expected kept size on a grid of t, added up here (`target_size`): memory
@@ -50,12 +52,14 @@ from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.balance_shard import (
     ShardFigures,
     _balance_task,
+    _commit_curated,
+    _record_curated,
     _shard_figures,
     _xp,
 )
-from metaclip_gpu.pipeline.checksums import remember
 from metaclip_gpu.pipeline.cluster import run_backend
 from metaclip_gpu.pipeline.count import load_entry_counts
+from metaclip_gpu.pipeline.durable import ordered_batches, results_of
 from metaclip_gpu.pipeline.files import (
     COUNTS_NPY,
     SHARDS_IN_FLIGHT,
@@ -225,12 +229,22 @@ def run_balance(
                     entry_ids=curated_entry_ids, template=template,
                 )  # fmt: skip
 
-            results = pool.map(one, todo)
-            for figures, (_, _, outputs) in zip(results, todo, strict=True):
-                _record_curated(curated, figures, outputs)
-                shard_figures.append(figures)
-                rows += figures.texts
-                bar.update(task, advance=1, rows=rows)
+            futures = [pool.submit(one, item) for item in todo]
+            try:  # this thread makes each batch of curated files durable, then records them
+                for batch in ordered_batches(futures):
+                    done, failure = results_of(batch)
+                    items = todo[len(shard_figures) : len(shard_figures) + len(done)]
+                    _commit_curated(curated, done, [outputs for _, _, outputs in items])
+                    for figures in done:
+                        shard_figures.append(figures)
+                        rows += figures.texts
+                        bar.update(task, advance=1, rows=rows)
+                    if failure is not None:
+                        raise failure
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # the unrecorded shards are balanced by the next run
+                raise
 
     for folder in directories.values():  # the files this run superseded, before summary.json
         if isinstance(folder, RemotePath):
@@ -305,24 +319,6 @@ def _curated_outputs(
     if all(r is not None and r.output for r in named.values()):
         return {t: directories[t] / r.output for t, r in named.items()}  # type: ignore[union-attr]
     return {t: folder / attempt_name(output_name(shard)) for t, folder in directories.items()}
-
-
-def _record_curated(
-    curated: dict[float, Manifest], figures: ShardFigures, outputs: dict[float, Location]
-) -> None:
-    """Appends the curated files `figures` wrote (none when reused) to their folders' manifests."""
-    for t, checksum in figures.checksums.items():
-        path = outputs[t]
-        written = remember(path, checksum) if isinstance(path, RemotePath) else {}
-        curated[t].append(
-            ShardRecord(
-                shard=figures.shard,
-                output=path.name,
-                rows=figures.kept[t],
-                checksum=checksum,
-                output_fingerprint=written,
-            )
-        )
 
 
 def _balance_dask(

@@ -23,12 +23,14 @@ import pyarrow as pa
 
 from metaclip_gpu import storage
 from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches
-from metaclip_gpu.pipeline.checksums import checksum_matches
+from metaclip_gpu.pipeline.checksums import checksum_matches, remember
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
 from metaclip_gpu.pipeline.draws import expected_kept
+from metaclip_gpu.pipeline.durable import commit
 from metaclip_gpu.pipeline.files import (
     delay_hook,
 )
+from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord
 from metaclip_gpu.pipeline.read import (
     ReadOptions,
     Shard,
@@ -38,6 +40,7 @@ from metaclip_gpu.pipeline.write import (
     empty_curated_table,
     write_parquet,
 )
+from metaclip_gpu.storage import Location, RemotePath
 
 
 @dataclass
@@ -205,3 +208,45 @@ def _balance_task(
         entry_ids=entry_ids,
         template=template,
     )
+
+
+def _curated_records(
+    curated: dict[float, Manifest], figures: ShardFigures, outputs: dict[float, Location]
+) -> list[tuple[Manifest, ShardRecord, list[Path]]]:
+    """The records of the curated files `figures` wrote (none when reused), each with its
+    folder's manifest and, when local, its file."""
+    entries = []
+    for t, checksum in figures.checksums.items():
+        path = outputs[t]
+        written = remember(path, checksum) if isinstance(path, RemotePath) else {}
+        record = ShardRecord(
+            shard=figures.shard,
+            output=path.name,
+            rows=figures.kept[t],
+            checksum=checksum,
+            output_fingerprint=written,
+        )
+        entries.append((curated[t], record, [path] if isinstance(path, Path) else []))
+    return entries
+
+
+def _record_curated(
+    curated: dict[float, Manifest], figures: ShardFigures, outputs: dict[float, Location]
+) -> None:
+    """Appends the curated files `figures` wrote (none when reused) to their folders'
+    manifests, as they are (a dask worker's files: as before, not fsynced here)."""
+    for manifest, record, _ in _curated_records(curated, figures, outputs):
+        manifest.append(record)
+
+
+def _commit_curated(
+    curated: dict[float, Manifest],
+    done: list[ShardFigures],
+    outputs: list[dict[float, Location]],
+) -> None:
+    """In process: the curated files of the shards `done` made durable (each file, then each
+    folder once), then their records appended (`durable.commit`)."""
+    entries = []
+    for figures, shard_outputs in zip(done, outputs, strict=True):
+        entries += _curated_records(curated, figures, shard_outputs)
+    commit(entries)

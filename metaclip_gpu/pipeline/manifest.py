@@ -1,10 +1,11 @@
 """The manifest of a stage's output directory: which shards are finished, and with what result.
 
 ``<out_dir>/manifest.jsonl`` holds one JSON record per finished shard, appended (one
-``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``) only after the shard's output file
-was renamed into place. So a run killed at any moment leaves, for each shard, either no
-record (the shard is redone) or a record whose output exists. A later record for the same
-shard supersedes an earlier one.
+``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``; the records of several shards
+finished together share one fsync, `Manifest.batch`) only after the shard's output
+file was renamed into place and made durable (`durable`). So a run killed at any moment
+leaves, for each shard, either no record (the shard is redone) or a record whose output
+exists. A later record for the same shard supersedes an earlier one.
 
 A shard counts as done (`Manifest.is_done`) only when its latest record exists, the input's
 fingerprint (size and mtime_ns) and the run's ``config`` (metadata digest and read options)
@@ -28,9 +29,11 @@ latest record names (`files.remove_orphans`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,8 @@ class Manifest:
         self.folder = self.out_dir / name.removesuffix(".jsonl")
         self.objects: dict[str, str] = {}
         self.next_seq = 0
+        self._batched = False  # inside `batch`: appends are fsynced when it ends
+        self._unsynced = False
 
     @classmethod
     def load(
@@ -195,8 +200,8 @@ class Manifest:
         return checksum_matches(out, record.checksum, f"shard {name} is redone")
 
     def append(self, record: ShardRecord) -> None:
-        """Appends `record` durably (fsync), on a fresh line even after a truncated one (in
-        object storage: puts it as the next record object)."""
+        """Appends `record` durably (fsync; inside `batch`, at its end), on a fresh line even
+        after a truncated one (in object storage: puts it as the next record object)."""
         if isinstance(self.folder, RemotePath):
             from metaclip_gpu.storage_write import write_bytes
 
@@ -216,7 +221,28 @@ class Manifest:
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
                 os.write(fd, line)
-                os.fsync(fd)
+                if self._batched:
+                    self._unsynced = True
+                else:
+                    os.fsync(fd)
         finally:
             os.close(fd)
         self.records[record.shard] = record
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The records appended inside are fsynced once, when it ends (also when it ends with
+        an error: the records written are complete): one fsync for several records."""
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            if self._unsynced:
+                self._unsynced = False
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    with with_path(self.path):
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)

@@ -26,6 +26,7 @@ from metaclip_gpu.engine.index import MetadataIndex, default_cache_dir, local_ca
 from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.checksums import adopt_checksum
 from metaclip_gpu.pipeline.cluster import run_backend
+from metaclip_gpu.pipeline.durable import commit, finished_batches, results_of
 from metaclip_gpu.pipeline.files import (
     MATCHES_DIR,
     SHARDS_IN_FLIGHT,
@@ -159,20 +160,30 @@ def run_match(
                     threads=threads,
                     config=config,
                     on_rows=advance_rows,
+                    durable=False,  # this thread fsyncs the file before its record
                 )
             )
         try:
-            for future in concurrent.futures.as_completed(futures):
-                report, record = future.result()
-                manifest.append(record)  # only this thread appends
-                _hand_over(report, record, matched)
-                reports[record.shard] = report
-                bar.update(task, advance=1)
+            for batch in finished_batches(futures):
+                finished, failure = results_of(batch)
+                # only this thread appends: each file and its folder fsynced first
+                commit([(manifest, record, _local(report)) for report, record in finished])
+                for report, record in finished:
+                    _hand_over(report, record, matched)
+                    reports[record.shard] = report
+                    bar.update(task, advance=1)
+                if failure is not None:
+                    raise failure
         except BaseException:
             for future in futures:
                 future.cancel()  # the unrecorded shards are redone by the next run
             raise
     return _recorded(out_dir, started, [reports[shard.name] for shard in shards])
+
+
+def _local(report: MatchReport) -> list[Path]:
+    """The shard's output to make durable before its record: a local file (none on error)."""
+    return [report.output] if isinstance(report.output, Path) else []
 
 
 def _hand_over(report: MatchReport, record: ShardRecord, matched: RunCounts | None) -> None:

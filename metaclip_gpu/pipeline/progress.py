@@ -176,10 +176,11 @@ class _NoProgress:
 def stage_progress(enabled: bool = True) -> Any:
     """The progress display of one stage (a context manager with ``add_task``/``update``):
     a rich bar on a terminal, `LineProgress` in a log or with JSON logs, else nothing."""
-    from rich.console import Console
-
     if not enabled or _settings.quiet:
         return _NoProgress()
+    # only now: importing rich took 0.03-0.09 s of each stage run without a progress display
+    from rich.console import Console
+
     console = Console(stderr=True)
     if _settings.format == "json" or not console.is_terminal:
         return LineProgress(_settings.seconds, _settings.format)

@@ -12,8 +12,10 @@ count stage in memory (`MatchReport.counts`). No input column is copied: (shard,
 row back to its input (files written before held the key column too; they read the same).
 
 Crash safety: the file is written under ``<name>.parquet.tmp-<pid>`` in the same folder,
-fsynced, renamed into place with `os.replace`, and only then recorded in the manifest
-(`manifest`). A run killed at any point leaves each shard with no record (it is redone,
+fsynced, renamed into place with `os.replace` (its folder fsynced), and only then recorded in
+the manifest (`manifest`). In process (`match.run_match`) the two fsyncs are the stage's main
+thread's, after the rename, just before the record (`durable`): the compute thread goes on
+with the next shard. A run killed at any point leaves each shard with no record (it is redone,
 overwriting any output already renamed) or a record whose output exists. `stage_config` is
 what, besides the input file, decides a shard's output.
 """
@@ -267,9 +269,13 @@ def _write_matches(
             writer.close()
 
 
-def _write_local(final: Path, write: Callable[[Any], None], report: MatchReport) -> str:
-    """`write` into ``<final>.tmp-<pid>``, fsynced and renamed to `final`; its checksum ("" and
-    no file, and an earlier output of the shard removed, when the shard cannot be read)."""
+def _write_local(
+    final: Path, write: Callable[[Any], None], report: MatchReport, durable: bool = True
+) -> str:
+    """`write` into ``<final>.tmp-<pid>``, fsynced and renamed to `final` (and its folder
+    fsynced; neither with `durable` False: the caller does it, `durable.make_durable`, before
+    the record); its checksum ("" and no file, and an earlier output of the shard removed, when
+    the shard cannot be read)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     renamed = False
@@ -280,12 +286,14 @@ def _write_local(final: Path, write: Callable[[Any], None], report: MatchReport)
             write(sink)
             if report.error is None:
                 raw.flush()
-                os.fsync(raw.fileno())
+                if durable:
+                    os.fsync(raw.fileno())
                 checksum = sink.checksum()
                 delay_hook()
                 os.replace(tmp, final)
                 renamed = True
-                _fsync_dir(final.parent)
+                if durable:
+                    _fsync_dir(final.parent)
         finally:
             if not renamed:
                 tmp.unlink(missing_ok=True)
@@ -316,10 +324,13 @@ def match_shard_output(
     threads: int | None,
     config: str,
     on_rows: Callable[[int], None] | None = None,
+    durable: bool = True,
 ) -> tuple[MatchReport, ShardRecord]:
     """`match_shard` without the manifest: writes the output (temp + rename) and returns the
     report and the record to append. A dask worker runs this and the client appends, so only
-    one process ever appends to the manifest."""
+    one process ever appends to the manifest. `durable` False: a local output is neither
+    fsynced nor its folder; the caller makes it durable before appending its record
+    (`durable.commit`)."""
     start = time.perf_counter()
     out_dir = storage.location(out_dir)
     input_fingerprint = fingerprint(shard.path)  # before reading: a change meanwhile is redone
@@ -335,7 +346,7 @@ def match_shard_output(
         checksum = _write_remote(final, write, report)
     else:
         final = out_dir / MATCHES_DIR / name
-        checksum = _write_local(final, write, report)
+        checksum = _write_local(final, write, report, durable)
     written: dict[str, Any] = {}  # an object's size and ETag, for its record
     if report.error is None:
         written = remember(final, checksum)
