@@ -7,7 +7,6 @@ to the uninterrupted result."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from tsv_shards import write_word_pool
 
 from metaclip_gpu.pipeline.durable import finished_batches, ordered_batches, results_of
 from metaclip_gpu.pipeline.files import DELAY_ENV, MATCHES_DIR
@@ -25,8 +25,6 @@ from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord
 from metaclip_gpu.pipeline.run import run_curate
 from metaclip_gpu.pipeline.write import CURATED_MANIFEST, curated_dir
 
-WORDS = [f"w{i}" for i in range(60)] + ["dog", "red car", "beach"]
-ENTRIES = [*WORDS[:40], "w1 w2", "dog"]
 T = 50
 N_SHARDS = 6
 
@@ -40,18 +38,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def pool(tmp_path: Path) -> tuple[Path, Path]:
     """`N_SHARDS` TSV shards of 800 rows and their metadata."""
-    root = tmp_path / "in"
-    root.mkdir()
-    for s in range(N_SHARDS):
-        lines = []
-        for r in range(800):
-            digest = hashlib.sha256(f"{s}/{r}".encode()).hexdigest()
-            words = [WORDS[int(digest[i : i + 2], 16) % len(WORDS)] for i in range(0, 8, 2)]
-            lines.append(f"{' '.join(words)}\thttp://x/{digest}")
-        (root / f"part-{s}.tsv").write_text("\n".join(lines) + "\n")
-    metadata = tmp_path / "metadata.json"
-    metadata.write_text(json.dumps(ENTRIES))
-    return root, metadata
+    return write_word_pool(tmp_path, N_SHARDS, 800)
 
 
 def curate(pool: tuple[Path, Path], out: Path) -> dict:

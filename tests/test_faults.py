@@ -15,8 +15,6 @@ clear line and the right exit status.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -28,14 +26,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from tsv_shards import write_word_pool
 
 from metaclip_gpu.cli import main
 from metaclip_gpu.pipeline.files import DELAY_ENV
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.write import curated_dir
 
-WORDS = [f"w{i}" for i in range(60)] + ["dog", "red car", "beach"]
-ENTRIES = [*WORDS[:40], "w1 w2", "dog"]
 T = 50
 
 
@@ -49,18 +46,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def pool(tmp_path: Path) -> tuple[Path, Path]:
     """8 TSV shards of 1,500 rows (keys that compress badly, so match files take room) and
     their metadata."""
-    root = tmp_path / "in"
-    root.mkdir()
-    for s in range(8):
-        lines = []
-        for r in range(1500):
-            digest = hashlib.sha256(f"{s}/{r}".encode()).hexdigest()
-            words = [WORDS[int(digest[i : i + 2], 16) % len(WORDS)] for i in range(0, 8, 2)]
-            lines.append(f"{' '.join(words)}\thttp://x/{digest}")
-        (root / f"part-{s}.tsv").write_text("\n".join(lines) + "\n")
-    metadata = tmp_path / "metadata.json"
-    metadata.write_text(json.dumps(ENTRIES))
-    return root, metadata
+    return write_word_pool(tmp_path, 8, 1500)
 
 
 def curate_args(pool: tuple[Path, Path], out: Path) -> list[str]:
