@@ -12,10 +12,10 @@
 // Both scans emit into the same per-text sink.
 //
 // Kernels (each instantiated for int32 and int64 string offsets):
-//   mc_match_fixed_*  single pass; keeps the text's first MC_LOCAL_CAP
+//   mc_match_fixed_*  single pass; keeps the text's MC_LOCAL_CAP smallest
 //                     distinct ids sorted in a per-thread list and writes them
 //                     to the text's slot-major column of `out_ids`;
-//                     further ids go to a global spill (count -1), and a text
+//                     the others go to a global spill (count -1), and a text
 //                     whose ids do not fit the spill gets count -2 (the caller
 //                     re-runs those texts with the two kernels below).
 //   mc_count_raw_*    number of (position, id) hits per text, duplicates kept.

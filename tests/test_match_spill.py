@@ -1,6 +1,6 @@
 """Texts with more distinct ids than the kernel's per-text list (issue 13: no cliff).
 
-mc_match_fixed keeps a text's first `local_cap` ids and spills the rest as (row, id) keys
+mc_match_fixed keeps a text's `local_cap` smallest ids and spills the rest as (row, id) keys
 that match.py merges; only texts whose spill ran out are re-run through count and fill. Its
 output rows are slot-major (issue 10: coalesced stores). Every path must give the reference's
 ids.

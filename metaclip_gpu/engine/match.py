@@ -1,7 +1,7 @@
 """Stage `match`: every text against every metadata entry, as a CSR of distinct entry ids.
 
 `match(texts, index)` runs on either backend (see metaclip_gpu.engine.backends) with one code path:
-one pass of the kernel matches every text; a text keeps its first `local_cap` distinct ids in
+one pass of the kernel matches every text; a text keeps its `local_cap` smallest distinct ids in
 the kernel and appends the others to a spill of (row, id) keys, which a library sort merges
 and de-duplicates, so no text is scanned twice. Only when a batch's spill runs out are the
 texts that lost ids re-run through the count and fill kernels (and the spill grows for the
