@@ -74,12 +74,13 @@ def commit(entries: Sequence[tuple[Manifest, ShardRecord, Sequence[Path]]]) -> N
 def finished_batches(futures: Sequence[Future[Any]]) -> Iterator[list[Future[Any]]]:
     """`futures` in batches as they finish: each batch is every future done since the last
     one (at least one), in submission order."""
+    position = {future: i for i, future in enumerate(futures)}  # a stage may have 100k shards
     pending = set(futures)
     while pending:
         done, pending = concurrent.futures.wait(
             pending, return_when=concurrent.futures.FIRST_COMPLETED
         )
-        yield [f for f in futures if f in done]
+        yield sorted(done, key=position.__getitem__)
 
 
 def ordered_batches(futures: Sequence[Future[Any]]) -> Iterator[list[Future[Any]]]:
