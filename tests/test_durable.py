@@ -2,7 +2,9 @@
 never on disk before the file it names is durable under its final name (match files AND
 curated files: before, curated files were never fsynced); a failing fsync fails the stage
 naming the file and leaves no record; a run killed between the fsync and the append resumes
-to the uninterrupted result."""
+to the uninterrupted result. The same holds on a dask cluster (a worker fsyncs the files it
+wrote, the client appends) and for the worldwide per-image balance, whose curated files were
+recorded without any fsync in both."""
 
 from __future__ import annotations
 
@@ -142,6 +144,61 @@ def test_the_compute_threads_do_not_fsync(
     monkeypatch.setattr(os, "fsync", fsync)
     curate(pool, tmp_path / "out")
     assert threads == {threading.main_thread().name}
+
+
+@pytest.fixture
+def threads_client():
+    """A dask client whose worker runs in this process (threads), so the `Events` wrappers
+    see the tasks' fsyncs too: the cluster path of every stage, with the files a worker
+    wrote and the records the client appends."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ) as client:
+        yield client
+
+
+def test_on_a_cluster_no_record_is_appended_before_its_file_is_durable(
+    pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads_client
+) -> None:
+    """With a dask client the workers write the files and the client appends the records:
+    each curated file too is fsynced (by the worker that wrote it) before its record (it was
+    recorded without any fsync)."""
+    events = Events(monkeypatch)
+    out = tmp_path / "out"
+    run_curate(pool[0], pool[1], out, ts=[T], progress=False, client=threads_client)
+    appended = [path for kind, path, _ in events.log if kind == "append"]
+    assert sum(str(curated_dir(out, T)) in p for p in appended) == N_SHARDS
+    assert assert_durable_before_recorded(events.log) == 2 * N_SHARDS
+
+
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["in-process", "cluster"])
+def test_worldwide_curated_files_are_durable_before_their_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request, on_cluster: bool
+) -> None:
+    """MetaCLIP 2's per-image balance: each curated file fsynced, and its folder after the
+    rename, before its record (they were recorded without any fsync), in process and on a
+    cluster."""
+    from test_worldwide_pipeline import METADATA, make_pool, write_shards
+
+    from metaclip_gpu.pipeline.run import run_worldwide
+
+    metadata = tmp_path / "metadata"
+    metadata.mkdir()
+    for lang, entries in METADATA.items():
+        (metadata / f"{lang}.json").write_text(json.dumps(entries, ensure_ascii=False))
+    table = make_pool(300, seed=5)
+    shards = write_shards(table, tmp_path / "in", [len(table) // 3, 2 * len(table) // 3])
+    client = request.getfixturevalue("threads_client") if on_cluster else None
+    events = Events(monkeypatch)
+    summary = run_worldwide(
+        shards, metadata, tmp_path / "out", t_en=[40.0, 1e9], seed=7, progress=False,
+        client=client,
+    )  # fmt: skip
+    n_shards = len(list(shards.glob("*.parquet")))
+    curated = [p for kind, p, _ in events.log if kind == "append" and "/curated/" in p]
+    assert len(curated) == 2 * n_shards and summary["outputs"]["curated"]
+    assert assert_durable_before_recorded(events.log) == 3 * n_shards
 
 
 @pytest.mark.parametrize("stage", ["match", "balance"])

@@ -36,6 +36,7 @@ from metaclip_gpu.pipeline.draws import (
     keep_mask_from_probs,
     splitmix64,
 )
+from metaclip_gpu.pipeline.durable import commit, make_durable
 from metaclip_gpu.pipeline.files import (
     _progress,
     output_name,
@@ -135,10 +136,12 @@ def balance_shard_worldwide(
     image_column: str | None,
     entry_ids: bool = False,
     template: pa.Table | None = None,
+    durable: bool = False,
 ) -> WorldwideShardFigures:
     """One shard: choose one text per sample, keep it by its language's probabilities, write
     the kept rows per t_en (`outputs`; with `entry_ids`, each row's ids too). The shard's rows
-    are held in memory together, since a sample's rows may sit in different read chunks."""
+    are held in memory together, since a sample's rows may sit in different read chunks.
+    `durable`: the files written are fsynced (and their folders) before it returns."""
     keyed = list(iter_keyed_matches(shard, match_file, options, extra=("lang",)))
     figures = WorldwideShardFigures(shard.name)
     languages = langs.languages
@@ -149,7 +152,7 @@ def balance_shard_worldwide(
             empty = empty.add_column(where, "lang", pa.array([], pa.string()))
         for t_en, path in outputs.items():
             figures.checksums[t_en] = write_parquet(empty, path)
-        return figures
+        return _written(figures, outputs, durable)
     codes = np.concatenate([langs.codes_of_names(k.extra["lang"]) for k in keyed])
     groups, alone, text_keys = (
         np.concatenate(arrays)
@@ -190,6 +193,16 @@ def balance_shard_worldwide(
         ]
         kept = pa.concat_tables(tables, promote_options="permissive")
         figures.checksums[t_en] = write_parquet(kept, outputs[t_en])
+    return _written(figures, outputs, durable)
+
+
+def _written(
+    figures: WorldwideShardFigures, outputs: dict[float, Path], durable: bool
+) -> WorldwideShardFigures:
+    """`figures`, the local files it wrote made durable first when `durable` (a dask worker's:
+    the client appends their records)."""
+    if durable:
+        make_durable(outputs[t] for t in figures.checksums if isinstance(outputs[t], Path))
     return figures
 
 
@@ -275,6 +288,7 @@ def balance_per_image(
                     seed,
                     outputs,
                     **kwargs,
+                    durable=True,
                     pure=False,
                     key=f"worldwide-{output_name(shard.name)}-{uuid.uuid4().hex[:8]}",
                 )
@@ -287,10 +301,17 @@ def balance_per_image(
                 for shard, mf, outs in todo
             )
         for result in results:
+            entries = []
             for t, checksum in result.checksums.items():
                 name = output_name(result.shard)
                 kept = sum(f.kept.get(t, 0) for f in result.languages.values())
-                curated[t].append(ShardRecord(result.shard, name, kept, checksum=checksum))
+                path = dirs[t] / name
+                local = [path] if isinstance(path, Path) and client is None else []
+                entries.append(
+                    (curated[t], ShardRecord(result.shard, name, kept, checksum=checksum), local)
+                )
+            # in process, this thread makes the files durable first; a worker did its own
+            commit(entries)
             figures.append(result)
             rows += result.texts
             bar.update(task, advance=1, rows=rows)

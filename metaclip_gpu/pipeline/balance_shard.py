@@ -26,7 +26,7 @@ from metaclip_gpu.pipeline.aligned import csr_of, iter_keyed_matches
 from metaclip_gpu.pipeline.checksums import checksum_matches, remember
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
 from metaclip_gpu.pipeline.draws import expected_kept
-from metaclip_gpu.pipeline.durable import commit
+from metaclip_gpu.pipeline.durable import commit, make_durable
 from metaclip_gpu.pipeline.files import (
     delay_hook,
 )
@@ -192,9 +192,11 @@ def _balance_task(
     entry_ids: bool = False,
     template: pa.Table | None = None,
 ) -> ShardFigures:
-    """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client)."""
+    """`_shard_figures` on a dask worker (`counts`: host counts, broadcast by the client),
+    the local curated files it wrote made durable before it returns (the client appends
+    their records: `_record_curated`)."""
     xp = _xp(backend)
-    return _shard_figures(
+    figures = _shard_figures(
         shard,
         match_file,
         xp.asarray(counts),
@@ -208,6 +210,8 @@ def _balance_task(
         entry_ids=entry_ids,
         template=template,
     )
+    make_durable(outputs[t] for t in figures.checksums if isinstance(outputs[t], Path))
+    return figures
 
 
 def _curated_records(
@@ -234,7 +238,7 @@ def _record_curated(
     curated: dict[float, Manifest], figures: ShardFigures, outputs: dict[float, Location]
 ) -> None:
     """Appends the curated files `figures` wrote (none when reused) to their folders'
-    manifests, as they are (a dask worker's files: as before, not fsynced here)."""
+    manifests (a dask worker's files: made durable by the worker, `_balance_task`)."""
     for manifest, record, _ in _curated_records(curated, figures, outputs):
         manifest.append(record)
 
