@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from metaclip_gpu import storage
 from metaclip_gpu.engine.arrays import to_host
-from metaclip_gpu.pipeline.files import ENTRY_IDS_TYPE
+from metaclip_gpu.pipeline.files import ENTRY_IDS_TYPE, MATCH_READ_ROWS
 from metaclip_gpu.pipeline.keys import text_keys
 from metaclip_gpu.pipeline.read import (
     ReadOptions,
@@ -62,7 +62,8 @@ class _MatchRows:
         self.path = path
         self.file = storage.parquet_file(path)
         self.batches = self.file.iter_batches(
-            batch_size=max(batch_rows, 1024), columns=["row", "entry_ids", *extra]
+            batch_size=min(max(batch_rows, 1024), MATCH_READ_ROWS),
+            columns=["row", "entry_ids", *extra],
         )
         self.pending: pa.Table | None = None
 

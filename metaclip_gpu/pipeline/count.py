@@ -48,6 +48,7 @@ from metaclip_gpu.pipeline import rundir
 from metaclip_gpu.pipeline.checksums import checksum_matches
 from metaclip_gpu.pipeline.cluster import results_as_completed
 from metaclip_gpu.pipeline.counts_files import PendingTable, npy_parts, put_bytes, save_counts
+from metaclip_gpu.pipeline.files import MATCH_READ_ROWS
 from metaclip_gpu.pipeline.manifest import Manifest
 from metaclip_gpu.pipeline.match import match_records
 from metaclip_gpu.pipeline.read import Shard
@@ -179,7 +180,7 @@ def _as_counts(xp: Any, counts: Any) -> Any:
 
 
 def file_counts(
-    path: str | os.PathLike[str] | RemotePath, n_entries: int, batch_rows: int = 1 << 20
+    path: str | os.PathLike[str] | RemotePath, n_entries: int, batch_rows: int = MATCH_READ_ROWS
 ):
     """uint64 counts of one match file's ``entry_ids`` (only that column is read)."""
     parquet = storage.parquet_file(storage.location(path))
@@ -359,7 +360,8 @@ def file_language_counts(path: Location, sizes: dict[str, int]) -> dict[str, np.
     counts = {lang: np.zeros(n, dtype=np.uint64) for lang, n in sizes.items()}
     parquet = storage.parquet_file(path)
     try:
-        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["lang", "entry_ids"]):
+        batches = parquet.iter_batches(batch_size=MATCH_READ_ROWS, columns=["lang", "entry_ids"])
+        for batch in batches:
             lang = batch.column(0)
             lists = batch.column(1)
             lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)

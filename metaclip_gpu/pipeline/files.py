@@ -32,6 +32,11 @@ _TMP_RE = re.compile(r"\.tmp-(\d+)$")
 # (the counts files). No pid says whose: stale whenever the run lock is ours.
 _OLD_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 ENTRY_IDS_TYPE = pa.list_(pa.int32())
+# Rows of a match file decoded at a time by the stages that read one. Decoding ``entry_ids`` (a
+# list column) 64k rows at a time rather than a whole 125k-row chunk cost 0.039 s of CPU instead
+# of 0.053 s for a dense shard's 4.97M ids (median of 40 alternated reads, the batches then
+# combined): the decoder's buffers stay in cache.
+MATCH_READ_ROWS = 1 << 16
 
 
 def output_name(shard_name: str) -> str:
