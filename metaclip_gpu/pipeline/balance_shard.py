@@ -27,7 +27,7 @@ from metaclip_gpu.pipeline.checksums import checksum_matches, remember
 from metaclip_gpu.pipeline.chunk_draws import balance_chunk
 from metaclip_gpu.pipeline.draws import expected_kept
 from metaclip_gpu.pipeline.durable import commit, make_durable
-from metaclip_gpu.pipeline.files import MATCH_READ_ROWS, delay_hook
+from metaclip_gpu.pipeline.files import delay_hook
 from metaclip_gpu.pipeline.manifest import Manifest, ShardRecord
 from metaclip_gpu.pipeline.read import (
     ReadOptions,
@@ -59,7 +59,7 @@ def _file_stats(match_file: Path, counts: np.ndarray, ts: Sequence[float]) -> Sh
     figures = ShardFigures("", expected=dict.fromkeys(ts, 0.0))
     parquet = storage.parquet_file(match_file)
     try:
-        for batch in parquet.iter_batches(batch_size=MATCH_READ_ROWS, columns=["entry_ids"]):
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["entry_ids"]):
             offsets, ids = csr_of(batch.column(0))
             _add_stats(figures, offsets, ids, counts, ts)
     finally:

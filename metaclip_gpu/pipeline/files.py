@@ -35,7 +35,8 @@ ENTRY_IDS_TYPE = pa.list_(pa.int32())
 # Rows of a match file decoded at a time by the stages that read one. Decoding ``entry_ids`` (a
 # list column) 64k rows at a time rather than a whole 125k-row chunk cost 0.039 s of CPU instead
 # of 0.053 s for a dense shard's 4.97M ids (median of 40 alternated reads, the batches then
-# combined): the decoder's buffers stay in cache.
+# combined): the decoder's buffers stay in cache. Only where the values do not depend on the
+# batches (not where floats are summed batch by batch: target_size, balance_shard._file_stats).
 MATCH_READ_ROWS = 1 << 16
 
 

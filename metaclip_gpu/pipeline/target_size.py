@@ -38,11 +38,10 @@ import pyarrow.compute as pc
 
 from metaclip_gpu import storage
 from metaclip_gpu.pipeline.draws import SOLVE_MAX_ITER, SOLVE_RTOL
-from metaclip_gpu.pipeline.files import MATCH_READ_ROWS
 
 GRID_POINTS = 3  # per pass; more points: fewer passes over the files, more compute
 GRID_CELLS = 1 << 22  # (pair, t) cells evaluated at once: 32 MiB of float64
-BATCH_ROWS = MATCH_READ_ROWS  # match-file rows decoded at a time
+BATCH_ROWS = 1 << 20  # floats summed batch by batch: another size moves the t solved
 
 
 @dataclass
