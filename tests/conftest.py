@@ -105,6 +105,17 @@ def emulated_cupy():
         gpu_emulation.uninstall()
 
 
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index cache in this test's own folder (no test sees another's cached index), and
+    no stage delay (`files.DELAY_ENV`) left over from the environment. Modules that run the
+    pipeline take it for every test: ``pytestmark = pytest.mark.usefixtures("private_cache")``."""
+    from metaclip_gpu.pipeline.files import DELAY_ENV
+
+    monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "index-cache"))
+    monkeypatch.delenv(DELAY_ENV, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _emulated_gpu_marker(request: pytest.FixtureRequest) -> None:
     """A test marked ``emulated_gpu`` runs with the `emulated_cupy` fixture installed."""

@@ -19,9 +19,7 @@ ENTRIES = ["dog", "red car", "beach", "cat"]
 GOOD_TEXTS = ["a dog on the beach", "red car, red cat", "nothing here", "a cat"]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "index-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture

@@ -18,9 +18,7 @@ from metaclip_gpu.pipeline.advice import t_keeps_nearly_all
 METADATA = ["red car", "blue sky", "dog", "cat", "the"]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "index-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _invoke(*args: str):

@@ -36,10 +36,7 @@ from metaclip_gpu.pipeline.write import curated_dir
 T = 50
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "index-cache"))
-    monkeypatch.delenv(DELAY_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture

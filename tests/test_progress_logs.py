@@ -26,9 +26,7 @@ LINE = re.compile(
 )
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METACLIP_GPU_CACHE", str(tmp_path / "index-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _pool(tmp_path: Path, shards: int, rows: int) -> tuple[Path, Path]:
